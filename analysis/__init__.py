@@ -1,0 +1,1 @@
+"""Statistics over activation stores (later issues)."""

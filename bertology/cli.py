@@ -1,0 +1,122 @@
+"""The ``bertology`` command: one entry point, one subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bertology import BertologyError, __version__
+
+
+def _csv(kind):
+    def parse(text: str):
+        items = [t for t in text.replace(",", " ").split() if t]
+        return tuple(kind(t) for t in items)
+    return parse
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, rte, qnli")
+    p.add_argument("--glue-dir", help="folder with <TASK>/{train,dev}.tsv (default: $GLUE_DIR; "
+                                      "unset: the Hugging Face `datasets` loader, online)")
+    p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION",
+                   help="for a task with no train split on disk: carve a seeded, stratified FRACTION of dev "
+                        "out as train (dev keeps the rest); recorded in the metadata")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertology", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bertology {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune", help="fine-tune an encoder on a GLUE task; writes a save_pretrained checkpoint")
+    p.add_argument("--model", default="minilm-l6", help="HF id, local directory, or the embedded 'minilm-l6'")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--max-train", type=int, help="use a seeded random subset of N training examples")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-length", type=int, default=128)
+    _add_data_args(p)
+
+    p = sub.add_parser("extract", help="capture every layer's sub-block states into a Zarr store")
+    p.add_argument("--model", default="minilm-l6", help="checkpoint directory, HF id, or 'minilm-l6'")
+    p.add_argument("--split", default="dev", choices=("train", "dev"))
+    p.add_argument("--out", required=True, help="store path (STORE.zarr)")
+    p.add_argument("--limit", type=int, help="only the first N examples")
+    p.add_argument("--token-sites", type=_csv(str), default=None,
+                   help="sites stored per token (default: all of embed attn res1 ln1 ff_act ff res2 ln2)")
+    p.add_argument("--token-layers", type=_csv(int), default=None, help="layers stored per token (default: all)")
+    p.add_argument("--no-attention", action="store_true", help="do not store attention maps")
+    p.add_argument("--cls-only", action="store_true",
+                   help="store only the [CLS] states, logits and sample data (cheap; for probes on train)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
+    _add_data_args(p)
+
+    p = sub.add_parser("store", help="inspect stores")
+    ssub = p.add_subparsers(dest="store_command", required=True)
+    pi = ssub.add_parser("info", help="summarise a store")
+    pi.add_argument("path")
+    pi.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "finetune":
+        from bertology.extract.finetune import finetune_task
+
+        metrics = finetune_task(
+            args.model, args.task, args.out, glue_dir=args.glue_dir, max_train=args.max_train,
+            carve_train_from_dev=args.carve_train_from_dev, seed=args.seed, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, device=args.device,
+            progress=not args.quiet)
+        m = metrics["dev"]
+        carve = " (train carved out of dev)" if metrics["carve_out"] else ""
+        print(f"{args.task}: dev accuracy {m['accuracy']:.4f}, F1 {m['f1']:.4f}, MCC {m['mcc']:.4f} "
+              f"after {metrics['train_seconds']:.0f} s{carve}; checkpoint {args.out}")
+    elif args.command == "extract":
+        from bertology.extract.extraction import ExtractConfig, extract_task
+        from bertology.store import schema as S
+
+        sites = args.token_sites if args.token_sites is not None else S.TOKEN_SITES
+        cfg = ExtractConfig(
+            token_sites=() if args.cls_only else sites,
+            token_layers=args.token_layers,
+            attention=not (args.no_attention or args.cls_only),
+            dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed)
+        path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
+                            carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
+                            device=args.device, progress=not args.quiet)
+        print(f"wrote {path}")
+    elif args.command == "store":
+        from bertology.store.info import describe
+        from bertology.store.reader import read_attrs
+
+        if args.json:
+            print(json.dumps(read_attrs(args.path), indent=2))
+        else:
+            print(describe(args.path))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except BertologyError as e:
+        print(f"bertology: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bertology: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

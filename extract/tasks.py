@@ -1,0 +1,265 @@
+"""The GLUE task table and the readers for its data.
+
+One entry of ``TASKS`` describes a task completely: where its files live in the classic
+``glue_data/<TASK>/{train,dev}.tsv`` layout, which columns hold the text(s) and the label, the raw label
+values in class-index order, the human label names, and the task's metric. Adding a task is one entry.
+
+Data comes from ``--glue-dir`` or the ``GLUE_DIR`` environment variable; with neither, from the Hugging
+Face ``datasets`` GLUE loader (needs network). Bad files stop with a :class:`GlueFormatError` that names the
+file, the line and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bertology import BertologyError
+
+
+class GlueFormatError(BertologyError):
+    """A GLUE file that does not have the expected layout."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How one GLUE task is laid out on disk and how it is scored."""
+
+    name: str                      # bertology's name: cola, sst2, ...
+    folder: str                    # folder under GLUE_DIR: CoLA, SST-2, ...
+    header: tuple[str, ...] | None  # expected header line (None: the file has no header)
+    n_columns: int
+    text_columns: tuple[int, ...]  # one column (single sentence) or two (sentence pair)
+    label_column: int
+    label_values: tuple[str, ...]  # raw label strings, in class-index order
+    label_names: tuple[str, ...]   # human names, in class-index order
+    metric: str                    # "accuracy", "f1" or "mcc": the task's headline metric
+    hf_text_fields: tuple[str, ...] = field(default=())  # column names in the HF `glue` dataset
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        TaskSpec("cola", "CoLA", None, 4, (3,), 1, ("0", "1"), ("unacceptable", "acceptable"), "mcc",
+                 ("sentence",)),
+        TaskSpec("sst2", "SST-2", ("sentence", "label"), 2, (0,), 1, ("0", "1"), ("negative", "positive"),
+                 "accuracy", ("sentence",)),
+        TaskSpec("mrpc", "MRPC", ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), 5, (3, 4), 0,
+                 ("0", "1"), ("not_equivalent", "equivalent"), "f1", ("sentence1", "sentence2")),
+        TaskSpec("rte", "RTE", ("index", "sentence1", "sentence2", "label"), 4, (1, 2), 3,
+                 ("entailment", "not_entailment"), ("entailment", "not_entailment"), "accuracy",
+                 ("sentence1", "sentence2")),
+        TaskSpec("qnli", "QNLI", ("index", "question", "sentence", "label"), 4, (1, 2), 3,
+                 ("entailment", "not_entailment"), ("entailment", "not_entailment"), "accuracy",
+                 ("question", "sentence")),
+    )
+}
+
+SPLITS = ("train", "dev")
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name.lower()]
+    except KeyError:
+        raise BertologyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+@dataclass
+class Example:
+    """One labelled GLUE example. ``sample_id`` is its 0-based data-row index in the split's file."""
+
+    sample_id: int
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+@dataclass
+class Split:
+    """The examples of one split, with where they came from (recorded in every store's metadata)."""
+
+    task: TaskSpec
+    split: str
+    examples: list[Example]
+    source: str                    # file path, or "hf:glue/<task>"
+    sha256: str                    # of the file's bytes ("" for the HF loader)
+    carve_out: dict | None = None  # how a train part was carved out of dev, when it was
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([e.label for e in self.examples], dtype=np.int64)
+
+
+def glue_dir_from(glue_dir: str | os.PathLike | None) -> Path | None:
+    """The GLUE folder: the explicit argument, else ``GLUE_DIR``, else None (use the online loader)."""
+    value = glue_dir if glue_dir is not None else os.environ.get("GLUE_DIR")
+    return Path(value) if value else None
+
+
+def task_file(task: TaskSpec, split: str, glue_dir: Path) -> Path:
+    return Path(glue_dir) / task.folder / f"{split}.tsv"
+
+
+def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
+    """Read one classic GLUE ``.tsv`` file strictly; return its examples and the sha256 of its bytes.
+
+    Quirks of the real files handled here: CoLA has no header; MRPC's header starts with a UTF-8 BOM; QNLI
+    text contains U+FEFF (kept, as in the original); SST-2 sentences end with a space (surrounding
+    whitespace is stripped from every text). Fields are split on tabs only: GLUE text contains quotes that
+    are not CSV quoting.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GlueFormatError(
+            f"{path}: no such file; point --glue-dir or GLUE_DIR at the folder that holds "
+            f"{task.folder}/{path.name} (the classic glue_data/<TASK>/{{train,dev}}.tsv layout)"
+        )
+    raw = path.read_bytes()
+    if not raw.strip():
+        expected = "\t".join(task.header) if task.header else f"{task.n_columns} tab-separated columns"
+        raise GlueFormatError(f"{path}: file is empty; expected {expected!r} and data rows")
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    examples: list[Example] = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise GlueFormatError(
+                f"{path}:{lineno}: bytes are not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                f"GLUE files are UTF-8 text"
+            ) from None
+        if text.endswith("\r"):
+            text = text[:-1]
+        if lineno == 1 and task.header is not None:
+            found = tuple(c.lstrip("\ufeff") for c in text.split("\t"))
+            if found != task.header:
+                raise GlueFormatError(
+                    f"{path}:1: header is {found!r}; expected {task.header!r} for {task.name}"
+                )
+            continue
+        if not text.strip():
+            raise GlueFormatError(f"{path}:{lineno}: empty line; expected {task.n_columns} tab-separated columns")
+        cols = text.split("\t")
+        if len(cols) != task.n_columns:
+            raise GlueFormatError(
+                f"{path}:{lineno}: found {len(cols)} tab-separated columns; expected {task.n_columns} for {task.name}"
+                + (f" ({', '.join(task.header)})" if task.header else "")
+            )
+        raw_label = cols[task.label_column].strip()
+        if raw_label not in task.label_values:
+            raise GlueFormatError(
+                f"{path}:{lineno}: unknown label {raw_label!r} in column {task.label_column + 1}; "
+                f"expected one of {', '.join(task.label_values)}"
+            )
+        texts = [cols[c].strip() for c in task.text_columns]
+        examples.append(
+            Example(
+                sample_id=len(examples),
+                text_a=texts[0],
+                text_b=texts[1] if task.is_pair else None,
+                label=task.label_values.index(raw_label),
+            )
+        )
+    if not examples:
+        raise GlueFormatError(f"{path}: has a header but no data rows")
+    return examples, hashlib.sha256(raw).hexdigest()
+
+
+def _load_hf(task: TaskSpec, split: str) -> Split:  # pragma: no cover - needs network
+    """Online fallback: the Hugging Face ``glue`` dataset (its `validation` split is GLUE's dev)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise BertologyError(
+            "no GLUE folder given (--glue-dir or GLUE_DIR) and the `datasets` package is not installed; "
+            "set GLUE_DIR to a classic glue_data folder, or `pip install 'bertology[online]'`"
+        ) from e
+    hf_split = {"train": "train", "dev": "validation"}[split]
+    ds = datasets.load_dataset("glue", task.name, split=hf_split)
+    examples = []
+    for i, row in enumerate(ds):
+        texts = [str(row[f]).strip() for f in task.hf_text_fields]
+        examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, int(row["label"])))
+    return Split(task, split, examples, source=f"hf:glue/{task.name}/{hf_split}", sha256=ds._fingerprint)
+
+
+def carve(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split examples into a seeded, stratified (train part, remaining part); each keeps file order."""
+    if not 0.0 < fraction < 1.0:
+        raise BertologyError(f"--carve-train-from-dev must be a fraction in (0, 1); got {fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.array([e.label for e in examples])
+    take = np.zeros(len(examples), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = int(round(fraction * len(idx)))
+        take[rng.permutation(idx)[:k]] = True
+    return [e for e, t in zip(examples, take) if t], [e for e, t in zip(examples, take) if not t]
+
+
+def load_split(
+    task: str | TaskSpec,
+    split: str,
+    glue_dir: str | os.PathLike | None = None,
+    *,
+    carve_train_from_dev: float | None = None,
+    carve_seed: int = 0,
+    limit: int | None = None,
+) -> Split:
+    """Load one split of a task.
+
+    When a task has no ``train.tsv`` on disk (QNLI in the shared data), ``carve_train_from_dev=f`` carves a
+    seeded, stratified fraction ``f`` of dev out as the train part; asking for ``dev`` with the same option
+    returns the rest, so the two never overlap. The carve-out is recorded in ``Split.carve_out``.
+    ``limit`` keeps the first N examples (after any carve-out).
+    """
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    if split not in SPLITS:
+        raise BertologyError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    root = glue_dir_from(glue_dir)
+    if root is None:
+        if carve_train_from_dev:
+            raise BertologyError("--carve-train-from-dev applies to a GLUE folder on disk (--glue-dir or GLUE_DIR)")
+        result = _load_hf(spec, split)
+    elif carve_train_from_dev:
+        dev_path = task_file(spec, "dev", root)
+        examples, sha = read_tsv(spec, dev_path)
+        train_part, dev_part = carve(examples, carve_train_from_dev, carve_seed)
+        carve_out = {
+            "from": "dev",
+            "fraction": carve_train_from_dev,
+            "seed": carve_seed,
+            "n_train": len(train_part),
+            "n_dev": len(dev_part),
+        }
+        chosen = train_part if split == "train" else dev_part
+        result = Split(spec, split, chosen, str(dev_path), sha, carve_out)
+    else:
+        path = task_file(spec, split, root)
+        if split == "train" and not path.is_file() and task_file(spec, "dev", root).is_file():
+            raise GlueFormatError(
+                f"{path}: no such file; {spec.name} has no train split in {root}. Pass "
+                f"--carve-train-from-dev FRACTION (e.g. 0.5) to carve a seeded, stratified train part out of "
+                f"dev; it is recorded in the metadata and shown with every result"
+            )
+        examples, sha = read_tsv(spec, path)
+        result = Split(spec, split, examples, str(path), sha)
+    if limit is not None:
+        if limit <= 0:
+            raise BertologyError(f"--limit must be positive; got {limit}")
+        result.examples = result.examples[:limit]
+    return result

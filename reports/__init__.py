@@ -1,0 +1,1 @@
+"""Reports built from analysis tables (later issues)."""

@@ -1,0 +1,56 @@
+"""A human-readable summary of a store (``bertology store info PATH``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import schema as S
+from .reader import open_store, read_attrs
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def describe(path: str | Path) -> str:
+    """Summarise what a store holds: provenance, capture settings, variables, accuracy and size."""
+    path = Path(path)
+    attrs = read_attrs(path)
+    progress = attrs.get(S.PROGRESS_KEY) or {}
+    ds = open_store(path, allow_incomplete=True)
+    m = ds.attrs
+    lines = [f"bertology store {path}  (schema {m['schema_version']}, "
+             f"{'complete' if progress.get('complete') else 'INCOMPLETE: ' + str(progress.get('windows_done')) + ' windows written'})"]
+    carve = m.get("carve_out")
+    lines += [
+        f"  task/split   {m['task']} / {m['split']}  ({ds.sizes[S.SAMPLE]} samples, labels: {', '.join(m['label_names'])})",
+        f"  data         {m['data_file']}  sha256 {m['data_sha256'][:16]}…"
+        + (f"\n  CARVE-OUT    train part carved out of dev: fraction {carve['fraction']}, seed {carve['seed']}, "
+           f"{carve['n_train']} train / {carve['n_dev']} dev" if carve else ""),
+        f"  model        {m['model']}  ({m['model_type']}, {m['n_layers']} layers, {m['n_heads']} heads, "
+        f"hidden {m['hidden']}, ff {m['ff_hidden']})",
+        f"  checkpoint   {m['model_path']}  sha256 {m['model_sha256'][:16]}…",
+        f"  tokenizer    {m['tokenizer']}  max_length {m['max_length']}, segments: {m['segment_policy']}",
+        f"  capture      dtype {m['dtype']}; cls at sites {' '.join(S.SITES)} + ff_act + embed; "
+        f"token sites: {' '.join(m['token_sites']) or 'none'}"
+        + (f" at layers {m['token_layers']}" if m["token_sites"] else "")
+        + f"; attention: {'yes' if m['attention'] else 'no'}",
+        f"  tokens       {ds.sizes.get(S.TOKEN, 0)} (mean length {float(ds['length'].mean()):.1f}, max {int(ds['length'].max())})",
+        f"  provenance   bertology {m['bertology_version']}, seed {m['seed']}",
+    ]
+    if progress.get("complete"):
+        acc = float((ds["pred"] == ds["label"]).mean())
+        lines.append(f"  accuracy     {acc:.4f} (stored predictions vs gold labels)")
+    lines.append(f"  size on disk {_human(_size(path))}")
+    lines.append("  variables")
+    for name, var in ds.data_vars.items():
+        lines.append(f"    {name:<16} {str(var.dtype):<8} ({', '.join(f'{d}: {ds.sizes[d]}' for d in var.dims)})")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Reading an activation store as a lazy, labelled ``xarray.Dataset``.
+
+``open_store`` refuses anything that is not a complete bertology store of a schema this version reads.
+The ragged axes (``token``, ``pair``) are addressed per sample through ``token_start``/``length`` and
+``pair_start``; :func:`sample_tokens` and :func:`sample_attention` do that slicing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from bertology import BertologyError
+
+from . import schema as S
+
+
+class StoreError(BertologyError):
+    """A path that is not a complete, readable bertology store."""
+
+
+def read_attrs(path: str | Path) -> dict:
+    """The store's group attributes, after checking it is a bertology store of a known schema."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception as e:  # noqa: BLE001
+        raise StoreError(f"{path}: not a zarr store ({type(e).__name__}: {e})") from None
+    meta = attrs.get(S.META_KEY)
+    if not isinstance(meta, dict) or meta.get("format") != S.FORMAT_NAME:
+        raise StoreError(f"{path}: is a zarr group but not a bertology activation store (no '{S.META_KEY}' metadata)")
+    if meta.get("schema_version") != S.SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: store schema version {meta.get('schema_version')}, this bertology reads version "
+            f"{S.SCHEMA_VERSION}; re-extract it with this version"
+        )
+    return attrs
+
+
+def open_store(path: str | Path, *, allow_incomplete: bool = False) -> xr.Dataset:
+    """Open a store lazily (dask-backed) with named dimensions and coordinates.
+
+    Dimensions: ``sample`` (coordinate: data-row id), ``layer`` (1..L), ``site`` (attn res1 ln1 ff res2 ln2),
+    ``head`` (1..h), ``class`` (label names), ``hidden``, ``ff_hidden``, and the ragged ``token``,
+    ``token_layer`` and ``pair`` axes. ``ds.attrs`` holds the extraction metadata.
+    """
+    attrs = read_attrs(path)
+    progress = attrs.get(S.PROGRESS_KEY) or {}
+    if not progress.get("complete") and not allow_incomplete:
+        raise StoreError(
+            f"{path}: extraction is incomplete ({progress.get('windows_done', 0)} windows written); "
+            f"rerun the same `bertology extract` command to resume it"
+        )
+    ds = xr.open_zarr(str(path), consolidated=False, chunks={})
+    ds = ds.set_coords([c for c in S.SAMPLE_COORDS + S.TOKEN_COORDS if c in ds])
+    ds.attrs = dict(attrs[S.META_KEY])
+    ds.attrs["complete"] = bool(progress.get("complete"))
+    return ds
+
+
+def sample_tokens(ds: xr.Dataset, i: int, var: str = "token_ln2") -> xr.DataArray:
+    """The token-level rows of sample ``i`` (its position on the sample axis) for a ragged variable."""
+    start, n = int(ds["token_start"][i]), int(ds["length"][i])
+    return ds[var].isel(token=slice(start, start + n))
+
+
+def sample_attention(ds: xr.Dataset, i: int) -> xr.DataArray:
+    """Attention of sample ``i`` as a (layer, head, query, key) array of shape (L, h, n, n)."""
+    if "attention" not in ds:
+        raise StoreError("this store holds no attention maps (extracted with --no-attention or --cls-only)")
+    start, n = int(ds["pair_start"][i]), int(ds["length"][i])
+    flat = ds["attention"].isel(pair=slice(start, start + n * n)).values  # (n*n, L, h)
+    maps = np.asarray(flat).reshape(n, n, flat.shape[1], flat.shape[2]).transpose(2, 3, 0, 1)
+    return xr.DataArray(
+        maps, dims=(S.LAYER, S.HEAD, "query", "key"),
+        coords={S.LAYER: ds[S.LAYER].values, S.HEAD: ds[S.HEAD].values},
+    )

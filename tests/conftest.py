@@ -1,0 +1,79 @@
+"""Shared fixtures: the GLUE folder, tiny random BERT/RoBERTa/ELECTRA checkpoints, synthetic splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertology.extract.tasks import Example, Split, get_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The real GLUE data (CI sets GLUE_DIR=../shared/glue). Missing data is an error, not a skip."""
+    path = Path(os.environ.get("GLUE_DIR", REPO.parent / "shared" / "glue"))
+    if not (path / "SST-2" / "dev.tsv").is_file():
+        raise RuntimeError(f"GLUE data not found at {path}; set GLUE_DIR to the classic glue_data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from bertology.extract.models import resolve
+
+    return AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+
+
+def _tiny_config(family: str, vocab_size: int):
+    from transformers import BertConfig, ElectraConfig, RobertaConfig
+
+    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=160, num_labels=2)
+    if family == "bert":
+        return BertConfig(**common)
+    if family == "roberta":  # WordPiece tokenizer with pad id 0; RoBERTa has no segment embeddings
+        return RobertaConfig(**common, pad_token_id=0, bos_token_id=101, eos_token_id=102, type_vocab_size=1)
+    if family == "electra":  # embedding_size != hidden_size exercises ELECTRA's embeddings_project
+        return ElectraConfig(**common, embedding_size=16)
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, minilm_tokenizer) -> dict[str, Path]:
+    """Tiny randomly initialised classifiers of each supported family, saved as checkpoint directories."""
+    from transformers import AutoModelForSequenceClassification
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    out = {}
+    for i, family in enumerate(("bert", "roberta", "electra")):
+        torch.manual_seed(i)
+        model = AutoModelForSequenceClassification.from_config(_tiny_config(family, minilm_tokenizer.vocab_size))
+        path = root / family
+        model.save_pretrained(path)
+        minilm_tokenizer.save_pretrained(path)
+        out[family] = path
+    return out
+
+
+WORDS = ("the a film movie is was not very good bad great dull , . plot actors story really quite "
+         "boring funny sad it 's an of and to in that with").split()
+
+
+def make_split(n: int, task: str = "sst2", seed: int = 0, max_words: int = 40) -> Split:
+    """A synthetic split with mixed lengths (1..max_words words per text) and balanced labels."""
+    rng = np.random.default_rng(seed)
+    spec = get_task(task)
+
+    def sentence():
+        return " ".join(rng.choice(WORDS, size=int(rng.integers(1, max_words + 1))))
+
+    examples = [Example(i, sentence(), sentence() if spec.is_pair else None, int(i % 2)) for i in range(n)]
+    return Split(spec, "dev", examples, source="synthetic", sha256="0" * 64)
