@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
     _add_data_args(p)
 
+    p = sub.add_parser("analyze", help="separability, skip candidates, FFN roles, token strength (parquet)")
+    p.add_argument("store", help="a complete store (STORE.zarr)")
+    p.add_argument("--out", required=True, help="folder for the parquet tables")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--correction", default="holm", choices=("holm", "fdr_bh"))
+    p.add_argument("--ci", default="bca", choices=("bca", "percentile"), help="bootstrap interval (default BCa)")
+    p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"))
+    p.add_argument("--skip-k", type=int, default=1, help="with --skip-rule k_lowest: how many layers")
+    p.add_argument("--skip-statistic", default="fisher_trace",
+                   choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
+    p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
+    p.add_argument("--strength-layer", type=int, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
+    p.add_argument("--strength-site", default="ln2")
+
     p = sub.add_parser("store", help="inspect stores")
     ssub = p.add_subparsers(dest="store_command", required=True)
     pi = ssub.add_parser("info", help="summarise a store")
@@ -95,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
                             carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet)
         print(f"wrote {path}")
+    elif args.command == "analyze":
+        from bertology.analysis.run import AnalyzeConfig, analyze
+
+        cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction, ci=args.ci,
+                            skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
+                            probe=not args.no_probe, strength_layer=args.strength_layer,
+                            strength_site=args.strength_site)
+        for name, path in analyze(args.store, args.out, cfg).items():
+            print(f"wrote {path}")
     elif args.command == "store":
         from bertology.store.info import describe
         from bertology.store.reader import read_attrs

@@ -51,6 +51,6 @@ def describe(path: str | Path) -> str:
         lines.append(f"  accuracy     {acc:.4f} (stored predictions vs gold labels)")
     lines.append(f"  size on disk {_human(_size(path))}")
     lines.append("  variables")
-    for name, var in ds.data_vars.items():
+    for name, var in sorted(ds.data_vars.items()):
         lines.append(f"    {name:<16} {str(var.dtype):<8} ({', '.join(f'{d}: {ds.sizes[d]}' for d in var.dims)})")
     return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""Class-conditional moments and the energy decomposition behind separability and the FFN's dual role.
+
+For vectors v_i with class labels, the mean energy splits exactly into three parts:
+
+    E = mean_i ||v_i||² = ||μ||²  +  Σ_c π_c ||μ_c − μ||²  +  Σ_c π_c σ_c²
+                          structural   classification (between)   within-class residual
+
+with μ the overall mean, μ_c the class means, π_c the class shares and σ_c² the mean squared distance to the
+class centroid. Separability statistics are ratios of the same quantities:
+
+- ``fisher_trace`` = tr(S_B) / tr(S_W) = Σ_c π_c ||μ_c − μ||² / Σ_c π_c σ_c²
+- ``centroid_ratio`` (two classes) = ||μ_1 − μ_0||² / (σ_0² + σ_1²)
+
+Everything is computed from per-sample sums (a sample contributes its vector, or the sum of its tokens'
+vectors, its squared norm(s) and its count), so one matrix product per class evaluates all bootstrap
+resamples at once, and token-level statistics are resampled by sentence (a cluster bootstrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SampleSums:
+    """Per-sample sufficient statistics for K series (e.g. layers × sites) of d-dimensional vectors.
+
+    ``s``: (n, K, d) sum of the sample's vectors; ``q``: (n, K) sum of their squared norms;
+    ``m``: (n,) how many vectors the sample contributes (1 for [CLS], its token count for tokens).
+    """
+
+    s: np.ndarray
+    q: np.ndarray
+    m: np.ndarray
+
+    @classmethod
+    def from_vectors(cls, v: np.ndarray) -> "SampleSums":
+        """One vector per sample: ``v`` is (n, K, d)."""
+        v = np.asarray(v, dtype=np.float64)
+        return cls(v, np.einsum("nkd,nkd->nk", v, v), np.ones(v.shape[0]))
+
+
+def centre(sums: SampleSums) -> tuple[SampleSums, np.ndarray]:
+    """Shift every vector by the full-sample mean c (K, d): between/within parts are shift-invariant and
+    computing them about c avoids the cancellation of ``Q/N − ||μ||²`` far from the origin."""
+    c = sums.s.sum(axis=0) / sums.m.sum()                                   # (K, d)
+    s = sums.s - sums.m[:, None, None] * c[None]
+    q = sums.q - 2 * np.einsum("nkd,kd->nk", sums.s, c) + sums.m[:, None] * np.einsum("kd,kd->k", c, c)[None]
+    return SampleSums(s, q, sums.m), c
+
+
+def class_moments(sums: SampleSums, labels: np.ndarray, n_classes: int, weights: np.ndarray):
+    """Weighted per-class counts N (B, C), vector sums S (B, C, K, d) and squared-norm sums Q (B, C, K)."""
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    B = w.shape[0]
+    K, d = sums.s.shape[1:]
+    N = np.zeros((B, n_classes))
+    S = np.zeros((B, n_classes, K, d))
+    Q = np.zeros((B, n_classes, K))
+    for c in range(n_classes):
+        wc = w * (labels == c)[None, :]
+        N[:, c] = wc @ sums.m
+        S[:, c] = np.einsum("bn,nkd->bkd", wc, sums.s, optimize=True)
+        Q[:, c] = wc @ sums.q
+    return N, S, Q
+
+
+def jackknife_moments(sums: SampleSums, labels: np.ndarray, n_classes: int):
+    """Leave-one-out moments, (n, C, ...): the full-sample moments minus each sample's own contribution."""
+    N, S, Q = class_moments(sums, labels, n_classes, np.ones((1, len(labels))))
+    onehot = np.eye(n_classes)[labels]                                   # (n, C)
+    Nj = N - onehot * sums.m[:, None]
+    Sj = S - onehot[:, :, None, None] * sums.s[:, None]
+    Qj = Q - onehot[:, :, None] * sums.q[:, None]
+    return Nj, Sj, Qj
+
+
+def energies(sums: SampleSums, labels: np.ndarray, n_classes: int, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The decomposition and separability statistics for each row of ``weights`` (shape (B, n)).
+
+    Returns arrays of shape (B, K): ``total``, ``structural``, ``classification``, ``within``,
+    ``fisher_trace``, ``centroid_ratio`` (NaN unless two classes), ``structural_share``,
+    ``structural_over_classification``.
+    """
+    centred, c = centre(sums)
+    return energies_from_moments(*class_moments(centred, labels, n_classes, weights), shift=c)
+
+
+def energies_from_moments(N: np.ndarray, S: np.ndarray, Q: np.ndarray, shift: np.ndarray | None = None,
+                          ) -> dict[str, np.ndarray]:
+    """The statistics of :func:`energies` from per-class moments with a leading replicate axis.
+
+    ``shift`` (K, d) is the point the moments were taken about (see :func:`centre`); ``structural`` and
+    ``total`` are reported about the origin. Where every vector coincides (e.g. the [CLS] embedding, the same
+    for every input) there is no spread at all and the separability ratios are 0 by definition.
+    """
+    n_classes = N.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Ntot = N.sum(axis=1)                                     # (B,)
+        mu_c = S / N[:, :, None, None]                          # (B, C, K, d)
+        mu = S.sum(axis=1) / Ntot[:, None, None]                # (B, K, d)
+        pi = N / Ntot[:, None]                                  # (B, C)
+        total = Q.sum(axis=1) / Ntot[:, None]                   # (B, K)
+        structural = np.einsum("bkd,bkd->bk", mu, mu)
+        dev = mu_c - mu[:, None]
+        between = np.einsum("bc,bckd,bckd->bk", pi, dev, dev)
+        sq_c = np.einsum("bckd,bckd->bck", mu_c, mu_c)
+        sigma2 = Q / N[:, :, None] - sq_c                       # (B, C, K)
+        within = np.einsum("bc,bck->bk", pi, sigma2)
+        spread = between + within
+        if shift is not None:  # back to the origin: x = (x − c) + c
+            cc = np.einsum("kd,kd->k", shift, shift)[None]
+            total = total + 2 * np.einsum("bkd,kd->bk", mu, shift) + cc
+            structural = np.einsum("bkd,bkd->bk", mu + shift[None], mu + shift[None])
+        degenerate = spread <= 1e-9 * np.maximum(total, 1e-300)
+        between = np.where(degenerate, 0.0, between)
+        within = np.where(degenerate, 0.0, within)
+        out = {
+            "total": total,
+            "structural": structural,
+            "classification": between,
+            "within": within,
+            "fisher_trace": np.where(degenerate, 0.0, between / within),
+            "structural_share": structural / total,
+            "structural_over_classification": structural / between,
+        }
+        if n_classes == 2:
+            diff = mu_c[:, 1] - mu_c[:, 0]
+            out["centroid_ratio"] = np.where(
+                degenerate, 0.0, np.einsum("bkd,bkd->bk", diff, diff) / (sigma2[:, 0] + sigma2[:, 1]))
+        else:
+            out["centroid_ratio"] = np.full_like(total, np.nan)
+    return out
+
+
+def energies_with_ci(sums: SampleSums, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
+                     block: int = 8) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each statistic: (estimate (K,), resamples (B, K), ci_low (K,), ci_high (K,)).
+
+    ``method='bca'`` (default) corrects the percentile interval for the bias and skew of these ratio
+    estimators, with an exact leave-one-out jackknife; ``'percentile'`` is the plain interval. The K series
+    are processed in blocks so memory does not grow with K.
+    """
+    from .bootstrap import bca_ci, percentile_ci
+
+    K = sums.s.shape[1]
+    parts: dict[str, list] = {}
+    for k0 in range(0, K, block):
+        sub = SampleSums(sums.s[:, k0:k0 + block], sums.q[:, k0:k0 + block], sums.m)
+        est = energies(sub, labels, n_classes, np.ones((1, len(labels))))
+        bs = energies(sub, labels, n_classes, boot.weights)
+        if method == "bca":
+            centred, c = centre(sub)
+            jk = energies_from_moments(*jackknife_moments(centred, labels, n_classes), shift=c)
+        for name in est:
+            if method == "bca":
+                lo, hi = bca_ci(bs[name], est[name][0], jk[name])
+            else:
+                lo, hi = percentile_ci(bs[name])
+            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi))
+    return {name: tuple(np.concatenate([p[i] for p in ps], axis=-1) for i in range(4)) for name, ps in parts.items()}

@@ -1,0 +1,84 @@
+"""``bertology analyze STORE --out DIR``: every representation statistic of a store, as tidy parquet tables.
+
+Tables: ``separability.parquet``, ``skip_candidates.parquet``, ``ffn_roles.parquet``, ``token_strength.parquet``
+(plus ``token_buckets.parquet``, one row per token at the strength layer). Each has the columns ``task``,
+``model``, ``layer``, ``site``, ``statistic``, ``estimate``, ``ci_low``, ``ci_high``, ``n`` (``p`` and
+``p_adj`` where a test applies) and the columns the table needs beyond them. One bootstrap weight matrix,
+drawn from ``seed``, serves every statistic, so results are deterministic and layer differences paired.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bertology.store import open_store
+
+from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
+from .ffn_roles import ffn_roles
+from .separability import separability, skip_candidates
+from .token_strength import token_strength
+
+FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj"]
+
+
+@dataclass
+class AnalyzeConfig:
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    correction: str = "holm"          # or fdr_bh
+    ci: str = "bca"                   # or percentile
+    skip_statistic: str = "fisher_trace"
+    skip_rule: str = "nonpositive"    # or k_lowest
+    skip_k: int = 1
+    probe: bool = True
+    strength_layer: int | None = None
+    strength_site: str = "ln2"
+
+
+def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
+    df = df.copy()
+    df.insert(0, "model", model)
+    df.insert(0, "task", task)
+    for c in FRONT:
+        if c not in df:
+            df[c] = float("nan") if c in ("p", "p_adj") else None
+    return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
+
+
+def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None) -> dict[str, Path]:
+    """Compute every table for one store and write them (atomically, each file) under ``out``."""
+    cfg = cfg or AnalyzeConfig()
+    ds = open_store(store)
+    task, model = ds.attrs["task"], ds.attrs["model"]
+    boot = Bootstrap.draw(ds.sizes["sample"], cfg.resamples, cfg.seed)
+    sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci)
+    tables = {
+        "separability": sep,
+        "skip_candidates": skip_candidates(sep, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k),
+        "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci),
+    }
+    if any(v.startswith("token_") and v in ds.data_vars for v in ds.data_vars):
+        try:
+            summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site)
+            tables["token_strength"] = summary
+            tables["token_buckets"] = per_token
+        except ValueError as e:  # the store lacks token states at the strength layer/site
+            print(f"bertology analyze: token strength skipped: {e}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, df in tables.items():
+        df = tidy(df, task, model) if name != "token_buckets" else df.assign(task=task, model=model)
+        path = out / f"{name}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        written[name] = path
+    (out / "analysis.json").write_text(json.dumps(
+        {"store": str(store), "task": task, "model": model, "carve_out": ds.attrs.get("carve_out"),
+         "config": asdict(cfg)}, indent=2) + "\n")
+    return written

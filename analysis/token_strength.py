@@ -1,0 +1,188 @@
+"""Token activation strength: the L2 norm of a token's hidden state ranks tokens.
+
+Rules (documented in the README):
+
+- strength = ‖h‖ at the chosen layer and site (default ``ln2`` at layer 8 for 12-layer models, otherwise the
+  layer at 2/3 depth, rounded);
+- special tokens ([CLS], [SEP], <s>, </s>, …) are excluded from ranking and reported as their own category;
+- a token is HIGH when its strength is ≥ the upper quartile (numpy's linearly interpolated 75th percentile)
+  of the non-special tokens — corpus-wide (``threshold='corpus'``) or within its own sentence
+  (``threshold='sentence'``); otherwise LOW;
+- categories: ``punctuation`` (every character is Unicode punctuation or a symbol), ``function`` (the
+  lower-cased word is in scikit-learn's English stop-word list), ``content`` (the rest), ``special``;
+- word level: subwords are merged into words (WordPiece: a ``##`` piece continues the previous word;
+  byte-level BPE: a piece without the leading ``Ġ`` continues it); a word's strength is the mean of its
+  pieces' strengths, and its category is decided on the merged word.
+
+Shares carry bootstrap CIs over sentences (the threshold is held at its full-sample value).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .bootstrap import Bootstrap, percentile_ci
+
+CATEGORIES = ("content", "function", "punctuation", "special")
+BUCKETS = ("HIGH", "LOW")
+
+
+def default_layer(n_layers: int) -> int:
+    """Layer 8 of 12 as in the mission's Finding 4; the layer at 2/3 depth for other depths."""
+    return 8 if n_layers == 12 else max(1, int(round(2 * n_layers / 3)))
+
+
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def is_special(token: str) -> bool:
+    return (token.startswith("[") and token.endswith("]")) or (token.startswith("<") and token.endswith(">"))
+
+
+def category(word: str, stop_words: frozenset[str]) -> str:
+    if is_special(word):
+        return "special"
+    bare = word.lstrip("Ġ▁")
+    if bare and all(unicodedata.category(ch)[0] in "PS" for ch in bare):
+        return "punctuation"
+    return "function" if bare.lower() in stop_words else "content"
+
+
+def word_ids(tokens: list[str], bpe: bool) -> np.ndarray:
+    """Word index of each token within its sentence (special tokens are words of their own)."""
+    ids, w = np.zeros(len(tokens), dtype=np.int64), -1
+    for i, t in enumerate(tokens):
+        special = is_special(t)
+        cont = (not bpe and t.startswith("##")) or (bpe and not t.startswith("Ġ") and i > 0 and not special
+                                                     and not is_special(tokens[i - 1]))
+        if special or not cont or w < 0:
+            w += 1
+        ids[i] = w
+    return ids
+
+
+def token_frame(ds: xr.Dataset, layer: int, site: str = "ln2") -> pd.DataFrame:
+    """One row per token: sample, position, text, word id, word text, strength, category of its word."""
+    var = f"token_{site}"
+    if var not in ds or layer not in ds["token_layer"].values:
+        raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
+    h = ds[var].sel(token_layer=layer)
+    # norms computed lazily by dask in float32 (float16 squares overflow)
+    strength = np.sqrt((h.astype("float32") ** 2).sum("hidden")).values
+    tokens = [str(t) for t in ds["token_text"].values]
+    sample = ds["token_sample"].values.astype(np.int64)
+    bpe = ds.attrs.get("model_type") == "roberta"
+    starts = ds["token_start"].values.astype(np.int64)
+    lengths = ds["length"].values.astype(np.int64)
+    wid = np.concatenate([word_ids(tokens[s:s + k], bpe) for s, k in zip(starts, lengths)])
+    df = pd.DataFrame({"sample": sample, "position": ds["token_position"].values.astype(np.int64),
+                       "token": tokens, "word_id": wid, "strength": strength.astype(np.float64)})
+    df["piece"] = df["token"].str.replace("^##", "", regex=True)
+    words = df.groupby(["sample", "word_id"], sort=False)["piece"].transform(lambda p: "".join(p))
+    df["word"] = words.str.replace("Ġ", "", regex=False)
+    stop = _stop_words()
+    df["category"] = [category(w, stop) for w in df["word"]]
+    df.loc[[is_special(t) for t in df["token"]], "category"] = "special"
+    return df
+
+
+def word_frame(tokens: pd.DataFrame) -> pd.DataFrame:
+    """Merge subword rows into word rows: strength is the mean over the word's pieces."""
+    g = tokens.groupby(["sample", "word_id"], sort=True)
+    return g.agg(word=("word", "first"), strength=("strength", "mean"), category=("category", "first"),
+                 position=("position", "first")).reset_index()
+
+
+def buckets(units: pd.DataFrame, threshold: str) -> pd.Series:
+    """HIGH/LOW per row by the upper-quartile rule; special tokens get no bucket (NaN)."""
+    ranked = units["category"] != "special"
+    if threshold == "corpus":
+        q = np.quantile(units.loc[ranked, "strength"], 0.75)
+        th = pd.Series(q, index=units.index)
+    elif threshold == "sentence":
+        th = units[ranked].groupby("sample")["strength"].transform(lambda s: np.quantile(s, 0.75))
+        th = th.reindex(units.index)
+    else:
+        raise ValueError(f"threshold must be 'corpus' or 'sentence', got {threshold!r}")
+    out = pd.Series(np.where(units["strength"] >= th, "HIGH", "LOW"), index=units.index, dtype=object)
+    out[~ranked] = np.nan
+    return out
+
+
+def _share_rows(units: pd.DataFrame, boot: Bootstrap, n_samples: int, **labels) -> list[dict]:
+    """Share of each category within each bucket, with a CI from resampling sentences."""
+    rows = []
+    for bucket in BUCKETS:
+        inb = units[units["bucket"] == bucket]
+        denom = np.bincount(inb["sample"], minlength=n_samples).astype(np.float64)
+        for cat in CATEGORIES[:3]:
+            num = np.bincount(inb.loc[inb["category"] == cat, "sample"], minlength=n_samples).astype(np.float64)
+            est = num.sum() / denom.sum() if denom.sum() else np.nan
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bs = (boot.weights @ num) / (boot.weights @ denom)
+            lo, hi = percentile_ci(bs[:, None])
+            rows.append(dict(labels, bucket=bucket, category=cat, statistic="share", estimate=est,
+                             ci_low=lo[0], ci_high=hi[0], n=int(denom.sum())))
+    return rows
+
+
+def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None, site: str = "ln2",
+                   top: int = 20, min_count: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bucket shares (subword and word level, corpus and sentence thresholds), top tokens, layer profile.
+
+    Returns (summary table, per-token table at the chosen layer with its buckets).
+    """
+    L = int(ds.attrs.get("n_layers", ds.sizes["layer"]))
+    layer = layer or default_layer(L)
+    n = ds.sizes["sample"]
+    tok = token_frame(ds, layer, site)
+    rows: list[dict] = []
+    units_by_level = {"subword": tok, "word": word_frame(tok)}
+    for level, units in units_by_level.items():
+        for threshold in ("corpus", "sentence"):
+            units = units.copy()
+            units["bucket"] = buckets(units, threshold)
+            rows += _share_rows(units, boot, n, layer=layer, site=site, level=level, threshold=threshold)
+            if level == "subword":
+                tok[f"bucket_{threshold}"] = units["bucket"]
+    # top tokens by mean strength (non-special, seen at least min_count times)
+    ranked = tok[tok["category"] != "special"]
+    agg = ranked.groupby("token")["strength"].agg(["mean", "count"])
+    agg = agg[agg["count"] >= min_count].sort_values("mean", ascending=False).head(top)
+    for token, r in agg.iterrows():
+        s = ranked.loc[ranked["token"] == token, "strength"].to_numpy()
+        rng = np.random.default_rng(boot.seed)
+        bs = rng.choice(s, size=(boot.resamples, len(s))).mean(axis=1)
+        lo, hi = percentile_ci(bs[:, None])
+        rows.append(dict(layer=layer, site=site, level="subword", statistic="top_token_mean_strength",
+                         token=token, category=category(token, _stop_words()),
+                         estimate=r["mean"], ci_low=lo[0], ci_high=hi[0], n=int(r["count"])))
+    # profile over layers: mean strength by category, corpus-wide HIGH share of content words
+    for l in [int(x) for x in ds["token_layer"].values]:
+        t = tok if l == layer else token_frame(ds, l, site)
+        t = t.assign(bucket=buckets(t, "corpus"))
+        cat_sum = {c: np.bincount(t.loc[t["category"] == c, "sample"], weights=t.loc[t["category"] == c, "strength"],
+                                  minlength=n) for c in CATEGORIES}
+        cat_cnt = {c: np.bincount(t.loc[t["category"] == c, "sample"], minlength=n).astype(float) for c in CATEGORIES}
+        for c in CATEGORIES:
+            if not cat_cnt[c].sum():
+                continue
+            est = cat_sum[c].sum() / cat_cnt[c].sum()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bs = (boot.weights @ cat_sum[c]) / (boot.weights @ cat_cnt[c])
+            lo, hi = percentile_ci(bs[:, None])
+            rows.append(dict(layer=l, site=site, level="subword", statistic="profile_mean_strength", category=c,
+                             estimate=est, ci_low=lo[0], ci_high=hi[0], n=int(cat_cnt[c].sum())))
+        share = [r for r in _share_rows(t, boot, n, layer=l, site=site, level="subword", threshold="corpus")
+                 if r["bucket"] == "HIGH" and r["category"] == "content"]
+        for r in share:
+            r["statistic"] = "profile_high_content_share"
+        rows += share
+    return pd.DataFrame(rows), tok

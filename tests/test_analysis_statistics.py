@@ -1,0 +1,134 @@
+"""Representation statistics against closed forms, plain numpy, and their own CI coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bertology.analysis.bootstrap import Bootstrap, adjust, bootstrap_p, percentile_ci
+from bertology.analysis.moments import (SampleSums, centre, energies, energies_from_moments, energies_with_ci,
+                                         jackknife_moments)
+
+# Two Gaussian classes in d dims, isotropic σ², means ±δ/2 along axis 0, plus a class-common offset m:
+#   fisher_trace  = π0π1 δ² / (d σ²)          centroid_ratio = δ² / (2 d σ²)
+#   structural    = ||m + (π1−π0) δ/2 e0||²   classification = π0 π1 δ²      within = d σ²
+D, SIGMA, DELTA = 4, 1.0, 2.0
+OFFSET = np.array([3.0, 0.0, 1.0, 0.0])
+
+
+def gaussian_classes(n, rng, pi1=0.5):
+    y = (rng.random(n) < pi1).astype(int)
+    mu = OFFSET + np.outer(y - 0.5, np.eye(D)[0] * DELTA)
+    return mu + SIGMA * rng.normal(size=(n, D)), y
+
+
+def truth(pi1=0.5):
+    pi0 = 1 - pi1
+    return {
+        "fisher_trace": pi0 * pi1 * DELTA ** 2 / (D * SIGMA ** 2),
+        "centroid_ratio": DELTA ** 2 / (2 * D * SIGMA ** 2),
+        "classification": pi0 * pi1 * DELTA ** 2,
+        "within": D * SIGMA ** 2,
+        "structural": float(np.sum((OFFSET + (pi1 - pi0) * DELTA / 2 * np.eye(D)[0]) ** 2)),
+    }
+
+
+def test_estimators_recover_closed_forms_on_a_large_sample():
+    x, y = gaussian_classes(200_000, np.random.default_rng(0))
+    e = energies(SampleSums.from_vectors(x[:, None, :]), y, 2, np.ones((1, len(y))))
+    for name, value in truth().items():
+        assert e[name][0, 0] == pytest.approx(value, rel=0.02, abs=0.01), name
+
+
+def test_energy_parts_add_up_and_equal_plain_numpy():
+    rng = np.random.default_rng(1)
+    x, y = gaussian_classes(300, rng, pi1=0.3)
+    e = energies(SampleSums.from_vectors(x[:, None, :]), y, 2, np.ones((1, 300)))
+    parts = e["structural"] + e["classification"] + e["within"]
+    np.testing.assert_allclose(parts, e["total"], rtol=1e-12)
+    # plain numpy, straight from the definitions
+    mu = x.mean(0)
+    mus = [x[y == c].mean(0) for c in (0, 1)]
+    pis = [np.mean(y == c) for c in (0, 1)]
+    sb = sum(np.sum(y == c) * np.sum((mus[c] - mu) ** 2) for c in (0, 1))
+    sw = sum(np.sum((x[y == c] - mus[c]) ** 2) for c in (0, 1))
+    s2 = [np.mean(np.sum((x[y == c] - mus[c]) ** 2, axis=1)) for c in (0, 1)]
+    assert e["fisher_trace"][0, 0] == pytest.approx(sb / sw, rel=1e-10)
+    assert e["centroid_ratio"][0, 0] == pytest.approx(np.sum((mus[1] - mus[0]) ** 2) / (s2[0] + s2[1]), rel=1e-10)
+    assert e["total"][0, 0] == pytest.approx(np.mean(np.sum(x ** 2, axis=1)), rel=1e-12)
+    assert e["classification"][0, 0] == pytest.approx(sum(p * np.sum((m - mu) ** 2) for p, m in zip(pis, mus)))
+
+
+def test_identical_vectors_have_zero_separability_and_far_offsets_stay_exact():
+    x = np.tile(np.array([5.0, -3.0, 1e3, 0.25]), (40, 1))
+    y = np.arange(40) % 2
+    e = energies(SampleSums.from_vectors(x[:, None]), y, 2, np.ones((1, 40)))
+    assert e["fisher_trace"][0, 0] == 0 and e["centroid_ratio"][0, 0] == 0 and e["classification"][0, 0] == 0
+    assert e["structural"][0, 0] == pytest.approx(np.sum(x[0] ** 2)) and e["structural_share"][0, 0] == pytest.approx(1)
+    rng = np.random.default_rng(8)
+    z, yz = gaussian_classes(500, rng)
+    near = energies(SampleSums.from_vectors(z[:, None]), yz, 2, np.ones((1, 500)))
+    far = energies(SampleSums.from_vectors((z + 1e4)[:, None]), yz, 2, np.ones((1, 500)))
+    assert far["fisher_trace"][0, 0] == pytest.approx(near["fisher_trace"][0, 0], rel=1e-8)
+
+
+def test_bootstrap_weights_equal_explicit_resampling():
+    rng = np.random.default_rng(2)
+    x, y = gaussian_classes(50, rng)
+    boot = Bootstrap.draw(50, resamples=7, seed=3)
+    e = energies(SampleSums.from_vectors(x[:, None, :]), y, 2, boot.weights)
+    for b in range(7):
+        idx = np.repeat(np.arange(50), boot.weights[b].astype(int))
+        ref = energies(SampleSums.from_vectors(x[idx][:, None, :]), y[idx], 2, np.ones((1, len(idx))))
+        assert e["fisher_trace"][b, 0] == pytest.approx(ref["fisher_trace"][0, 0], rel=1e-10)
+
+
+def test_token_level_sums_equal_pooling_every_token():
+    """A sample's token sums give the same decomposition as treating every token as its own row."""
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 9, size=40)
+    y = rng.integers(0, 2, size=40)
+    toks = [rng.normal(size=(k, 3)) + y[i] for i, k in enumerate(lengths)]
+    sums = SampleSums(np.stack([t.sum(0) for t in toks])[:, None], np.array([(t ** 2).sum() for t in toks])[:, None],
+                      lengths.astype(float))
+    flat = np.concatenate(toks)
+    ref = energies(SampleSums.from_vectors(flat[:, None]), np.repeat(y, lengths), 2, np.ones((1, len(flat))))
+    got = energies(sums, y, 2, np.ones((1, 40)))
+    for k in ("total", "structural", "classification", "within", "fisher_trace"):
+        assert got[k][0, 0] == pytest.approx(ref[k][0, 0], rel=1e-10)
+
+
+def test_95_percent_bca_ci_covers_the_truth_95_percent_of_the_time():
+    """400 replications × 1,000 resamples; coverage must be 95% ± 3% for each statistic."""
+    rng = np.random.default_rng(5)
+    names = ("fisher_trace", "centroid_ratio", "classification", "structural", "within")
+    covered = dict.fromkeys(names, 0)
+    reps, n = 400, 400
+    for r in range(reps):
+        x, y = gaussian_classes(n, rng)
+        res = energies_with_ci(SampleSums.from_vectors(x[:, None, :]), y, 2, Bootstrap.draw(n, 1000, seed=r))
+        for name in names:
+            _, _, lo, hi = res[name]
+            covered[name] += bool(lo[0] <= truth()[name] <= hi[0])
+    rates = {k: v / reps for k, v in covered.items()}
+    assert all(0.92 <= v <= 0.98 for v in rates.values()), rates
+
+
+def test_jackknife_moments_equal_leaving_each_sample_out():
+    rng = np.random.default_rng(7)
+    x, y = gaussian_classes(30, rng)
+    sums = SampleSums.from_vectors(x[:, None, :])
+    centred, c = centre(sums)
+    jk = energies_from_moments(*jackknife_moments(centred, y, 2), shift=c)
+    for i in (0, 7, 29):
+        keep = np.arange(30) != i
+        ref = energies(SampleSums.from_vectors(x[keep][:, None, :]), y[keep], 2, np.ones((1, 29)))
+        assert jk["centroid_ratio"][i, 0] == pytest.approx(ref["centroid_ratio"][0, 0], rel=1e-10)
+
+
+def test_paired_p_values_and_correction():
+    rng = np.random.default_rng(6)
+    boot_diff = np.column_stack([rng.normal(0.0, 1, 2000), rng.normal(5.0, 1, 2000)])
+    p = bootstrap_p(boot_diff)
+    assert p[0] > 0.5 and p[1] < 0.001
+    np.testing.assert_allclose(adjust(np.array([0.01, 0.04, 0.03]), "holm"), [0.03, 0.06, 0.06])

@@ -1,0 +1,150 @@
+"""`bertology analyze` on a real store: every statistic equals an independent plain-numpy computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertology.analysis.run import FRONT, AnalyzeConfig, analyze
+from bertology.cli import main
+from bertology.extract.extraction import ExtractConfig, extract
+from bertology.extract.tasks import load_split
+from bertology.store import open_store
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory, glue_dir):
+    """MiniLM (real weights, seeded head) on the first 160 SST-2 dev sentences, full capture."""
+    root = tmp_path_factory.mktemp("analyze")
+    split = load_split("sst2", "dev", glue_dir, limit=160)
+    return extract("minilm-l6", split, root / "sst2.zarr", ExtractConfig(window=64), progress=False)
+
+
+@pytest.fixture(scope="module")
+def tables(real_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables")
+    analyze(real_store, out, AnalyzeConfig(resamples=200, seed=1))
+    return {p.stem: pd.read_parquet(p) for p in out.glob("*.parquet")}, out
+
+
+def plain_fisher(x, y):
+    """tr(S_B)/tr(S_W) by the definition; 0 where all samples coincide (no spread at all)."""
+    if np.allclose(x, x[0]):
+        return 0.0
+    mu = x.mean(0)
+    sb = sum(np.sum(y == c) * np.sum((x[y == c].mean(0) - mu) ** 2) for c in np.unique(y))
+    sw = sum(np.sum((x[y == c] - x[y == c].mean(0)) ** 2) for c in np.unique(y))
+    return sb / sw
+
+
+def test_tables_have_the_tidy_columns(tables):
+    t, _ = tables
+    assert {"separability", "skip_candidates", "ffn_roles", "token_strength", "token_buckets"} <= set(t)
+    for name in ("separability", "skip_candidates", "ffn_roles", "token_strength"):
+        assert list(t[name].columns[: len(FRONT)]) == FRONT, name
+        assert (t[name]["task"] == "sst2").all() and (t[name]["model"] == "minilm-l6").all()
+        est = t[name].dropna(subset=["ci_low", "ci_high"])
+        assert (est["ci_low"] <= est["ci_high"]).all(), name
+
+
+def test_separability_equals_plain_numpy(tables, real_store):
+    t, _ = tables
+    ds = open_store(real_store)
+    y = ds["label"].values
+    sep = t["separability"]
+    for layer, site in ((1, "attn"), (3, "ln1"), (6, "ln2")):
+        x = ds["cls"].sel(layer=layer, site=site).values.astype(np.float64)
+        row = sep[(sep.layer == layer) & (sep.site == site) & (sep.statistic == "fisher_trace")].iloc[0]
+        assert row.estimate == pytest.approx(plain_fisher(x, y), rel=1e-9)
+        assert row.ci_low < row.ci_high and row.n == 160  # BCa may shift a biased ratio's interval off it
+    x0 = ds["cls_embed"].values.astype(np.float64)
+    assert np.allclose(x0, x0[0]), "the [CLS] input of layer 1 is the same vector for every sample"
+    x1 = ds["cls"].sel(layer=1, site="ln2").values.astype(np.float64)
+    d = sep[(sep.statistic == "delta_fisher_trace") & (sep.layer == 1)].iloc[0]
+    assert d.estimate == pytest.approx(plain_fisher(x1, y) - plain_fisher(x0, y), rel=1e-9)
+    deltas = sep[sep.statistic == "delta_fisher_trace"]
+    assert len(deltas) == 6 and deltas["p"].between(0, 1).all() and (deltas["p_adj"] >= deltas["p"]).all()
+    probe = sep[sep.statistic == "probe_accuracy"]
+    assert probe["estimate"].between(0, 1).all()
+
+
+def test_skip_candidates_follow_the_rule(tables):
+    t, _ = tables
+    sk, sep = t["skip_candidates"], t["separability"]
+    d = sep[sep.statistic == "delta_fisher_trace"].set_index("layer")["estimate"]
+    expected = set(d[d <= 0].index) or {int(d.idxmin())}
+    assert set(sk.loc[sk.candidate, "layer"]) == expected
+    assert sorted(sk["rank"]) == list(range(1, 7))
+
+
+def test_ffn_energies_sum_to_total_and_match_numpy(tables, real_store):
+    t, _ = tables
+    f = t["ffn_roles"]
+    for scope in ("cls", "tokens"):
+        for (layer, site), g in f[f.scope == scope].groupby(["layer", "site"]):
+            e = g.set_index("statistic")["estimate"]
+            if "total" not in e:
+                continue
+            assert e["structural"] + e["classification"] + e["within"] == pytest.approx(e["total"], rel=1e-9)
+    ds = open_store(real_store)
+    y = ds["label"].values
+    upd = (ds["cls"].sel(layer=2, site="ln2").values.astype(np.float64)
+           - ds["cls"].sel(layer=2, site="ln1").values.astype(np.float64))
+    row = f[(f.scope == "cls") & (f.layer == 2) & (f.site == "update")].set_index("statistic")["estimate"]
+    assert row["structural"] == pytest.approx(np.sum(upd.mean(0) ** 2), rel=1e-9)
+    assert row["structural_share"] == pytest.approx(np.sum(upd.mean(0) ** 2) / np.mean(np.sum(upd ** 2, 1)), rel=1e-9)
+    # over every token, pooled in plain numpy
+    tok_upd = (ds["token_ln2"].sel(token_layer=4).values.astype(np.float64)
+               - ds["token_ln1"].sel(token_layer=4).values.astype(np.float64))
+    tok_y = y[ds["token_sample"].values]
+    mu = tok_upd.mean(0)
+    cls_part = sum(np.mean(tok_y == c) * np.sum((tok_upd[tok_y == c].mean(0) - mu) ** 2) for c in (0, 1))
+    row = f[(f.scope == "tokens") & (f.layer == 4) & (f.site == "update")].set_index("statistic")["estimate"]
+    assert row["classification"] == pytest.approx(cls_part, rel=1e-9)
+    ratio = f[(f.scope == "cls") & (f.layer == 3) & (f.site == "ff_over_ln1") & (f.statistic == "norm_mean")]
+    ff = ds["cls"].sel(layer=3, site="ff").values.astype(np.float64)
+    ln1 = ds["cls"].sel(layer=3, site="ln1").values.astype(np.float64)
+    assert ratio.estimate.iloc[0] == pytest.approx(np.mean(np.linalg.norm(ff, axis=1) / np.linalg.norm(ln1, axis=1)))
+
+
+def test_token_buckets_follow_the_quartile_rule_exactly(tables, real_store):
+    t, _ = tables
+    b = t["token_buckets"]
+    ds = open_store(real_store)
+    h = ds["token_ln2"].sel(token_layer=4).values.astype(np.float64)  # default layer: 2/3 of 6
+    np.testing.assert_allclose(b["strength"], np.linalg.norm(h, axis=1), rtol=1e-6)
+    ranked = b[b.category != "special"]
+    q3 = np.quantile(ranked["strength"], 0.75)
+    assert ((ranked["strength"] >= q3) == (ranked["bucket_corpus"] == "HIGH")).all()
+    assert b.loc[b.category == "special", "bucket_corpus"].isna().all()
+    assert set(b.loc[b.category == "special", "token"]) == {"[CLS]", "[SEP]"}
+    for sample, g in ranked.groupby("sample"):
+        q = np.quantile(g["strength"], 0.75)
+        assert ((g["strength"] >= q) == (g["bucket_sentence"] == "HIGH")).all()
+    # shares in the summary equal counts in the per-token table
+    s = t["token_strength"]
+    row = s[(s.level == "subword") & (s.threshold == "corpus") & (s.bucket == "HIGH") & (s.category == "function")]
+    high = ranked[ranked.bucket_corpus == "HIGH"]
+    assert row.estimate.iloc[0] == pytest.approx(np.mean(high.category == "function"))
+    assert {"the", "a", "of"} & set(ranked.loc[ranked.category == "function", "token"])
+    assert (ranked.loc[ranked.token.isin([".", ","]), "category"] == "punctuation").all()
+
+
+def test_word_level_merges_subwords(tables):
+    t, _ = tables
+    b = t["token_buckets"]
+    pieces = b[b.token.str.startswith("##")]
+    assert len(pieces), "SST-2 has words split into subwords"
+    r = pieces.iloc[0]
+    word = b[(b["sample"] == r["sample"]) & (b.word_id == r.word_id)]
+    assert len(word) >= 2 and word["word"].nunique() == 1
+    assert word["word"].iloc[0] == "".join(p.removeprefix("##") for p in word["token"])
+
+
+def test_analyze_is_deterministic_for_a_seed(real_store, tables, tmp_path):
+    t, _ = tables
+    assert main(["analyze", str(real_store), "--out", str(tmp_path), "--resamples", "200", "--seed", "1",
+                 "--no-probe"]) == 0
+    again = pd.read_parquet(tmp_path / "ffn_roles.parquet")
+    pd.testing.assert_frame_equal(again, t["ffn_roles"])
