@@ -22,43 +22,89 @@ PARTS = ("total", "structural", "classification", "within", "structural_share", 
 TARGETS = ("update", "ff")   # update = ln2 − ln1 (the whole block), ff = raw FFN output
 
 
-def _sample_blocks(ds: xr.Dataset, max_tokens: int = 200_000):
-    """Consecutive sample ranges whose tokens fit in ``max_tokens`` (memory stays flat as stores grow)."""
+def token_blocks(ds: xr.Dataset, idx: slice, max_tokens: int = 8192):
+    """Consecutive sample ranges within ``idx`` whose tokens fit in ``max_tokens``: (i0, i1, t0, t1)."""
     starts = ds["token_start"].values.astype(np.int64)
     lengths = ds["length"].values.astype(np.int64)
-    i = 0
-    while i < len(starts):
+    i, stop = idx.start or 0, len(starts) if idx.stop is None else idx.stop
+    while i < stop:
         j = i + 1
-        while j < len(starts) and starts[j] + lengths[j] - starts[i] <= max_tokens:
+        while j < stop and starts[j] + lengths[j] - starts[i] <= max_tokens:
             j += 1
         yield i, j, int(starts[i]), int(starts[j - 1] + lengths[j - 1])
         i = j
 
 
-def token_sums(ds: xr.Dataset, layer: int) -> dict[str, np.ndarray]:
-    """Per-sample sums over all tokens at one layer: vectors and squared norms of Δ and ff, and norms.
+def _tokens(ds, site, layer, t0, t1) -> np.ndarray:
+    return ds[f"token_{site}"].sel(token_layer=layer).isel(token=slice(t0, t1)).values.astype(np.float64)
 
-    Reads one token block at a time from the store (never all tokens of all layers at once).
-    """
+
+class ClsUpdateSource:
+    """Per-sample [CLS] FFN update (ln2 − ln1) and ff output: series (layer, target), layer-major."""
+
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        self.keys = [(int(l), t) for l in ds["layer"].values for t in TARGETS]
+        self.n, self.K = ds.sizes["sample"], len(self.keys)
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        cls = self.ds["cls"].sel(site=["ln1", "ff", "ln2"]).isel(sample=idx).values.astype(np.float64)
+        vec = {"update": cls[:, :, 2] - cls[:, :, 0], "ff": cls[:, :, 1]}
+        return SampleSums.from_vectors(np.stack([vec[t][:, l - 1] for l, t in self.keys[ks]], axis=1))
+
+
+class TokenUpdateSource:
+    """Per-sample sums over every token of the FFN update and ff output, read one token block at a time."""
+
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        self.keys = [(int(l), t) for l in ds["token_layer"].values for t in TARGETS]
+        self.n, self.K = ds.sizes["sample"], len(self.keys)
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        keys = self.keys[ks]
+        i0 = idx.start or 0
+        nb = (self.n if idx.stop is None else idx.stop) - i0
+        s = np.zeros((nb, len(keys), self.ds.sizes["hidden"]))
+        q = np.zeros((nb, len(keys)))
+        starts = self.ds["token_start"].values.astype(np.int64)
+        for b0, b1, t0, t1 in token_blocks(self.ds, idx):
+            rel = starts[b0:b1] - t0
+            for layer in sorted({l for l, _ in keys}):
+                ln1, ln2 = _tokens(self.ds, "ln1", layer, t0, t1), _tokens(self.ds, "ln2", layer, t0, t1)
+                vec = {"update": ln2 - ln1, "ff": _tokens(self.ds, "ff", layer, t0, t1)}
+                for k, (l, t) in enumerate(keys):
+                    if l == layer:
+                        s[b0 - i0:b1 - i0, k] = np.add.reduceat(vec[t], rel, axis=0)
+                        q[b0 - i0:b1 - i0, k] = np.add.reduceat(np.einsum("td,td->t", vec[t], vec[t]), rel)
+        return SampleSums(s, q, self.ds["length"].values[idx].astype(np.float64))
+
+
+NORM_SITES = ("ln1", "ln2", "ff_over_ln1")
+
+
+def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per-sample sums of ‖ln1‖, ‖ln2‖ and ‖ff‖/‖ln1‖ (and of their squares) per layer, (n, L) each."""
     n = ds.sizes["sample"]
-    H = ds.sizes["hidden"]
-    out = {f"s_{t}": np.zeros((n, H)) for t in TARGETS}
-    out |= {f"q_{t}": np.zeros(n) for t in TARGETS}
-    out |= {f"{k}_{s}": np.zeros(n) for s in ("ln1", "ln2", "ff_over_ln1") for k in ("norm", "norm2")}
-    for i, j, t0, t1 in _sample_blocks(ds):
-        get = {s: ds[f"token_{s}"].sel(token_layer=layer).isel(token=slice(t0, t1)).astype("float32").values
-               .astype(np.float64) for s in ("ln1", "ln2", "ff")}
-        starts = ds["token_start"].values[i:j].astype(np.int64) - t0
-        vec = {"update": get["ln2"] - get["ln1"], "ff": get["ff"]}
-        for t, v in vec.items():
-            out[f"s_{t}"][i:j] = np.add.reduceat(v, starts, axis=0)
-            out[f"q_{t}"][i:j] = np.add.reduceat(np.einsum("td,td->t", v, v), starts)
-        norms = {"ln1": np.linalg.norm(get["ln1"], axis=1), "ln2": np.linalg.norm(get["ln2"], axis=1)}
-        norms["ff_over_ln1"] = np.linalg.norm(get["ff"], axis=1) / norms["ln1"]
-        for s, x in norms.items():
-            out[f"norm_{s}"][i:j] = np.add.reduceat(x, starts)
-            out[f"norm2_{s}"][i:j] = np.add.reduceat(x * x, starts)
-    return out
+    if scope == "cls":
+        layers = [int(l) for l in ds["layer"].values]
+        cls = ds["cls"].sel(site=["ln1", "ff", "ln2"]).values.astype(np.float64)
+        nrm = {"ln1": np.linalg.norm(cls[:, :, 0], axis=2), "ln2": np.linalg.norm(cls[:, :, 2], axis=2)}
+        nrm["ff_over_ln1"] = np.linalg.norm(cls[:, :, 1], axis=2) / nrm["ln1"]
+        return layers, {k: (v, v * v) for k, v in nrm.items()}, np.ones(n)
+    layers = [int(l) for l in ds["token_layer"].values]
+    out = {k: (np.zeros((n, len(layers))), np.zeros((n, len(layers)))) for k in NORM_SITES}
+    starts = ds["token_start"].values.astype(np.int64)
+    for b0, b1, t0, t1 in token_blocks(ds, slice(0, n)):
+        rel = starts[b0:b1] - t0
+        for j, layer in enumerate(layers):
+            ln1 = np.linalg.norm(_tokens(ds, "ln1", layer, t0, t1), axis=1)
+            nrm = {"ln1": ln1, "ln2": np.linalg.norm(_tokens(ds, "ln2", layer, t0, t1), axis=1),
+                   "ff_over_ln1": np.linalg.norm(_tokens(ds, "ff", layer, t0, t1), axis=1) / ln1}
+            for k, x in nrm.items():
+                out[k][0][b0:b1, j] = np.add.reduceat(x, rel)
+                out[k][1][b0:b1, j] = np.add.reduceat(x * x, rel)
+    return layers, out, ds["length"].values.astype(np.float64)
 
 
 def _norm_stats(total, total2, count, weights):
@@ -78,52 +124,26 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
-    layers = [int(l) for l in ds["layer"].values]
-    n = len(y)
     rows = []
-
-    def emit(scope, layer, site, statistic, est, bs, count, lo=None, hi=None):
-        if lo is None:
-            lo, hi = percentile_ci(bs)
-        for k, (l, s) in enumerate(zip(layer, site)):
-            rows.append(dict(scope=scope, layer=l, site=s, statistic=statistic, estimate=est[k],
-                             ci_low=lo[k], ci_high=hi[k], n=count))
-
-    # [CLS]
-    cls = ds["cls"].sel(site=["ln1", "ff", "ln2"]).astype("float32").values.astype(np.float64)  # (n, L, 3, d)
-    ln1, ff, ln2 = cls[:, :, 0], cls[:, :, 1], cls[:, :, 2]
-    v = np.concatenate([ln2 - ln1, ff], axis=1)                                           # (n, 2L, d)
-    labels_site = ["update"] * len(layers) + ["ff"] * len(layers)
-    labels_layer = layers + layers
-    res = energies_with_ci(SampleSums.from_vectors(v), y, C, boot, method=ci)
-    for part in PARTS:
-        est, bs, lo, hi = res[part]
-        emit("cls", labels_layer, labels_site, part, est, bs, n, lo, hi)
-    norms = {"ln1": np.linalg.norm(ln1, axis=2), "ln2": np.linalg.norm(ln2, axis=2)}
-    norms["ff_over_ln1"] = np.linalg.norm(ff, axis=2) / norms["ln1"]
-    for s, x in norms.items():
-        mean, cv = _norm_stats(x, x * x, np.ones(n), boot.weights)
-        emit("cls", layers, [s] * len(layers), "norm_mean", mean[0], mean[1:], n)
-        if s != "ff_over_ln1":
-            emit("cls", layers, [s] * len(layers), "norm_cv", cv[0], cv[1:], n)
-    # all tokens (needs token_ln1, token_ff, token_ln2 at the layer)
-    have = all(f"token_{s}" in ds for s in ("ln1", "ff", "ln2"))
-    if tokens and have:
-        tok_layers = [int(l) for l in ds["token_layer"].values]
-        per = [token_sums(ds, l) for l in tok_layers]
-        m = ds["length"].values.astype(np.float64)
-        s = np.stack([p["s_update"] for p in per] + [p["s_ff"] for p in per], axis=1)
-        q = np.stack([p["q_update"] for p in per] + [p["q_ff"] for p in per], axis=1)
-        res = energies_with_ci(SampleSums(s, q, m), y, C, boot, method=ci)
+    scopes = [("cls", ClsUpdateSource(ds))]
+    if tokens and all(f"token_{s}" in ds for s in ("ln1", "ff", "ln2")):
+        scopes.append(("tokens", TokenUpdateSource(ds)))
+    for scope, src in scopes:
+        res = energies_with_ci(src, y, C, boot, method=ci)
+        layers, norms, count = norm_sums(ds, scope)
+        n_units = int(count.sum())
         for part in PARTS:
-            est, bs, lo, hi = res[part]
-            emit("tokens", tok_layers + tok_layers, ["update"] * len(tok_layers) + ["ff"] * len(tok_layers), part,
-                 est, bs, int(m.sum()), lo, hi)
-        for site in ("ln1", "ln2", "ff_over_ln1"):
-            tot = np.stack([p[f"norm_{site}"] for p in per], axis=1)
-            tot2 = np.stack([p[f"norm2_{site}"] for p in per], axis=1)
-            mean, cv = _norm_stats(tot, tot2, m, boot.weights)
-            emit("tokens", tok_layers, [site] * len(tok_layers), "norm_mean", mean[0], mean[1:], int(m.sum()))
-            if site != "ff_over_ln1":
-                emit("tokens", tok_layers, [site] * len(tok_layers), "norm_cv", cv[0], cv[1:], int(m.sum()))
+            est, _, lo, hi = res[part]
+            for k, (layer, target) in enumerate(src.keys):
+                rows.append(dict(scope=scope, layer=layer, site=target, statistic=part, estimate=est[k],
+                                 ci_low=lo[k], ci_high=hi[k], n=n_units))
+        for site, (tot, tot2) in norms.items():
+            mean, cv = _norm_stats(tot, tot2, count, boot.weights)
+            for name, values in (("norm_mean", mean), ("norm_cv", cv)):
+                if site == "ff_over_ln1" and name == "norm_cv":
+                    continue
+                lo, hi = percentile_ci(values[1:])
+                for j, layer in enumerate(layers):
+                    rows.append(dict(scope=scope, layer=layer, site=site, statistic=name, estimate=values[0, j],
+                                     ci_low=lo[j], ci_high=hi[j], n=n_units))
     return pd.DataFrame(rows)

@@ -46,9 +46,7 @@ def centre(sums: SampleSums) -> tuple[SampleSums, np.ndarray]:
     """Shift every vector by the full-sample mean c (K, d): between/within parts are shift-invariant and
     computing them about c avoids the cancellation of ``Q/N − ||μ||²`` far from the origin."""
     c = sums.s.sum(axis=0) / sums.m.sum()                                   # (K, d)
-    s = sums.s - sums.m[:, None, None] * c[None]
-    q = sums.q - 2 * np.einsum("nkd,kd->nk", sums.s, c) + sums.m[:, None] * np.einsum("kd,kd->k", c, c)[None]
-    return SampleSums(s, q, sums.m), c
+    return _shifted(sums, c), c
 
 
 def class_moments(sums: SampleSums, labels: np.ndarray, n_classes: int, weights: np.ndarray):
@@ -135,28 +133,74 @@ def energies_from_moments(N: np.ndarray, S: np.ndarray, Q: np.ndarray, shift: np
     return out
 
 
-def energies_with_ci(sums: SampleSums, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
-                     block: int = 8) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+class ArraySource:
+    """In-memory per-sample sums, served in (series, sample) blocks: the reference source."""
+
+    def __init__(self, sums: SampleSums):
+        self.sums = sums
+        self.n, self.K = sums.s.shape[0], sums.s.shape[1]
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        return SampleSums(self.sums.s[idx, ks], self.sums.q[idx, ks], self.sums.m[idx])
+
+
+def _shifted(b: SampleSums, c: np.ndarray) -> SampleSums:
+    s = b.s - b.m[:, None, None] * c[None]
+    q = b.q - 2 * np.einsum("nkd,kd->nk", b.s, c) + b.m[:, None] * np.einsum("kd,kd->k", c, c)[None]
+    return SampleSums(s, q, b.m)
+
+
+def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
+                     k_block: int = 8, sample_block: int = 256,
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """For each statistic: (estimate (K,), resamples (B, K), ci_low (K,), ci_high (K,)).
 
+    ``source`` is a :class:`SampleSums` or any object with ``n``, ``K`` and ``block(series_slice,
+    sample_slice) -> SampleSums`` (e.g. one reading a store lazily). The data are streamed in blocks of
+    ``k_block`` series × ``sample_block`` samples, three passes per series block (centre, moments, jackknife),
+    so memory depends on the block sizes and B, not on the number of samples.
+
     ``method='bca'`` (default) corrects the percentile interval for the bias and skew of these ratio
-    estimators, with an exact leave-one-out jackknife; ``'percentile'`` is the plain interval. The K series
-    are processed in blocks so memory does not grow with K.
+    estimators, with an exact leave-one-out jackknife; ``'percentile'`` is the plain interval.
     """
     from .bootstrap import bca_ci, percentile_ci
 
-    K = sums.s.shape[1]
+    if isinstance(source, SampleSums):
+        source = ArraySource(source)
+    n, K = source.n, source.K
+    labels = np.asarray(labels)
+    sample_slices = [slice(i, min(i + sample_block, n)) for i in range(0, n, sample_block)]
     parts: dict[str, list] = {}
-    for k0 in range(0, K, block):
-        sub = SampleSums(sums.s[:, k0:k0 + block], sums.q[:, k0:k0 + block], sums.m)
-        est = energies(sub, labels, n_classes, np.ones((1, len(labels))))
-        bs = energies(sub, labels, n_classes, boot.weights)
-        if method == "bca":
-            centred, c = centre(sub)
-            jk = energies_from_moments(*jackknife_moments(centred, labels, n_classes), shift=c)
+    for k0 in range(0, K, k_block):
+        ks = slice(k0, min(k0 + k_block, K))
+        tot_s, tot_m = 0.0, 0.0
+        for sl in sample_slices:                                   # pass 1: the centre
+            b = source.block(ks, sl)
+            tot_s = tot_s + b.s.sum(axis=0)
+            tot_m += b.m.sum()
+        c = tot_s / tot_m
+        full = boot_m = None
+        for sl in sample_slices:                                   # pass 2: moments, full and resampled
+            b = _shifted(source.block(ks, sl), c)
+            f = class_moments(b, labels[sl], n_classes, np.ones((1, sl.stop - sl.start)))
+            r = class_moments(b, labels[sl], n_classes, boot.weights[:, sl])
+            full = f if full is None else tuple(x + y for x, y in zip(full, f))
+            boot_m = r if boot_m is None else tuple(x + y for x, y in zip(boot_m, r))
+        est = energies_from_moments(*full, shift=c)
+        bs = energies_from_moments(*boot_m, shift=c)
+        jk_parts = []
+        if method == "bca":                                        # pass 3: leave-one-out
+            N, S, Q = full
+            for sl in sample_slices:
+                b = _shifted(source.block(ks, sl), c)
+                onehot = np.eye(n_classes)[labels[sl]]
+                jk_parts.append(energies_from_moments(
+                    N - onehot * b.m[:, None], S - onehot[:, :, None, None] * b.s[:, None],
+                    Q - onehot[:, :, None] * b.q[:, None], shift=c))
         for name in est:
             if method == "bca":
-                lo, hi = bca_ci(bs[name], est[name][0], jk[name])
+                jk = np.concatenate([j[name] for j in jk_parts], axis=0)
+                lo, hi = bca_ci(bs[name], est[name][0], jk)
             else:
                 lo, hi = percentile_ci(bs[name])
             parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi))

@@ -17,14 +17,34 @@ from .moments import SampleSums, energies_with_ci
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
 
 
-def cls_matrix(ds: xr.Dataset, sites=None) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """The [CLS] vectors as (n, K, d) float64 with K = (layer 0 'embed') + layers × sites, and the K labels."""
-    sites = list(sites) if sites is not None else [str(s) for s in ds["site"].values]
-    cls = ds["cls"].sel(site=sites).astype("float32").values            # (n, L, S, d)
-    n, L, S, d = cls.shape
-    v = np.concatenate([ds["cls_embed"].astype("float32").values[:, None, :], cls.reshape(n, L * S, d)], axis=1)
-    keys = [(0, "embed")] + [(int(l), s) for l in ds["layer"].values for s in sites]
-    return v.astype(np.float64), keys
+class ClsSource:
+    """The [CLS] vectors of a store as a streamed source of K = 1 + layers × sites series.
+
+    Series 0 is layer 0, the input of layer 1 (``cls_embed``); then (layer, site) in layer-major order.
+    """
+
+    def __init__(self, ds: xr.Dataset, sites=None):
+        self.ds = ds
+        self.sites = list(sites) if sites is not None else [str(x) for x in ds["site"].values]
+        self.keys = [(0, "embed")] + [(int(l), s) for l in ds["layer"].values for s in self.sites]
+        self.n, self.K = ds.sizes["sample"], len(self.keys)
+        self._site_index = {s: i for i, s in enumerate(str(x) for x in ds["site"].values)}
+
+    def vectors(self, ks: slice, idx: slice) -> np.ndarray:
+        """(samples, series, hidden) float64 for a block."""
+        keys = self.keys[ks]
+        layers = sorted({layer for layer, _ in keys if layer > 0})
+        cls = self.ds["cls"].isel(sample=idx, layer=[l - 1 for l in layers]).values if layers else None
+        out = []
+        for layer, site in keys:                                               # only the layers asked for
+            if layer == 0:
+                out.append(self.ds["cls_embed"].isel(sample=idx).values)
+            else:
+                out.append(cls[:, layers.index(layer), self._site_index[site]])
+        return np.stack(out, axis=1).astype(np.float64)
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        return SampleSums.from_vectors(self.vectors(ks, idx))
 
 
 def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -53,11 +73,13 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
-    v, keys = cls_matrix(ds)
-    res = energies_with_ci(SampleSums.from_vectors(v), y, C, boot, method=ci)
+    src = ClsSource(ds)
+    keys = src.keys
+    res = energies_with_ci(src, y, C, boot, method=ci)
     stats = {s: res[s] for s in RATIO_STATISTICS if C == 2 or s != "centroid_ratio"}
     if probe:
-        correct = np.stack([probe_correct(v[:, k], y, seed=seed) for k in range(v.shape[1])], axis=1)  # (n, K)
+        correct = np.stack([probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
+                            for k in range(src.K)], axis=1)                    # (n, K)
         bs = (boot.weights @ correct) / boot.n
         stats["probe_accuracy"] = (correct.mean(axis=0), bs, *percentile_ci(bs))
     rows = []

@@ -68,29 +68,47 @@ def word_ids(tokens: list[str], bpe: bool) -> np.ndarray:
     return ids
 
 
-def token_frame(ds: xr.Dataset, layer: int, site: str = "ln2") -> pd.DataFrame:
-    """One row per token: sample, position, text, word id, word text, strength, category of its word."""
+def strengths(ds: xr.Dataset, layer: int, site: str = "ln2", block: int = 16384) -> np.ndarray:
+    """‖h‖ of every token at one layer and site, read a block of tokens at a time (float32: float16
+    squares overflow)."""
     var = f"token_{site}"
     if var not in ds or layer not in ds["token_layer"].values:
         raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
     h = ds[var].sel(token_layer=layer)
-    # norms computed lazily by dask in float32 (float16 squares overflow)
-    strength = np.sqrt((h.astype("float32") ** 2).sum("hidden")).values
-    tokens = [str(t) for t in ds["token_text"].values]
-    sample = ds["token_sample"].values.astype(np.int64)
+    T = ds.sizes["token"]
+    return np.concatenate([np.linalg.norm(h.isel(token=slice(t, t + block)).values.astype(np.float32), axis=1)
+                           for t in range(0, T, block)]).astype(np.float64)
+
+
+def token_table(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per token, independent of the layer: sample, position, token, word id, word, category."""
+    tokens = np.array([str(t) for t in ds["token_text"].values], dtype=object)
     bpe = ds.attrs.get("model_type") == "roberta"
     starts = ds["token_start"].values.astype(np.int64)
     lengths = ds["length"].values.astype(np.int64)
-    wid = np.concatenate([word_ids(tokens[s:s + k], bpe) for s, k in zip(starts, lengths)])
-    df = pd.DataFrame({"sample": sample, "position": ds["token_position"].values.astype(np.int64),
-                       "token": tokens, "word_id": wid, "strength": strength.astype(np.float64)})
-    df["piece"] = df["token"].str.replace("^##", "", regex=True)
-    words = df.groupby(["sample", "word_id"], sort=False)["piece"].transform(lambda p: "".join(p))
-    df["word"] = words.str.replace("Ġ", "", regex=False)
+    wid = np.concatenate([word_ids(list(tokens[s:s + k]), bpe) for s, k in zip(starts, lengths)])
+    sample = ds["token_sample"].values.astype(np.int64)
+    # words: consecutive runs of (sample, word id); join their pieces once per word
+    new_word = np.ones(len(tokens), dtype=bool)
+    new_word[1:] = (sample[1:] != sample[:-1]) | (wid[1:] != wid[:-1])
+    bounds = np.append(np.flatnonzero(new_word), len(tokens))
+    pieces = [t[2:] if t.startswith("##") else t for t in tokens]
+    words = ["".join(pieces[a:b]).replace("Ġ", "") for a, b in zip(bounds[:-1], bounds[1:])]
     stop = _stop_words()
-    df["category"] = [category(w, stop) for w in df["word"]]
-    df.loc[[is_special(t) for t in df["token"]], "category"] = "special"
+    cats = [category(w, stop) for w in words]
+    run = np.diff(bounds)
+    df = pd.DataFrame({"sample": sample, "position": ds["token_position"].values.astype(np.int64),
+                       "token": tokens, "word_id": wid,
+                       "word": np.repeat(np.array(words, dtype=object), run),
+                       "category": np.repeat(np.array(cats, dtype=object), run)})
+    df.loc[[is_special(t) for t in tokens], "category"] = "special"
     return df
+
+
+def token_frame(ds: xr.Dataset, layer: int, site: str = "ln2", table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The token table with each token's strength at ``layer``/``site``."""
+    table = token_table(ds) if table is None else table
+    return table.assign(strength=strengths(ds, layer, site))
 
 
 def word_frame(tokens: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +125,8 @@ def buckets(units: pd.DataFrame, threshold: str) -> pd.Series:
         q = np.quantile(units.loc[ranked, "strength"], 0.75)
         th = pd.Series(q, index=units.index)
     elif threshold == "sentence":
-        th = units[ranked].groupby("sample")["strength"].transform(lambda s: np.quantile(s, 0.75))
-        th = th.reindex(units.index)
+        q = units[ranked].groupby("sample")["strength"].quantile(0.75)   # linear, as numpy's default
+        th = units["sample"].map(q)
     else:
         raise ValueError(f"threshold must be 'corpus' or 'sentence', got {threshold!r}")
     out = pd.Series(np.where(units["strength"] >= th, "HIGH", "LOW"), index=units.index, dtype=object)
@@ -142,7 +160,8 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
     L = int(ds.attrs.get("n_layers", ds.sizes["layer"]))
     layer = layer or default_layer(L)
     n = ds.sizes["sample"]
-    tok = token_frame(ds, layer, site)
+    table = token_table(ds)
+    tok = token_frame(ds, layer, site, table)
     rows: list[dict] = []
     units_by_level = {"subword": tok, "word": word_frame(tok)}
     for level, units in units_by_level.items():
@@ -166,7 +185,7 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
                          estimate=r["mean"], ci_low=lo[0], ci_high=hi[0], n=int(r["count"])))
     # profile over layers: mean strength by category, corpus-wide HIGH share of content words
     for l in [int(x) for x in ds["token_layer"].values]:
-        t = tok if l == layer else token_frame(ds, l, site)
+        t = tok if l == layer else token_frame(ds, l, site, table)
         t = t.assign(bucket=buckets(t, "corpus"))
         cat_sum = {c: np.bincount(t.loc[t["category"] == c, "sample"], weights=t.loc[t["category"] == c, "strength"],
                                   minlength=n) for c in CATEGORIES}

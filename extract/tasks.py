@@ -189,7 +189,13 @@ def _load_hf(task: TaskSpec, split: str) -> Split:  # pragma: no cover - needs n
             "set GLUE_DIR to a classic glue_data folder, or `pip install 'bertology[online]'`"
         ) from e
     hf_split = {"train": "train", "dev": "validation"}[split]
-    ds = datasets.load_dataset("glue", task.name, split=hf_split)
+    try:
+        ds = datasets.load_dataset("glue", task.name, split=hf_split)
+    except Exception as e:  # noqa: BLE001 - offline, hub errors, ...
+        raise BertologyError(
+            f"no GLUE folder given (--glue-dir or GLUE_DIR), and the Hugging Face `glue` dataset could not be "
+            f"loaded ({type(e).__name__}: {e}); set GLUE_DIR to a classic glue_data folder"
+        ) from None
     examples = []
     for i, row in enumerate(ds):
         texts = [str(row[f]).strip() for f in task.hf_text_fields]
