@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(VENV)/bin/snakemake --cores $(CORES) --config glue_dir=$(GLUE_DIR)
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES) --config glue_dir=$(GLUE_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-# bertology workflow: finetune -> extract (dev: full capture; train: cls only) -> store summaries.
+# bertology workflow: finetune -> extract (dev: full capture; train: cls only) -> analyze, + store summaries.
 # Later stages (analyze, index, report) add their rules the same way. Run: snakemake --cores 8
 from snakemake.utils import validate
 
@@ -21,6 +21,7 @@ def checkpoint(task):
 
 rule all:
     input:
+        expand(f"{R}/{{task}}/analysis/separability.parquet", task=config["tasks"]),
         expand(f"{R}/{{task}}/dev.info.txt", task=config["tasks"]),
         expand(f"{R}/{{task}}/train.info.txt", task=config["tasks"]),
 
@@ -79,3 +80,22 @@ rule store_info:
     benchmark: f"{R}/benchmarks/store_info_{{task}}_{{split}}.tsv"
     threads: 1
     shell: "bertology store info {input} > {output} 2> {log}"
+
+
+rule analyze:
+    input: f"{R}/{{task}}/dev.zarr"
+    output:
+        f"{R}/{{task}}/analysis/separability.parquet",
+        f"{R}/{{task}}/analysis/skip_candidates.parquet",
+        f"{R}/{{task}}/analysis/ffn_roles.parquet",
+        f"{R}/{{task}}/analysis/token_strength.parquet",
+    log: f"{R}/logs/analyze_{{task}}.log"
+    benchmark: f"{R}/benchmarks/analyze_{{task}}.tsv"
+    threads: 2
+    resources: mem_mb=3000
+    params:
+        out=lambda w: f"{R}/{w.task}/analysis",
+        resamples=config.get("analyze", {}).get("resamples", 1000),
+    shell:
+        "bertology analyze {input} --out {params.out} --resamples {params.resamples} --seed {config[seed]} "
+        "> {log} 2>&1"
