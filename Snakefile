@@ -83,12 +83,16 @@ rule store_info:
 
 
 rule analyze:
-    input: f"{R}/{{task}}/dev.zarr"
+    input:
+        dev=f"{R}/{{task}}/dev.zarr",
+        train=f"{R}/{{task}}/train.zarr",
     output:
         f"{R}/{{task}}/analysis/separability.parquet",
         f"{R}/{{task}}/analysis/skip_candidates.parquet",
         f"{R}/{{task}}/analysis/ffn_roles.parquet",
         f"{R}/{{task}}/analysis/token_strength.parquet",
+        f"{R}/{{task}}/analysis/errors.parquet",
+        f"{R}/{{task}}/analysis/layer_predictions.parquet",
     log: f"{R}/logs/analyze_{{task}}.log"
     benchmark: f"{R}/benchmarks/analyze_{{task}}.tsv"
     threads: 2
@@ -97,5 +101,6 @@ rule analyze:
         out=lambda w: f"{R}/{w.task}/analysis",
         resamples=config.get("analyze", {}).get("resamples", 1000),
     shell:
-        "bertology analyze {input} --out {params.out} --resamples {params.resamples} --seed {config[seed]} "
+        "bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
+        "--resamples {params.resamples} --seed {config[seed]} "
         "> {log} 2>&1"

@@ -10,6 +10,7 @@ drawn from ``seed``, serves every statistic, so results are deterministic and la
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pandas as pd
 from bertology.store import open_store
 
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
+from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
+from .layer_predictions import layer_predictions
 from .separability import separability, skip_candidates
 from .token_strength import token_strength
 
@@ -37,6 +40,7 @@ class AnalyzeConfig:
     probe: bool = True
     strength_layer: int | None = None
     strength_site: str = "ln2"
+    confident_margin: float = CONFIDENT_MARGIN
 
 
 def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
@@ -49,10 +53,16 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
 
 
-def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None) -> dict[str, Path]:
-    """Compute every table for one store and write them (atomically, each file) under ``out``."""
+def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
+            train_store: str | Path | None = None) -> dict[str, Path]:
+    """Compute every table for one store and write them (atomically, each file) under ``out``.
+
+    ``train_store`` (a ``--cls-only`` store of the train split, same checkpoint) is where the per-layer
+    probes and centroids are fitted; without it they are cross-fitted on the store itself.
+    """
     cfg = cfg or AnalyzeConfig()
     ds = open_store(store)
+    train = open_store(train_store) if train_store else None
     task, model = ds.attrs["task"], ds.attrs["model"]
     boot = Bootstrap.draw(ds.sizes["sample"], cfg.resamples, cfg.seed)
     sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci)
@@ -61,6 +71,9 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         "skip_candidates": skip_candidates(sep, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k),
         "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci),
     }
+    preds, fit = layer_predictions(ds, train, seed=cfg.seed)
+    tables["layer_predictions"] = preds.assign(fit=fit)
+    tables["errors"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
     if any(v.startswith("token_") and v in ds.data_vars for v in ds.data_vars):
         try:
             summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site)
@@ -72,13 +85,16 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, df in tables.items():
-        df = tidy(df, task, model) if name != "token_buckets" else df.assign(task=task, model=model)
+        per_row = name in ("token_buckets", "layer_predictions")  # one row per token / sample: not tidy stats
+        df = df.assign(task=task, model=model) if per_row else tidy(df, task, model)
         path = out / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
         df.to_parquet(tmp, index=False)
         tmp.replace(path)
         written[name] = path
     (out / "analysis.json").write_text(json.dumps(
-        {"store": str(store), "task": task, "model": model, "carve_out": ds.attrs.get("carve_out"),
-         "config": asdict(cfg)}, indent=2) + "\n")
+        {"store": str(Path(store).resolve()),
+         "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move "train_store": str(Path(train_store).resolve()) if train_store else None,
+         "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
+         "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     return written

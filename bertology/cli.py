@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
     p.add_argument("--strength-layer", type=int, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
     p.add_argument("--strength-site", default="ln2")
+    p.add_argument("--train-store", help="--cls-only store of the train split (same checkpoint) to fit the "
+                                         "per-layer probes on; without it they are cross-fitted on the store")
+    p.add_argument("--confident-margin", type=float, default=0.3, help="margin above which an error is confident")
+
+    p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
+    p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
+    p.add_argument("--db", default=None, help="database file (default: RESULTS/bertology.duckdb)")
+
+    p = sub.add_parser("sql", help="read-only SQL over the index (no query: interactive prompt)")
+    p.add_argument("query", nargs="?", help="one SQL query; omit for an interactive prompt")
+    p.add_argument("--db", default="results/bertology.duckdb")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json", "parquet"))
+    p.add_argument("--output", help="file for --format parquet")
 
     p = sub.add_parser("store", help="inspect stores")
     ssub = p.add_subparsers(dest="store_command", required=True)
@@ -116,9 +129,27 @@ def run(args: argparse.Namespace) -> int:
         cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction, ci=args.ci,
                             skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
                             probe=not args.no_probe, strength_layer=args.strength_layer,
-                            strength_site=args.strength_site)
-        for name, path in analyze(args.store, args.out, cfg).items():
+                            strength_site=args.strength_site, confident_margin=args.confident_margin)
+        for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store).items():
             print(f"wrote {path}")
+    elif args.command == "index":
+        from pathlib import Path
+
+        from bertology.analysis.index import build_index
+
+        db = args.db or str(Path(args.results) / "bertology.duckdb")
+        rep = build_index(args.results, db)
+        for what in ("added", "updated", "removed", "unchanged", "skipped"):
+            for item in getattr(rep, what):
+                print(f"{what:9} {item}")
+        print(f"{db}: {'updated' if rep.changed else 'unchanged'}")
+    elif args.command == "sql":
+        from bertology.analysis import sql
+
+        if args.query is None:
+            sql.repl(args.db)
+        else:
+            print(sql.render(sql.query(args.db, args.query), args.format, args.output))
     elif args.command == "store":
         from bertology.store.info import describe
         from bertology.store.reader import read_attrs

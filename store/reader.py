@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import xarray as xr
 import zarr
+
+# Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
 
 from bertology import BertologyError
 

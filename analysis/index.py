@@ -1,0 +1,217 @@
+"""``bertology index RESULTS_DIR --db FILE``: one DuckDB database over every run under a results folder.
+
+A *run* is one complete store, with the analysis tables written for it (the ``analysis.json`` beside them
+names the store). Tables (every row carries ``run_id``):
+
+- ``runs``: store path, task, split, model, checkpoint and its sha256, sample count, carve-out flag and
+  JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
+- ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
+  ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
+- ``layer_predictions``: per sample and layer (0 … L), centroid and probe predictions, [CLS] norm and
+  projection on the class-mean direction (from ``analyze``);
+- ``token_strength``: per token at the strength layer: text, word, category, strength, buckets;
+- the analysis tables ``separability``, ``skip_candidates``, ``ffn_roles``, ``token_strength_summary``,
+  ``error_summary`` (the files ``token_strength.parquet`` and ``errors.parquet``);
+- views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
+
+Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
+database is written beside the old one and renamed over it only when complete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from bertology import BertologyError
+from bertology.store import open_store
+from bertology.store.reader import StoreError, read_attrs
+
+from .errors import CONFIDENT_MARGIN, margins
+
+#: analysis file -> table name in the database
+ANALYSIS_TABLES = {
+    "separability": "separability",
+    "skip_candidates": "skip_candidates",
+    "ffn_roles": "ffn_roles",
+    "token_strength": "token_strength_summary",
+    "errors": "error_summary",
+    "layer_predictions": "layer_predictions",
+    "token_buckets": "token_strength",
+}
+RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
+VIEWS = {
+    "errors": "SELECT * FROM samples WHERE NOT correct",
+    "confident_errors": f"SELECT * FROM samples WHERE NOT correct AND margin > {CONFIDENT_MARGIN}",
+}
+
+
+@dataclass
+class IndexReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # incomplete or unreadable stores, with the reason
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def _walk(results: Path):
+    """Stores (``*.zarr`` folders, not descended into) and analysis folders under ``results``."""
+    stores, analyses = [], []
+    for root, dirs, files in os.walk(results):
+        for d in list(dirs):
+            if d.endswith(".zarr"):
+                stores.append(Path(root) / d)
+                dirs.remove(d)
+        if "analysis.json" in files:
+            analyses.append(Path(root))
+    return sorted(stores), sorted(analyses)
+
+
+def _fingerprint(store: Path, analysis: Path | None) -> str:
+    h = hashlib.sha256(json.dumps(read_attrs(store), sort_keys=True).encode())
+    if analysis is not None:
+        for f in sorted(analysis.glob("*.parquet")) + [analysis / "analysis.json"]:
+            h.update(f.name.encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def run_id(store: Path) -> str:
+    return hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:16]
+
+
+def sample_frame(ds, rid: str) -> pd.DataFrame:
+    """The ``samples`` rows of one store."""
+    labels = ds["label"].values.astype(int)
+    probs = ds["probs"].values.astype(np.float64)
+    pred, confidence, margin = margins(probs, labels)
+    names = np.array([str(c) for c in ds["class"].values], dtype=object)
+    return pd.DataFrame({
+        "run_id": rid, "task": ds.attrs["task"], "split": ds.attrs["split"],
+        "sample_id": ds["sample"].values.astype(np.int64), "sample_index": np.arange(len(labels)),
+        "text_a": ds["text_a"].values.astype(object), "text_b": ds["text_b"].values.astype(object),
+        "label": labels, "label_name": names[labels], "pred": pred, "pred_name": names[pred],
+        "probs": list(probs), "confidence": confidence, "margin": margin, "correct": pred == labels,
+        "length": ds["length"].values.astype(np.int64),
+    })
+
+
+def _append(con, table: str, df: pd.DataFrame) -> None:
+    """Insert by column name, creating the table or adding columns it lacks."""
+    # an all-None object column would get DuckDB's NULL type, which later values cannot be cast to
+    df = df.astype({c: "string" for c in df.columns if df[c].dtype == object and df[c].isna().all()})
+    con.register("_incoming", df)
+    try:
+        exists = con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'").fetchall()[0][0]
+        if not exists:
+            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _incoming')
+            return
+        have = {r[0] for r in con.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'").fetchall()}
+        for name, dtype, *_ in con.sql("DESCRIBE SELECT * FROM _incoming").fetchall():
+            if name not in have:
+                con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
+        con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
+    finally:
+        con.unregister("_incoming")
+
+
+def _add_run(con, rid: str, store: Path, analysis: Path | None, fingerprint: str) -> None:
+    ds = open_store(store)
+    info = json.loads((analysis / "analysis.json").read_text()) if analysis else {}
+    carve = ds.attrs.get("carve_out")
+    _append(con, "runs", pd.DataFrame([{
+        "run_id": rid, "store_path": str(store.resolve()), "task": ds.attrs["task"], "split": ds.attrs["split"],
+        "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
+        "n_samples": ds.sizes["sample"], "carve_out": bool(carve), "carve_out_json": json.dumps(carve),
+        "analysis_path": str(analysis.resolve()) if analysis else None,
+        "layer_fit": info.get("layer_fit"), "metadata": json.dumps(dict(ds.attrs), sort_keys=True),
+        "fingerprint": fingerprint,
+    }]))
+    _append(con, "samples", sample_frame(ds, rid))
+    if analysis is None:
+        return
+    for stem, table in ANALYSIS_TABLES.items():
+        path = analysis / f"{stem}.parquet"
+        if path.is_file():
+            _append(con, table, pd.read_parquet(path).assign(run_id=rid, split=ds.attrs["split"]))
+
+
+def build_index(results: str | Path, db: str | Path) -> IndexReport:
+    """Index every complete store under ``results`` into ``db`` (see the module docstring)."""
+    results, db = Path(results), Path(db)
+    if not results.is_dir():
+        raise BertologyError(f"{results}: no such results folder")
+    stores, analyses = _walk(results)
+    by_store: dict[str, Path] = {}
+    for a in analyses:
+        try:
+            info = json.loads((a / "analysis.json").read_text())
+            target = (a / info["store_relative"]) if "store_relative" in info else Path(info["store"])
+            by_store[str(target.resolve())] = a
+        except (KeyError, ValueError) as e:
+            raise BertologyError(f"{a / 'analysis.json'}: unreadable ({e}); rerun `bertology analyze`") from None
+    report = IndexReport()
+    wanted: dict[str, tuple[Path, Path | None, str]] = {}
+    for store in stores:
+        try:
+            attrs = read_attrs(store)
+        except StoreError as e:
+            report.skipped.append(f"{store}: {e}")
+            continue
+        if not (attrs.get("bertology_progress") or {}).get("complete"):
+            report.skipped.append(f"{store}: incomplete extraction")
+            continue
+        analysis = by_store.get(str(store.resolve()))
+        wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))
+    if not wanted:
+        raise BertologyError(f"{results}: no complete bertology store to index"
+                             + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
+    existing: dict[str, str] = {}
+    if db.exists():
+        with duckdb.connect(str(db), read_only=True) as con:
+            existing = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall())
+    for rid, (store, _, fp) in wanted.items():
+        if rid not in existing:
+            report.added.append(str(store))
+        elif existing[rid] != fp:
+            report.updated.append(str(store))
+        else:
+            report.unchanged.append(str(store))
+    report.removed = [rid for rid in existing if rid not in wanted]
+    if not report.changed and db.exists():
+        return report  # nothing new: the database file is not touched
+    tmp = db.with_name(db.name + ".building")
+    tmp.unlink(missing_ok=True)
+    try:
+        if db.exists():
+            shutil.copyfile(db, tmp)
+        with duckdb.connect(str(tmp)) as con:
+            stale = [rid for rid in existing if rid not in wanted or existing[rid] != wanted[rid][2]]
+            tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+            for rid in stale:
+                for table in ("runs",) + RUN_TABLES:
+                    if table in tables:
+                        con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [rid])
+            for rid, (store, analysis, fp) in wanted.items():
+                if existing.get(rid) != fp:
+                    _add_run(con, rid, store, analysis, fp)
+            for name, query in VIEWS.items():
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+            con.execute("CHECKPOINT")
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return report

@@ -1,0 +1,86 @@
+"""What each layer's [CLS] representation predicts: nearest-centroid and linear-probe readouts per layer.
+
+For every layer l = 0 (input of layer 1) … L at site ``ln2``, two readouts are fitted on the train split's
+[CLS] store when one is given (``fit='train store'``), otherwise cross-fitted on dev with 5 stratified folds
+(``fit='cross-fitted on dev'``): the nearest class centroid (Euclidean) and a logistic-regression probe.
+Alongside, the [CLS] norm and its projection on the unit class-mean direction (μ₁ − μ₀)/‖μ₁ − μ₀‖ (two
+classes; NaN otherwise). A sample is "right at layer l" when the probe's prediction equals its label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+FIT_TRAIN, FIT_CROSS = "train store", "cross-fitted on dev"
+
+
+def layer_vectors(ds: xr.Dataset, layer: int, site: str = "ln2") -> np.ndarray:
+    """[CLS] at a layer (0: the input of layer 1) as float64."""
+    if layer == 0:
+        return ds["cls_embed"].values.astype(np.float64)
+    return ds["cls"].sel(layer=layer, site=site).values.astype(np.float64)
+
+
+def _probe():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def _centroids(x, y, C):
+    return np.stack([x[y == c].mean(axis=0) if np.any(y == c) else np.full(x.shape[1], np.inf) for c in range(C)])
+
+
+def _nearest(x, centroids):
+    return np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+
+
+def _readouts(x_fit, y_fit, x_eval, C):
+    cen = _centroids(x_fit, y_fit, C)
+    if np.unique(y_fit).size < 2:
+        probe_pred = np.full(len(x_eval), int(np.bincount(y_fit).argmax()))
+    else:
+        probe_pred = _probe().fit(x_fit, y_fit).predict(x_eval)
+    direction = np.full(x_eval.shape[1], np.nan)
+    if C == 2 and np.all(np.isfinite(cen)):
+        d = cen[1] - cen[0]
+        direction = d / (np.linalg.norm(d) or 1.0)
+    return _nearest(x_eval, cen), probe_pred, x_eval @ direction
+
+
+def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: str = "ln2", folds: int = 5,
+                      seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """One row per (sample, layer): centroid and probe predictions, [CLS] norm, class-direction projection."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = ds["label"].values.astype(int)
+    C = len(ds["class"])
+    n = len(y)
+    layers = [0] + [int(l) for l in ds["layer"].values]
+    fit = FIT_TRAIN if train is not None else FIT_CROSS
+    if train is not None and train.attrs.get("model_sha256") != ds.attrs.get("model_sha256"):
+        raise ValueError("the train store was extracted from a different checkpoint than the dev store")
+    frames = []
+    for layer in layers:
+        x = layer_vectors(ds, layer, site)
+        cen_pred = np.zeros(n, dtype=int)
+        probe_pred = np.zeros(n, dtype=int)
+        proj = np.zeros(n)
+        if train is not None:
+            xt, yt = layer_vectors(train, layer, site), train["label"].values.astype(int)
+            cen_pred, probe_pred, proj = _readouts(xt, yt, x, C)
+        else:
+            k = int(max(2, min(folds, np.bincount(y, minlength=C)[np.bincount(y, minlength=C) > 0].min())))
+            for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+                cen_pred[te], probe_pred[te], proj[te] = _readouts(x[tr], y[tr], x[te], C)
+        frames.append(pd.DataFrame({
+            "sample_index": np.arange(n), "sample_id": ds["sample"].values.astype(np.int64), "layer": layer,
+            "site": "embed" if layer == 0 else site, "label": y, "centroid_pred": cen_pred,
+            "probe_pred": probe_pred, "centroid_correct": cen_pred == y, "probe_correct": probe_pred == y,
+            "cls_norm": np.linalg.norm(x, axis=1), "class_direction_projection": proj,
+        }))
+    return pd.concat(frames, ignore_index=True), fit
