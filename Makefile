@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 GLUE_DIR ?= $(abspath ../shared/glue)
-CORES ?= 8
+# snakemake --cores: every core of this machine (each rule caps torch at its own `threads:`)
+CORES ?= $(shell nproc 2>/dev/null || echo 8)
 # torch first, on its own: here `torch==2.13.0` is a CPU build; a GPU user sets TORCH_SPEC and
 # TORCH_INDEX (e.g. TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cu128) for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0

@@ -36,7 +36,7 @@ rule finetune:
         carve=lambda w: carve(w.task),
         max_train=f"--max-train {FT['max_train']}" if FT.get("max_train") else "",
     shell:
-        "bertology finetune --model {config[model]} --task {wildcards.task} --glue-dir {config[glue_dir]} "
+        "OMP_NUM_THREADS={threads} bertology finetune --model {config[model]} --task {wildcards.task} --glue-dir {config[glue_dir]} "
         "--out {output} {params.max_train} --epochs {FT[epochs]} --lr {FT[lr]} --batch-size {FT[batch_size]} "
         "--max-length {FT[max_length]} --seed {config[seed]} {params.carve} --quiet > {log} 2>&1"
 
@@ -52,7 +52,7 @@ rule extract_dev:
         carve=lambda w: carve(w.task),
         limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
     shell:
-        "bertology extract --model {input} --task {wildcards.task} --split dev --glue-dir {config[glue_dir]} "
+        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split dev --glue-dir {config[glue_dir]} "
         "--out {output} {params.limit} --dtype {EX[dtype]} --max-length {EX[max_length]} --seed {config[seed]} "
         "{params.carve} --overwrite --quiet > {log} 2>&1"
 
@@ -68,7 +68,7 @@ rule extract_train:
         carve=lambda w: carve(w.task),
         limit=f"--limit {FT['max_train']}" if FT.get("max_train") else "",
     shell:
-        "bertology extract --model {input} --task {wildcards.task} --split train --glue-dir {config[glue_dir]} "
+        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split train --glue-dir {config[glue_dir]} "
         "--out {output} {params.limit} --cls-only --dtype {EX[dtype]} --max-length {EX[max_length]} "
         "--seed {config[seed]} {params.carve} --overwrite --quiet > {log} 2>&1"
 
@@ -79,7 +79,7 @@ rule store_info:
     log: f"{R}/logs/store_info_{{task}}_{{split}}.log"
     benchmark: f"{R}/benchmarks/store_info_{{task}}_{{split}}.tsv"
     threads: 1
-    shell: "bertology store info {input} > {output} 2> {log}"
+    shell: "OMP_NUM_THREADS={threads} bertology store info {input} > {output} 2> {log}"
 
 
 rule analyze:
@@ -101,6 +101,6 @@ rule analyze:
         out=lambda w: f"{R}/{w.task}/analysis",
         resamples=config.get("analyze", {}).get("resamples", 1000),
     shell:
-        "bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
+        "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
         "--resamples {params.resamples} --seed {config[seed]} "
         "> {log} 2>&1"

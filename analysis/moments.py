@@ -19,6 +19,7 @@ resamples at once, and token-level statistics are resampled by sentence (a clust
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -133,6 +134,17 @@ def energies_from_moments(N: np.ndarray, S: np.ndarray, Q: np.ndarray, shift: np
     return out
 
 
+class Estimates(NamedTuple):
+    """One statistic for K series: full-sample estimate (K,), resamples (B, K), CI bounds (K,), and the
+    leave-one-out values (n, K) that BCa intervals of derived quantities (e.g. layer differences) need."""
+
+    estimate: np.ndarray
+    resamples: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    jackknife: np.ndarray
+
+
 class ArraySource:
     """In-memory per-sample sums, served in (series, sample) blocks: the reference source."""
 
@@ -152,8 +164,8 @@ def _shifted(b: SampleSums, c: np.ndarray) -> SampleSums:
 
 def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
                      k_block: int = 8, sample_block: int = 256,
-                     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """For each statistic: (estimate (K,), resamples (B, K), ci_low (K,), ci_high (K,)).
+                     ) -> dict[str, "Estimates"]:
+    """For each statistic, its :class:`Estimates` over the K series.
 
     ``source`` is a :class:`SampleSums` or any object with ``n``, ``K`` and ``block(series_slice,
     sample_slice) -> SampleSums`` (e.g. one reading a store lazily). The data are streamed in blocks of
@@ -202,6 +214,8 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
                 jk = np.concatenate([j[name] for j in jk_parts], axis=0)
                 lo, hi = bca_ci(bs[name], est[name][0], jk)
             else:
+                jk = np.full((n, est[name].shape[1]), np.nan)
                 lo, hi = percentile_ci(bs[name])
-            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi))
-    return {name: tuple(np.concatenate([p[i] for p in ps], axis=-1) for i in range(4)) for name, ps in parts.items()}
+            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi, jk))
+    return {name: Estimates(*(np.concatenate([p[i] for p in ps], axis=-1) for i in range(5)))
+            for name, ps in parts.items()}

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .bootstrap import Bootstrap, adjust, bootstrap_p, percentile_ci
-from .moments import SampleSums, energies_with_ci
+from .bootstrap import Bootstrap, adjust, bca_ci, bootstrap_p, percentile_ci
+from .moments import Estimates, SampleSums, energies_with_ci
 
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
 
@@ -68,8 +68,8 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
 
     Rows: statistic ∈ {fisher_trace, centroid_ratio, probe_accuracy} at each (layer, site), layer 0 being
     the embedding output (site ``embed``); and ``delta_<statistic>`` at ``delta_site`` for layers 1..L with a
-    two-sided bootstrap p-value and its correction across layers. Ratio CIs are BCa (``ci='bca'``) or
-    percentile; probe-accuracy and Δ CIs are percentile intervals of the (paired) resamples.
+    two-sided bootstrap p-value and its correction across layers. CIs are BCa (``ci='bca'``, jackknife
+    values differenced for Δ) or percentile intervals of the (paired) resamples.
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
@@ -81,18 +81,25 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         correct = np.stack([probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
                             for k in range(src.K)], axis=1)                    # (n, K)
         bs = (boot.weights @ correct) / boot.n
-        stats["probe_accuracy"] = (correct.mean(axis=0), bs, *percentile_ci(bs))
+        n = len(y)
+        jk = (correct.sum(axis=0)[None] - correct) / (n - 1)                  # leave-one-out accuracy
+        stats["probe_accuracy"] = Estimates(correct.mean(axis=0), bs, *percentile_ci(bs), jk)
     rows = []
-    for name, (est, bs, lo, hi) in stats.items():
+    for name, (est, bs, lo, hi, _) in stats.items():
         for k, (layer, site) in enumerate(keys):
             rows.append(dict(layer=layer, site=site, statistic=name, estimate=est[k], ci_low=lo[k], ci_high=hi[k]))
     # Δ from layer l−1 to l at the delta site (layer 0: the embedding output), paired over resamples
     chain = [keys.index((0, "embed"))] + [keys.index((int(l), delta_site)) for l in ds["layer"].values]
-    for name, (est, bs, _, _) in stats.items():
+    for name, (est, bs, _, _, jk) in stats.items():
         d_est = est[chain[1:]] - est[chain[:-1]]
         d_bs = bs[:, chain[1:]] - bs[:, chain[:-1]]
-        lo, hi = percentile_ci(d_bs)
-        p = bootstrap_p(d_bs)
+        if ci == "bca":  # the ratios are biased under resampling: correct the paired difference's interval too
+            lo, hi = bca_ci(d_bs, d_est, jk[:, chain[1:]] - jk[:, chain[:-1]])
+        else:
+            lo, hi = percentile_ci(d_bs)
+        # resampling shifts these ratios (duplicated samples look more separable): test the estimate, i.e. the
+        # paired bootstrap distribution re-centred on it
+        p = bootstrap_p(d_bs - np.nanmean(d_bs, axis=0) + d_est)
         p_adj = adjust(p, correction)
         for i, layer in enumerate(ds["layer"].values):
             rows.append(dict(layer=int(layer), site=delta_site, statistic=f"delta_{name}", estimate=d_est[i],

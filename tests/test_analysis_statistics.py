@@ -108,7 +108,7 @@ def test_95_percent_bca_ci_covers_the_truth_95_percent_of_the_time():
         x, y = gaussian_classes(n, rng)
         res = energies_with_ci(SampleSums.from_vectors(x[:, None, :]), y, 2, Bootstrap.draw(n, 1000, seed=r))
         for name in names:
-            _, _, lo, hi = res[name]
+            _, _, lo, hi, _ = res[name]
             covered[name] += bool(lo[0] <= truth()[name] <= hi[0])
     rates = {k: v / reps for k, v in covered.items()}
     assert all(0.92 <= v <= 0.98 for v in rates.values()), rates

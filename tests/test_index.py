@@ -158,3 +158,18 @@ def test_bad_paths_give_clear_errors(tmp_path):
         build_index(tmp_path, tmp_path / "x.duckdb")
     with pytest.raises(BertologyError, match="no such database; build it with `bertology index"):
         sql.query(tmp_path / "x.duckdb", "SELECT 1")
+
+
+def test_every_worked_query_in_the_readme_runs(results, tmp_path):
+    import re
+
+    from .conftest import REPO
+
+    db = tmp_path / "i.duckdb"
+    build_index(results, db)
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("Worked queries"):]
+    queries = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    assert len(queries) >= 6
+    for q in queries:
+        sql.query(db, q)  # raises on any schema drift

@@ -1,0 +1,98 @@
+"""Benchmark: latency of typical index queries on a synthetic index of 1,000,000 samples × 12 layers.
+
+Run by hand:  python bench/index_queries.py --samples 1000000 --layers 12 --out bench/out
+Builds a database with the index's schema (``samples``, ``layer_predictions`` and the ``errors`` /
+``confident_errors`` views, as ``bertology index`` creates them) filled with synthetic rows over 5 tasks,
+then times the README's queries (median of 5 runs, warm, in-process; `bertology sql` adds interpreter start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import duckdb
+
+from bertology.analysis.index import VIEWS
+
+QUERIES = {
+    "confident errors by task": "SELECT task, count(*) AS errors, count(*) FILTER (margin > 0.3) AS confident, "
+                                "avg(margin) FROM errors GROUP BY task ORDER BY task",
+    "right at some layer, wrong at output": "SELECT s.task, count(DISTINCT s.sample_index) FROM errors s JOIN "
+                                            "layer_predictions l USING (run_id, sample_index) WHERE l.probe_correct "
+                                            "GROUP BY s.task",
+    "layer from which a wrong prediction settles": "WITH c AS (SELECT e.task, e.sample_index, max(l.layer) FILTER "
+                                                   "(l.probe_pred <> e.pred) AS last FROM errors e JOIN layer_predictions l "
+                                                   "USING (run_id, sample_index) GROUP BY ALL) SELECT task, "
+                                                   "coalesce(last + 1, 0) AS settled, count(*) FROM c GROUP BY ALL",
+    "errors by length bucket": "SELECT task, length // 16 AS bucket, avg(CASE WHEN correct THEN 0 ELSE 1 END) "
+                               "FROM samples GROUP BY ALL ORDER BY ALL",
+    "one sample's layers": "SELECT * FROM layer_predictions WHERE run_id = 'r3' AND sample_index = 123456 ORDER BY layer",
+    "confident errors, long inputs, top margin": "SELECT task, sample_id, margin FROM confident_errors "
+                                                 "WHERE length > 40 ORDER BY margin DESC LIMIT 20",
+}
+
+
+def build(db: Path, n: int, layers: int) -> float:
+    t = time.perf_counter()
+    db.unlink(missing_ok=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute("SELECT setseed(0.42)")
+        con.execute(f"""
+            CREATE TABLE samples AS
+            SELECT 'r' || (i % 5) AS run_id, ['cola','sst2','mrpc','rte','qnli'][1 + i % 5] AS task, 'dev' AS split,
+                   i AS sample_id, i // 5 AS sample_index, 'text ' || i AS text_a, '' AS text_b,
+                   (random() < 0.5)::INT AS label, 8 + (random() * 100)::INT AS length, random() AS u
+            FROM range({n}) t(i)""")
+        con.execute("""
+            CREATE OR REPLACE TABLE samples AS
+            SELECT * EXCLUDE (u), CASE WHEN u < 0.15 THEN 1 - label ELSE label END AS pred,
+                   u >= 0.15 AS correct, CASE WHEN u < 0.15 THEN u * 6 ELSE 0 END AS margin,
+                   0.5 + random() / 2 AS confidence FROM samples""")
+        con.execute(f"""
+            CREATE TABLE layer_predictions AS
+            SELECT s.run_id, s.sample_index, s.sample_id, l.layer, s.label,
+                   CASE WHEN random() < 0.5 + l.layer / {2 * layers + 2} THEN s.label ELSE 1 - s.label END AS probe_pred,
+                   CASE WHEN random() < 0.5 + l.layer / {2 * layers + 2} THEN s.label ELSE 1 - s.label END AS centroid_pred,
+                   random() * 20 AS cls_norm, random() - 0.5 AS class_direction_projection
+            FROM samples s CROSS JOIN range(0, {layers + 1}) l(layer)""")
+        con.execute("ALTER TABLE layer_predictions ADD COLUMN probe_correct BOOLEAN")
+        con.execute("UPDATE layer_predictions SET probe_correct = probe_pred = label")
+        for name, q in VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {q}")
+        con.execute("CHECKPOINT")
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--out", default="bench/out")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "synthetic_index.duckdb"
+    build_s = build(db, args.samples, args.layers)
+    timings = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql("SELECT count(*) FROM layer_predictions").fetchall()[0][0]
+        for name, q in QUERIES.items():
+            con.sql(q).fetchall()  # warm
+            runs = []
+            for _ in range(5):
+                t = time.perf_counter()
+                con.sql(q).fetchall()
+                runs.append(time.perf_counter() - t)
+            timings[name] = round(statistics.median(runs), 4)
+    report = {"samples": args.samples, "layers": args.layers + 1, "layer_prediction_rows": rows,
+              "build_seconds": round(build_s, 1), "db_bytes": db.stat().st_size, "median_query_seconds": timings}
+    (out / "index_queries.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
