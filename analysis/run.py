@@ -38,6 +38,7 @@ class AnalyzeConfig:
     skip_rule: str = "nonpositive"    # or k_lowest
     skip_k: int = 1
     probe: bool = True
+    pooling: tuple[str, ...] = ("cls",)   # add "mean" for mean-pooled token separability
     strength_layer: int | None = None
     strength_site: str = "ln2"
     confident_margin: float = CONFIDENT_MARGIN
@@ -65,10 +66,12 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     train = open_store(train_store) if train_store else None
     task, model = ds.attrs["task"], ds.attrs["model"]
     boot = Bootstrap.draw(ds.sizes["sample"], cfg.resamples, cfg.seed)
-    sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci)
+    sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci,
+                       pooling=cfg.pooling)
     tables = {
         "separability": sep,
-        "skip_candidates": skip_candidates(sep, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k),
+        "skip_candidates": skip_candidates(sep[sep["pooling"] == "cls"], cfg.skip_statistic, cfg.skip_rule,
+                                           cfg.skip_k),
         "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci),
     }
     preds, fit = layer_predictions(ds, train, seed=cfg.seed)

@@ -47,6 +47,38 @@ class ClsSource:
         return SampleSums.from_vectors(self.vectors(ks, idx))
 
 
+class MeanPooledSource:
+    """Each sample's mean token vector (padding never stored) at every stored token layer and site.
+
+    Series 0 is layer 0 (``token_embed``) when stored; then (layer, site) for the stored token layers and
+    the hidden-width sites among ``attn res1 ln1 ff res2 ln2``.
+    """
+
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        sites = [s for s in (str(x) for x in ds["site"].values) if f"token_{s}" in ds]
+        if not sites:
+            raise ValueError("mean pooling needs token-level states; this store has none (--cls-only?)")
+        self.keys = ([(0, "embed")] if "token_embed" in ds else []) + \
+            [(int(l), s) for l in ds["token_layer"].values for s in sites]
+        self.n, self.K = ds.sizes["sample"], len(self.keys)
+
+    def vectors(self, ks: slice, idx: slice) -> np.ndarray:
+        ds = self.ds
+        starts = ds["token_start"].values.astype(np.int64)[idx]
+        lengths = ds["length"].values.astype(np.int64)[idx]
+        t0, t1 = int(starts[0]), int(starts[-1] + lengths[-1])
+        out = []
+        for layer, site in self.keys[ks]:
+            var = ds[f"token_{site}"].isel(token=slice(t0, t1))
+            x = (var if layer == 0 else var.sel(token_layer=layer)).values.astype(np.float64)
+            out.append(np.add.reduceat(x, starts - t0, axis=0) / lengths[:, None])
+        return np.stack(out, axis=1)
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        return SampleSums.from_vectors(self.vectors(ks, idx))
+
+
 def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
     """Per-sample 0/1 correctness of a cross-validated logistic-regression probe (standardised inputs)."""
     from sklearn.linear_model import LogisticRegression
@@ -63,7 +95,25 @@ def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -
 
 
 def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_site: str = "ln2",
-                 seed: int = 0, correction: str = "holm", ci: str = "bca") -> pd.DataFrame:
+                 seed: int = 0, correction: str = "holm", ci: str = "bca",
+                 pooling: tuple[str, ...] = ("cls",)) -> pd.DataFrame:
+    """Separability rows for each pooling: ``cls`` (the [CLS] vector) and/or ``mean`` (mean-pooled tokens,
+    the stored token layers and sites); a ``pooling`` column tells them apart."""
+    frames = []
+    for pool in pooling:
+        if pool == "cls":
+            src = ClsSource(ds)
+        elif pool == "mean":
+            src = MeanPooledSource(ds)
+        else:
+            raise ValueError(f"unknown pooling {pool!r}; use 'cls' or 'mean'")
+        frames.append(_separability(ds, src, boot, probe=probe, delta_site=delta_site, seed=seed,
+                                    correction=correction, ci=ci).assign(pooling=pool))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_site: str, seed: int,
+                  correction: str, ci: str) -> pd.DataFrame:
     """Separability per layer × site with bootstrap CIs, plus ``delta_*`` rows with paired tests.
 
     Rows: statistic ∈ {fisher_trace, centroid_ratio, probe_accuracy} at each (layer, site), layer 0 being
@@ -73,7 +123,6 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
-    src = ClsSource(ds)
     keys = src.keys
     res = energies_with_ci(src, y, C, boot, method=ci)
     stats = {s: res[s] for s in RATIO_STATISTICS if C == 2 or s != "centroid_ratio"}
@@ -89,7 +138,13 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         for k, (layer, site) in enumerate(keys):
             rows.append(dict(layer=layer, site=site, statistic=name, estimate=est[k], ci_low=lo[k], ci_high=hi[k]))
     # Δ from layer l−1 to l at the delta site (layer 0: the embedding output), paired over resamples
-    chain = [keys.index((0, "embed"))] + [keys.index((int(l), delta_site)) for l in ds["layer"].values]
+    layers = [l for l, s in keys if s == delta_site and l > 0]
+    if not layers:
+        return pd.DataFrame(rows).assign(n=len(y))
+    start = keys.index((0, "embed")) if (0, "embed") in keys else None
+    chain_layers = layers if start is not None else layers[1:]   # Δ needs the layer before
+    chain = ([start] if start is not None else [keys.index((layers[0], delta_site))]) + \
+        [keys.index((l, delta_site)) for l in chain_layers]
     for name, (est, bs, _, _, jk) in stats.items():
         d_est = est[chain[1:]] - est[chain[:-1]]
         d_bs = bs[:, chain[1:]] - bs[:, chain[:-1]]
@@ -101,7 +156,7 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         # paired bootstrap distribution re-centred on it
         p = bootstrap_p(d_bs - np.nanmean(d_bs, axis=0) + d_est)
         p_adj = adjust(p, correction)
-        for i, layer in enumerate(ds["layer"].values):
+        for i, layer in enumerate(chain_layers):
             rows.append(dict(layer=int(layer), site=delta_site, statistic=f"delta_{name}", estimate=d_est[i],
                              ci_low=lo[i], ci_high=hi[i], p=p[i], p_adj=p_adj[i]))
     out = pd.DataFrame(rows)

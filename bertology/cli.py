@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-statistic", default="fisher_trace",
                    choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
     p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
+    p.add_argument("--mean-pooled", action="store_true",
+                   help="also measure separability of mean-pooled tokens (needs token-level states)")
     p.add_argument("--strength-layer", type=int, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
     p.add_argument("--strength-site", default="ln2")
     p.add_argument("--train-store", help="--cls-only store of the train split (same checkpoint) to fit the "
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction, ci=args.ci,
                             skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
                             probe=not args.no_probe, strength_layer=args.strength_layer,
+                            pooling=("cls", "mean") if args.mean_pooled else ("cls",),
                             strength_site=args.strength_site, confident_margin=args.confident_margin)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store).items():
             print(f"wrote {path}")

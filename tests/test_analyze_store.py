@@ -24,7 +24,7 @@ def real_store(tmp_path_factory, glue_dir):
 @pytest.fixture(scope="module")
 def tables(real_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
-    analyze(real_store, out, AnalyzeConfig(resamples=200, seed=1))
+    analyze(real_store, out, AnalyzeConfig(resamples=200, seed=1, pooling=("cls", "mean")))
     return {p.stem: pd.read_parquet(p) for p in out.glob("*.parquet")}, out
 
 
@@ -53,6 +53,15 @@ def test_separability_equals_plain_numpy(tables, real_store):
     ds = open_store(real_store)
     y = ds["label"].values
     sep = t["separability"]
+    assert set(sep["pooling"]) == {"cls", "mean"}
+    mean_rows = sep[sep.pooling == "mean"]
+    sep = sep[sep.pooling == "cls"]
+    # mean-pooled tokens: each sample's token vectors averaged (no padding exists to leak in)
+    tok = ds["token_ln2"].sel(token_layer=3).values.astype(np.float64)
+    pooled = np.add.reduceat(tok, ds["token_start"].values, axis=0) / ds["length"].values[:, None]
+    row = mean_rows[(mean_rows.layer == 3) & (mean_rows.site == "ln2") & (mean_rows.statistic == "fisher_trace")]
+    assert row.estimate.iloc[0] == pytest.approx(plain_fisher(pooled, y), rel=1e-9)
+    assert len(mean_rows[mean_rows.statistic == "delta_fisher_trace"]) == 6
     for layer, site in ((1, "attn"), (3, "ln1"), (6, "ln2")):
         x = ds["cls"].sel(layer=layer, site=site).values.astype(np.float64)
         row = sep[(sep.layer == layer) & (sep.site == site) & (sep.statistic == "fisher_trace")].iloc[0]
@@ -72,6 +81,7 @@ def test_separability_equals_plain_numpy(tables, real_store):
 def test_skip_candidates_follow_the_rule(tables):
     t, _ = tables
     sk, sep = t["skip_candidates"], t["separability"]
+    sep = sep[sep.pooling == "cls"]  # skip candidates are chosen on the [CLS] curve
     d = sep[sep.statistic == "delta_fisher_trace"].set_index("layer")["estimate"]
     expected = set(d[d <= 0].index) or {int(d.idxmin())}
     assert set(sk.loc[sk.candidate, "layer"]) == expected
