@@ -57,7 +57,8 @@ def bca_ci(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
     """Bias-corrected and accelerated interval (Efron 1987) over axis 0.
 
     ``boot``: (B, ...) resample values; ``estimate``: (...) the full-sample value; ``jack``: (n, ...)
-    leave-one-out values. Falls back to the percentile interval where the correction is undefined.
+    leave-one-out values. Where the estimate lies outside (nearly) all resamples the basic interval is used;
+    where the correction is undefined, the percentile interval.
     """
     boot = np.asarray(boot, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -79,6 +80,13 @@ def _bca(boot, estimate, jack, level):
         out.append(vals.reshape(np.shape(q)))
     lo, hi = out
     plo, phi = percentile_ci(boot, level)
+    # Where (almost) every resample lies on one side of the estimate, BCa's bias correction saturates and the
+    # interval collapses onto an extreme resample: use the basic interval 2θ̂ − q, which reflects the
+    # resampling bias back around the estimate.
+    B = np.sum(np.isfinite(boot), axis=0)
+    saturated = (prop * B < 1) | (prop * B > B - 1)
+    lo = np.where(saturated, 2 * estimate - phi, lo)
+    hi = np.where(saturated, 2 * estimate - plo, hi)
     bad = ~np.isfinite(lo) | ~np.isfinite(hi)
     return np.where(bad, plo, lo), np.where(bad, phi, hi)
 

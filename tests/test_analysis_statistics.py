@@ -145,3 +145,15 @@ def test_streamed_blocks_equal_one_block():
     for name in one:
         for a, b in zip(one[name], many[name]):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_bca_falls_back_to_the_basic_interval_when_every_resample_is_biased_one_way():
+    from bertology.analysis.bootstrap import bca_ci
+
+    rng = np.random.default_rng(10)
+    boot = 1.0 + rng.random((1000, 1))            # every resample above the estimate 0.5
+    jack = 0.5 + 0.01 * rng.normal(size=(50, 1))
+    lo, hi = bca_ci(boot, np.array([0.5]), jack)
+    plo, phi = percentile_ci(boot)
+    assert lo[0] == pytest.approx(1.0 - phi[0]) and hi[0] == pytest.approx(1.0 - plo[0])
+    assert lo[0] < hi[0]
