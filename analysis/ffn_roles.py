@@ -133,7 +133,7 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
         layers, norms, count = norm_sums(ds, scope)
         n_units = int(count.sum())
         for part in PARTS:
-            est, _, lo, hi, _ = res[part]
+            est, lo, hi = res[part].estimate, res[part].ci_low, res[part].ci_high
             for k, (layer, target) in enumerate(src.keys):
                 rows.append(dict(scope=scope, layer=layer, site=target, statistic=part, estimate=est[k],
                                  ci_low=lo[k], ci_high=hi[k], n=n_units))

@@ -51,15 +51,20 @@ def centre(sums: SampleSums) -> tuple[SampleSums, np.ndarray]:
 
 
 def class_moments(sums: SampleSums, labels: np.ndarray, n_classes: int, weights: np.ndarray):
-    """Weighted per-class counts N (B, C), vector sums S (B, C, K, d) and squared-norm sums Q (B, C, K)."""
+    """Weighted per-class counts N (B, C), vector sums S (B, C, K, d) and squared-norm sums Q (B, C, K).
+
+    ``labels`` is (n,), or (B, n) for one labelling per row (e.g. label permutations, with unit weights).
+    """
+    lab = np.atleast_2d(labels)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    w = np.broadcast_to(w, (max(w.shape[0], lab.shape[0]), w.shape[1]))
     B = w.shape[0]
     K, d = sums.s.shape[1:]
     N = np.zeros((B, n_classes))
     S = np.zeros((B, n_classes, K, d))
     Q = np.zeros((B, n_classes, K))
     for c in range(n_classes):
-        wc = w * (labels == c)[None, :]
+        wc = w * (lab == c)
         N[:, c] = wc @ sums.m
         S[:, c] = np.einsum("bn,nkd->bkd", wc, sums.s, optimize=True)
         Q[:, c] = wc @ sums.q
@@ -136,13 +141,15 @@ def energies_from_moments(N: np.ndarray, S: np.ndarray, Q: np.ndarray, shift: np
 
 class Estimates(NamedTuple):
     """One statistic for K series: full-sample estimate (K,), resamples (B, K), CI bounds (K,), and the
-    leave-one-out values (n, K) that BCa intervals of derived quantities (e.g. layer differences) need."""
+    leave-one-out values (n, K) that BCa intervals of derived quantities (e.g. layer differences) need, and
+    (with permutations) the statistic under P random relabellings (P, K): its chance level."""
 
     estimate: np.ndarray
     resamples: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
     jackknife: np.ndarray
+    null: np.ndarray | None = None
 
 
 class ArraySource:
@@ -163,7 +170,7 @@ def _shifted(b: SampleSums, c: np.ndarray) -> SampleSums:
 
 
 def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
-                     k_block: int = 8, sample_block: int = 256,
+                     k_block: int = 8, sample_block: int = 256, permutations: int = 0, seed: int = 0,
                      ) -> dict[str, "Estimates"]:
     """For each statistic, its :class:`Estimates` over the K series.
 
@@ -174,6 +181,8 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
 
     ``method='bca'`` (default) corrects the percentile interval for the bias and skew of these ratio
     estimators, with an exact leave-one-out jackknife; ``'percentile'`` is the plain interval.
+    ``permutations=P`` also evaluates every statistic under P seeded random relabellings of the samples
+    (``Estimates.null``): the level a statistic reaches by chance, e.g. the noise floor d/n of a ratio.
     """
     from .bootstrap import bca_ci, percentile_ci
 
@@ -182,6 +191,8 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
     n, K = source.n, source.K
     labels = np.asarray(labels)
     sample_slices = [slice(i, min(i + sample_block, n)) for i in range(0, n, sample_block)]
+    rng = np.random.default_rng(seed)
+    perm_labels = np.stack([rng.permutation(labels) for _ in range(permutations)]) if permutations else None
     parts: dict[str, list] = {}
     for k0 in range(0, K, k_block):
         ks = slice(k0, min(k0 + k_block, K))
@@ -191,15 +202,18 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
             tot_s = tot_s + b.s.sum(axis=0)
             tot_m += b.m.sum()
         c = tot_s / tot_m
-        full = boot_m = None
-        for sl in sample_slices:                                   # pass 2: moments, full and resampled
+        full = boot_m = perm_m = None
+        add = lambda acc, new: new if acc is None else tuple(x + y for x, y in zip(acc, new))  # noqa: E731
+        for sl in sample_slices:                                   # pass 2: moments, full, resampled, permuted
             b = _shifted(source.block(ks, sl), c)
-            f = class_moments(b, labels[sl], n_classes, np.ones((1, sl.stop - sl.start)))
-            r = class_moments(b, labels[sl], n_classes, boot.weights[:, sl])
-            full = f if full is None else tuple(x + y for x, y in zip(full, f))
-            boot_m = r if boot_m is None else tuple(x + y for x, y in zip(boot_m, r))
+            ones = np.ones((1, sl.stop - sl.start))
+            full = add(full, class_moments(b, labels[sl], n_classes, ones))
+            boot_m = add(boot_m, class_moments(b, labels[sl], n_classes, boot.weights[:, sl]))
+            if perm_labels is not None:
+                perm_m = add(perm_m, class_moments(b, perm_labels[:, sl], n_classes, ones))
         est = energies_from_moments(*full, shift=c)
         bs = energies_from_moments(*boot_m, shift=c)
+        null = energies_from_moments(*perm_m, shift=c) if perm_m is not None else None
         jk_parts = []
         if method == "bca":                                        # pass 3: leave-one-out
             N, S, Q = full
@@ -216,6 +230,8 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
             else:
                 jk = np.full((n, est[name].shape[1]), np.nan)
                 lo, hi = percentile_ci(bs[name])
-            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi, jk))
-    return {name: Estimates(*(np.concatenate([p[i] for p in ps], axis=-1) for i in range(5)))
+            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi, jk,
+                                               null[name] if null is not None else None))
+    return {name: Estimates(*(np.concatenate([p[i] for p in ps], axis=-1) for i in range(5)),
+                            np.concatenate([p[5] for p in ps], axis=-1) if permutations else None)
             for name, ps in parts.items()}

@@ -39,6 +39,7 @@ class AnalyzeConfig:
     skip_k: int = 1
     probe: bool = True
     pooling: tuple[str, ...] = ("cls",)   # add "mean" for mean-pooled token separability
+    permutations: int = 200               # label permutations for each ratio's chance level (0: none)
     strength_layer: int | None = None
     strength_site: str = "ln2"
     confident_margin: float = CONFIDENT_MARGIN
@@ -67,7 +68,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     task, model = ds.attrs["task"], ds.attrs["model"]
     boot = Bootstrap.draw(ds.sizes["sample"], cfg.resamples, cfg.seed)
     sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci,
-                       pooling=cfg.pooling)
+                       pooling=cfg.pooling, permutations=cfg.permutations)
     tables = {
         "separability": sep,
         "skip_candidates": skip_candidates(sep[sep["pooling"] == "cls"], cfg.skip_statistic, cfg.skip_rule,

@@ -96,9 +96,15 @@ def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -
 
 def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_site: str = "ln2",
                  seed: int = 0, correction: str = "holm", ci: str = "bca",
-                 pooling: tuple[str, ...] = ("cls",)) -> pd.DataFrame:
+                 pooling: tuple[str, ...] = ("cls",), permutations: int = 200) -> pd.DataFrame:
     """Separability rows for each pooling: ``cls`` (the [CLS] vector) and/or ``mean`` (mean-pooled tokens,
-    the stored token layers and sites); a ``pooling`` column tells them apart."""
+    the stored token layers and sites); a ``pooling`` column tells them apart.
+
+    ``chance_<ratio>`` rows give each ratio's chance level: its mean under ``permutations`` random
+    relabellings (with the 2.5–97.5% range as ``ci_low``/``ci_high``) and, as ``p``, the permutation p-value
+    of the observed value. With few samples in many dimensions the plug-in ratios have a noise floor of
+    order d/n: compare against this row, not against zero.
+    """
     frames = []
     for pool in pooling:
         if pool == "cls":
@@ -108,12 +114,12 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         else:
             raise ValueError(f"unknown pooling {pool!r}; use 'cls' or 'mean'")
         frames.append(_separability(ds, src, boot, probe=probe, delta_site=delta_site, seed=seed,
-                                    correction=correction, ci=ci).assign(pooling=pool))
+                                    correction=correction, ci=ci, permutations=permutations).assign(pooling=pool))
     return pd.concat(frames, ignore_index=True)
 
 
 def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_site: str, seed: int,
-                  correction: str, ci: str) -> pd.DataFrame:
+                  correction: str, ci: str, permutations: int = 0) -> pd.DataFrame:
     """Separability per layer × site with bootstrap CIs, plus ``delta_*`` rows with paired tests.
 
     Rows: statistic ∈ {fisher_trace, centroid_ratio, probe_accuracy} at each (layer, site), layer 0 being
@@ -124,7 +130,7 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
     keys = src.keys
-    res = energies_with_ci(src, y, C, boot, method=ci)
+    res = energies_with_ci(src, y, C, boot, method=ci, permutations=permutations, seed=seed)
     stats = {s: res[s] for s in RATIO_STATISTICS if C == 2 or s != "centroid_ratio"}
     if probe:
         correct = np.stack([probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
@@ -134,9 +140,16 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
         jk = (correct.sum(axis=0)[None] - correct) / (n - 1)                  # leave-one-out accuracy
         stats["probe_accuracy"] = Estimates(correct.mean(axis=0), bs, *percentile_ci(bs), jk)
     rows = []
-    for name, (est, bs, lo, hi, _) in stats.items():
+    for name, e in stats.items():
         for k, (layer, site) in enumerate(keys):
-            rows.append(dict(layer=layer, site=site, statistic=name, estimate=est[k], ci_low=lo[k], ci_high=hi[k]))
+            rows.append(dict(layer=layer, site=site, statistic=name, estimate=e.estimate[k], ci_low=e.ci_low[k],
+                             ci_high=e.ci_high[k]))
+        if e.null is not None:  # chance level: the statistic under random relabellings, and a permutation test
+            lo, hi = np.quantile(e.null, [0.025, 0.975], axis=0)
+            p = (1 + np.sum(e.null >= e.estimate[None], axis=0)) / (1 + e.null.shape[0])
+            for k, (layer, site) in enumerate(keys):
+                rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=e.null[:, k].mean(),
+                                 ci_low=lo[k], ci_high=hi[k], p=p[k]))
     # Δ from layer l−1 to l at the delta site (layer 0: the embedding output), paired over resamples
     layers = [l for l, s in keys if s == delta_site and l > 0]
     if not layers:
@@ -145,7 +158,7 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     chain_layers = layers if start is not None else layers[1:]   # Δ needs the layer before
     chain = ([start] if start is not None else [keys.index((layers[0], delta_site))]) + \
         [keys.index((l, delta_site)) for l in chain_layers]
-    for name, (est, bs, _, _, jk) in stats.items():
+    for name, (est, bs, _, _, jk, _) in stats.items():
         d_est = est[chain[1:]] - est[chain[:-1]]
         d_bs = bs[:, chain[1:]] - bs[:, chain[:-1]]
         if ci == "bca":  # the ratios are biased under resampling: correct the paired difference's interval too

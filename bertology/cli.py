@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-statistic", default="fisher_trace",
                    choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
     p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
+    p.add_argument("--permutations", type=int, default=200,
+                   help="label permutations for the separability ratios' chance level (0: none)")
     p.add_argument("--mean-pooled", action="store_true",
                    help="also measure separability of mean-pooled tokens (needs token-level states)")
     p.add_argument("--strength-layer", type=int, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                             skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
                             probe=not args.no_probe, strength_layer=args.strength_layer,
                             pooling=("cls", "mean") if args.mean_pooled else ("cls",),
+                            permutations=args.permutations,
                             strength_site=args.strength_site, confident_margin=args.confident_margin)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store).items():
             print(f"wrote {path}")

@@ -74,6 +74,13 @@ def test_separability_equals_plain_numpy(tables, real_store):
     assert d.estimate == pytest.approx(plain_fisher(x1, y) - plain_fisher(x0, y), rel=1e-9)
     deltas = sep[sep.statistic == "delta_fisher_trace"]
     assert len(deltas) == 6 and deltas["p"].between(0, 1).all() and (deltas["p_adj"] >= deltas["p"]).all()
+    chance = sep[sep.statistic == "chance_fisher_trace"].set_index(["layer", "site"])
+    assert len(chance) == 37 and chance["p"].between(0, 1).all()
+    assert chance.loc[(0, "embed"), "estimate"] == 0  # coinciding vectors: no separability, even by chance
+    # the chance level is what shuffled labels give: recompute one permutation-free bound by hand
+    x6 = ds["cls"].sel(layer=6, site="ln2").values.astype(np.float64)
+    shuffled = [plain_fisher(x6, np.random.default_rng(k).permutation(y)) for k in range(20)]
+    assert chance.loc[(6, "ln2"), "estimate"] == pytest.approx(np.mean(shuffled), rel=0.25)
     probe = sep[sep.statistic == "probe_accuracy"]
     assert probe["estimate"].between(0, 1).all()
 
