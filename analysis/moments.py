@@ -71,14 +71,13 @@ def class_moments(sums: SampleSums, labels: np.ndarray, n_classes: int, weights:
     return N, S, Q
 
 
-def jackknife_moments(sums: SampleSums, labels: np.ndarray, n_classes: int):
-    """Leave-one-out moments, (n, C, ...): the full-sample moments minus each sample's own contribution."""
-    N, S, Q = class_moments(sums, labels, n_classes, np.ones((1, len(labels))))
-    onehot = np.eye(n_classes)[labels]                                   # (n, C)
-    Nj = N - onehot * sums.m[:, None]
-    Sj = S - onehot[:, :, None, None] * sums.s[:, None]
-    Qj = Q - onehot[:, :, None] * sums.q[:, None]
-    return Nj, Sj, Qj
+def jackknife_moments(full, block: SampleSums, labels: np.ndarray, n_classes: int):
+    """Leave-one-out moments (n_block, C, ...) for the samples of ``block``: the full-sample moments
+    ``full`` = (N, S, Q) minus each sample's own contribution."""
+    N, S, Q = full
+    onehot = np.eye(n_classes)[labels]                                   # (n_block, C)
+    return (N - onehot * block.m[:, None], S - onehot[:, :, None, None] * block.s[:, None],
+            Q - onehot[:, :, None] * block.q[:, None])
 
 
 def energies(sums: SampleSums, labels: np.ndarray, n_classes: int, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -216,13 +215,9 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: s
         null = energies_from_moments(*perm_m, shift=c) if perm_m is not None else None
         jk_parts = []
         if method == "bca":                                        # pass 3: leave-one-out
-            N, S, Q = full
             for sl in sample_slices:
                 b = _shifted(source.block(ks, sl), c)
-                onehot = np.eye(n_classes)[labels[sl]]
-                jk_parts.append(energies_from_moments(
-                    N - onehot * b.m[:, None], S - onehot[:, :, None, None] * b.s[:, None],
-                    Q - onehot[:, :, None] * b.q[:, None], shift=c))
+                jk_parts.append(energies_from_moments(*jackknife_moments(full, b, labels[sl], n_classes), shift=c))
         for name in est:
             if method == "bca":
                 jk = np.concatenate([j[name] for j in jk_parts], axis=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bertology.analysis.bootstrap import Bootstrap, adjust, bootstrap_p, percentile_ci
-from bertology.analysis.moments import (SampleSums, centre, energies, energies_from_moments, energies_with_ci,
+from bertology.analysis.moments import (SampleSums, centre, class_moments, energies, energies_from_moments, energies_with_ci,
                                          jackknife_moments)
 
 # Two Gaussian classes in d dims, isotropic σ², means ±δ/2 along axis 0, plus a class-common offset m:
@@ -119,7 +119,8 @@ def test_jackknife_moments_equal_leaving_each_sample_out():
     x, y = gaussian_classes(30, rng)
     sums = SampleSums.from_vectors(x[:, None, :])
     centred, c = centre(sums)
-    jk = energies_from_moments(*jackknife_moments(centred, y, 2), shift=c)
+    full = class_moments(centred, y, 2, np.ones((1, 30)))
+    jk = energies_from_moments(*jackknife_moments(full, centred, y, 2), shift=c)
     for i in (0, 7, 29):
         keep = np.arange(30) != i
         ref = energies(SampleSums.from_vectors(x[keep][:, None, :]), y[keep], 2, np.ones((1, 29)))
