@@ -38,12 +38,17 @@ class Bootstrap:
     def n(self) -> int:
         return self.weights.shape[1]
 
-    def jackknife_weights(self) -> np.ndarray:
-        """(n, n) weights leaving one sample out, scaled to total n (for BCa acceleration)."""
-        n = self.n
-        w = np.full((n, n), n / (n - 1))
-        np.fill_diagonal(w, 0.0)
-        return w
+    def ratio(self, num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A ratio of per-sample sums (a share, or a mean over units nested in samples such as the tokens of
+        a sentence): its full-sample value and its value under every resample, a cluster bootstrap.
+
+        ``num`` is (n,) or (n, K); ``den`` is (n,) or the same shape. Returns (estimate, (B,) or (B, K)).
+        """
+        num = np.asarray(num, dtype=np.float64)
+        den = np.asarray(den, dtype=np.float64)
+        den = den.reshape(den.shape + (1,) * (num.ndim - den.ndim))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num.sum(axis=0) / den.sum(axis=0), (self.weights @ num) / (self.weights @ den)
 
 
 def percentile_ci(boot: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:

@@ -35,16 +35,14 @@ def error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
     conf = err * (margin > threshold)
     right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
     none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
-    w = boot.weights
     n = len(y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        quantities = {
-            "error_rate": (err.mean(), (w @ err) / n),
-            "n_errors": (err.sum(), w @ err),
-            "confident_share": (conf.sum() / err.sum(), (w @ conf) / (w @ err)),
-            "mean_margin": ((err * margin).sum() / err.sum(), (w @ (err * margin)) / (w @ err)),
-            "no_layer_right_share": (none_right.sum() / err.sum(), (w @ none_right) / (w @ err)),
-        }
+    quantities = {
+        "error_rate": boot.ratio(err, np.ones(n)),
+        "n_errors": (err.sum(), boot.weights @ err),
+        "confident_share": boot.ratio(conf, err),
+        "mean_margin": boot.ratio(err * margin, err),
+        "no_layer_right_share": boot.ratio(none_right, err),
+    }
     rows = []
     for name, (est, bs) in quantities.items():
         lo, hi = percentile_ci(bs[:, None])

@@ -107,13 +107,12 @@ def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np
     return layers, out, ds["length"].values.astype(np.float64)
 
 
-def _norm_stats(total, total2, count, weights):
-    """Mean and coefficient of variation of a norm from per-sample sums, for the full sample and resamples."""
-    w = np.vstack([np.ones((1, weights.shape[1])), weights])
-    N = w @ count
-    mean = (w @ total) / N[:, None]
-    var = (w @ total2) / N[:, None] - mean ** 2
-    cv = np.sqrt(np.maximum(var, 0)) / mean
+def _norm_stats(total, total2, count, boot: Bootstrap):
+    """Mean and coefficient of variation of a norm from per-sample sums: row 0 the full sample, then the
+    resamples."""
+    mean = np.vstack(boot.ratio(total, count))
+    second = np.vstack(boot.ratio(total2, count))
+    cv = np.sqrt(np.maximum(second - mean ** 2, 0)) / mean
     return mean, cv
 
 
@@ -138,7 +137,7 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
                 rows.append(dict(scope=scope, layer=layer, site=target, statistic=part, estimate=est[k],
                                  ci_low=lo[k], ci_high=hi[k], n=n_units))
         for site, (tot, tot2) in norms.items():
-            mean, cv = _norm_stats(tot, tot2, count, boot.weights)
+            mean, cv = _norm_stats(tot, tot2, count, boot)
             for name, values in (("norm_mean", mean), ("norm_cv", cv)):
                 if site == "ff_over_ln1" and name == "norm_cv":
                     continue

@@ -142,9 +142,7 @@ def _share_rows(units: pd.DataFrame, boot: Bootstrap, n_samples: int, **labels) 
         denom = np.bincount(inb["sample"], minlength=n_samples).astype(np.float64)
         for cat in CATEGORIES[:3]:
             num = np.bincount(inb.loc[inb["category"] == cat, "sample"], minlength=n_samples).astype(np.float64)
-            est = num.sum() / denom.sum() if denom.sum() else np.nan
-            with np.errstate(invalid="ignore", divide="ignore"):
-                bs = (boot.weights @ num) / (boot.weights @ denom)
+            est, bs = boot.ratio(num, denom)
             lo, hi = percentile_ci(bs[:, None])
             rows.append(dict(labels, bucket=bucket, category=cat, statistic="share", estimate=est,
                              ci_low=lo[0], ci_high=hi[0], n=int(denom.sum())))
@@ -193,9 +191,7 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
         for c in CATEGORIES:
             if not cat_cnt[c].sum():
                 continue
-            est = cat_sum[c].sum() / cat_cnt[c].sum()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                bs = (boot.weights @ cat_sum[c]) / (boot.weights @ cat_cnt[c])
+            est, bs = boot.ratio(cat_sum[c], cat_cnt[c])
             lo, hi = percentile_ci(bs[:, None])
             rows.append(dict(layer=l, site=site, level="subword", statistic="profile_mean_strength", category=c,
                              estimate=est, ci_low=lo[0], ci_high=hi[0], n=int(cat_cnt[c].sum())))

@@ -7,20 +7,19 @@ The ragged axes (``token``, ``pair``) are addressed per sample through ``token_s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 import zarr
 
-# Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
-warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
-
 from bertology import BertologyError
 
 from . import schema as S
+
+# Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
 
 
 class StoreError(BertologyError):
