@@ -10,7 +10,7 @@ names the store). Tables (every row carries ``run_id``):
 - ``layer_predictions``: per sample and layer (0 … L), centroid and probe predictions, [CLS] norm and
   projection on the class-mean direction (from ``analyze``);
 - ``token_strength``: per token at the strength layer: text, word, category, strength, buckets;
-- the analysis tables ``separability``, ``skip_candidates``, ``ffn_roles``, ``token_strength_summary``,
+- the analysis tables ``task_metrics``, ``separability``, ``skip_candidates``, ``ffn_roles``, ``token_strength_summary``,
   ``error_summary`` (the files ``token_strength.parquet`` and ``errors.parquet``);
 - views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
 
@@ -39,6 +39,7 @@ from .errors import CONFIDENT_MARGIN, margins
 
 #: analysis file -> table name in the database
 ANALYSIS_TABLES = {
+    "task_metrics": "task_metrics",
     "separability": "separability",
     "skip_candidates": "skip_candidates",
     "ffn_roles": "ffn_roles",

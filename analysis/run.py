@@ -1,6 +1,7 @@
 """``bertology analyze STORE --out DIR``: every representation statistic of a store, as tidy parquet tables.
 
-Tables: ``separability.parquet``, ``skip_candidates.parquet``, ``ffn_roles.parquet``, ``token_strength.parquet``
+Tables: ``task_metrics.parquet`` (accuracy, F1, MCC of the classifier on the stored samples),
+``separability.parquet``, ``skip_candidates.parquet``, ``ffn_roles.parquet``, ``token_strength.parquet``
 (plus ``token_buckets.parquet``, one row per token at the strength layer). Each has the columns ``task``,
 ``model``, ``layer``, ``site``, ``statistic``, ``estimate``, ``ci_low``, ``ci_high``, ``n`` (``p`` and
 ``p_adj`` where a test applies) and the columns the table needs beyond them. One bootstrap weight matrix,
@@ -23,6 +24,7 @@ from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
 from .layer_predictions import layer_predictions
 from .separability import separability, skip_candidates
+from .task_metrics import task_metrics
 from .token_strength import token_strength
 
 FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj"]
@@ -75,6 +77,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
                                            cfg.skip_k),
         "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci),
     }
+    tables["task_metrics"] = task_metrics(ds["label"].values, ds["pred"].values, boot, ds.sizes["class"])
     preds, fit = layer_predictions(ds, train, seed=cfg.seed)
     tables["layer_predictions"] = preds.assign(fit=fit)
     tables["errors"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
@@ -98,7 +101,8 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         written[name] = path
     (out / "analysis.json").write_text(json.dumps(
         {"store": str(Path(store).resolve()),
-         "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move "train_store": str(Path(train_store).resolve()) if train_store else None,
+         "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
+         "train_store": str(Path(train_store).resolve()) if train_store else None,
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     return written

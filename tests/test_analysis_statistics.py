@@ -175,3 +175,23 @@ def test_chance_level_is_the_statistic_under_explicit_relabellings():
         assert res["fisher_trace"].null[p, 0] == pytest.approx(ref["fisher_trace"][0, 0], rel=1e-9)
     # E[tr S_B / tr S_W] under no signal is about (C-1)/(n-C): the floor users must compare against
     assert res["fisher_trace"].null.mean() == pytest.approx(1 / (n - 2), rel=0.3)
+
+
+def test_task_metrics_equal_sklearn_and_their_intervals_cover_them():
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    from bertology.analysis.task_metrics import task_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    pred = np.where(rng.random(300) < 0.75, y, 1 - y)
+    df = task_metrics(y, pred, Bootstrap.draw(300, 500, seed=0), n_classes=2).set_index("statistic")
+    assert df.at["accuracy", "estimate"] == pytest.approx(accuracy_score(y, pred))
+    assert df.at["f1", "estimate"] == pytest.approx(f1_score(y, pred))
+    assert df.at["mcc", "estimate"] == pytest.approx(matthews_corrcoef(y, pred))
+    assert (df["ci_low"] < df["estimate"]).all() and (df["estimate"] < df["ci_high"]).all()
+    # a constant prediction has MCC 0 (sklearn's convention), with no spread
+    const = task_metrics(y, np.ones_like(y), Bootstrap.draw(300, 200, seed=0), n_classes=2).set_index("statistic")
+    assert const.at["mcc", "estimate"] == 0 == matthews_corrcoef(y, np.ones_like(y))
+    three = task_metrics(np.arange(30) % 3, np.zeros(30, int), Bootstrap.draw(30, 100), n_classes=3)
+    assert list(three["statistic"]) == ["accuracy"] and three["estimate"].iloc[0] == pytest.approx(1 / 3)
