@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +139,42 @@ def load_classifier(
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval().to(device)
     return LoadedModel(model, tokenizer, ref, Path(path).resolve(), weights_sha256(path), config.model_type)
+
+
+def init_random_bert(
+    out: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 4,
+    intermediate: int = 64,
+    num_labels: int = 2,
+    seed: int = 0,
+    tokenizer: str = "minilm-l6",
+) -> Path:
+    """Write a randomly initialised BERT classifier (with ``tokenizer``'s vocabulary) as a checkpoint.
+
+    It has the post-LN layer of the real thing at a toy size: what the ``tiny`` workflow profile fine-tunes
+    so the whole pipeline runs in minutes. The same arguments give byte-identical weights.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    if hidden % heads:
+        raise BertologyError(f"hidden size {hidden} is not a multiple of the head count {heads}")
+    tok = AutoTokenizer.from_pretrained(resolve(tokenizer))
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate,
+                        max_position_embeddings=512, num_labels=num_labels)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out

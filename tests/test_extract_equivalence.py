@@ -106,3 +106,16 @@ def test_cls_variable_equals_token_states_at_position_zero(tmp_path, tiny_models
         np.testing.assert_array_equal(ds["cls"].sel(site=s).values, ds[f"token_{s}"].values[starts])
     np.testing.assert_array_equal(ds["cls_ff_act"].values, ds["token_ff_act"].values[starts])
     np.testing.assert_array_equal(ds["cls_embed"].values, ds["token_embed"].values[starts])
+
+
+def test_init_model_writes_the_same_random_bert_every_time(tmp_path):
+    from bertology.extract.models import init_random_bert, load_classifier
+
+    a = init_random_bert(tmp_path / "a", layers=2, hidden=32, heads=4, intermediate=64, seed=5)
+    b = init_random_bert(tmp_path / "b", layers=2, hidden=32, heads=4, intermediate=64, seed=5)
+    c = init_random_bert(tmp_path / "c", layers=2, hidden=32, heads=4, intermediate=64, seed=6)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
+    m = load_classifier(str(a), num_labels=2)
+    assert len(m.encoder_layers) == 2 and m.model.config.hidden_size == 32
+    assert not (tmp_path / "a.tmp").exists()
