@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     _add_data_args(p)
 
+    p = sub.add_parser("init-model", help="write a randomly initialised tiny BERT classifier (the tiny profile's)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", default="minilm-l6", help="whose tokenizer (and vocabulary) to use")
+
     p = sub.add_parser("extract", help="capture every layer's sub-block states into a Zarr store")
     p.add_argument("--model", default="minilm-l6", help="checkpoint directory, HF id, or 'minilm-l6'")
     p.add_argument("--split", default="dev", choices=("train", "dev"))
@@ -86,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
     p.add_argument("--db", default=None, help="database file (default: RESULTS/bertology.duckdb)")
 
+    p = sub.add_parser("report", help="the HTML report, Markdown summary and CSV tables of a results folder")
+    p.add_argument("results", help="results folder (analysed stores beneath it)")
+    p.add_argument("--out", help="report folder (default: RESULTS/report)")
+    p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; built or updated if needed)")
+    p.add_argument("--tasks", type=_csv(str), help="only these tasks (default: every analysed dev store)")
+    p.add_argument("--workflow-config", help="the workflow's configuration as JSON, shown under provenance")
+
     p = sub.add_parser("sql", help="read-only SQL over the index (no query: interactive prompt)")
     p.add_argument("query", nargs="?", help="one SQL query; omit for an interactive prompt")
     p.add_argument("--db", default="results/bertology.duckdb")
@@ -113,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
         carve = " (train carved out of dev)" if metrics["carve_out"] else ""
         print(f"{args.task}: dev accuracy {m['accuracy']:.4f}, F1 {m['f1']:.4f}, MCC {m['mcc']:.4f} "
               f"after {metrics['train_seconds']:.0f} s{carve}; checkpoint {args.out}")
+    elif args.command == "init-model":
+        from bertology.extract.models import init_random_bert
+
+        path = init_random_bert(args.out, layers=args.layers, hidden=args.hidden, heads=args.heads,
+                                intermediate=args.intermediate, seed=args.seed, tokenizer=args.tokenizer)
+        print(f"wrote {path}")
     elif args.command == "extract":
         from bertology.extract.extraction import ExtractConfig, extract_task
         from bertology.store import schema as S
@@ -149,6 +171,18 @@ def run(args: argparse.Namespace) -> int:
             for item in getattr(rep, what):
                 print(f"{what:9} {item}")
         print(f"{db}: {'updated' if rep.changed else 'unchanged'}")
+    elif args.command == "report":
+        from pathlib import Path
+
+        from bertology.reports import build_report
+
+        try:
+            wcfg = json.loads(args.workflow_config) if args.workflow_config else None
+        except ValueError as e:
+            raise BertologyError(f"--workflow-config is not JSON: {e}") from None
+        path = build_report(args.results, args.out or Path(args.results) / "report", db=args.db,
+                            tasks=list(args.tasks) if args.tasks else None, workflow_config=wcfg)
+        print(f"wrote {path}")
     elif args.command == "sql":
         from bertology.analysis import sql
 

@@ -1,1 +1,5 @@
-"""Reports built from analysis tables (later issues)."""
+"""The reproducible report: tables in the layouts of the mission's findings, figures, provenance."""
+
+from .build import build_report
+
+__all__ = ["build_report"]

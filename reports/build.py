@@ -1,0 +1,289 @@
+"""``bertology report RESULTS_DIR --out DIR``: the reproducible report of a results folder.
+
+Writes ``DIR/index.html`` (one self-contained page: figures embedded, opens from disk with no server or
+network), ``DIR/summary.md`` (the same tables in Markdown) and ``DIR/tables/*.csv`` (every table, in the
+layout shown). The folder is assembled beside ``DIR`` and renamed into place only when complete, so a crash
+never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import bertology
+
+from . import figures
+from . import published as P
+from . import tables as T
+from .collect import ReportData, collect
+from .render import (PUBLISHED_NOTE, ci, config_block, esc, image_html, num, page, pct, pct_ci, sentence_html,
+                     table_html, table_md)
+
+TITLE = "bertology report"
+
+
+def _metric_rows(m: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["task", "GLUE metric", "n analysed", "accuracy", "F1", "MCC", "fine-tune: train × epochs",
+              "fine-tune: GLUE metric on all dev"]
+    rows = []
+    for r in m.itertuples():
+        g = r.glue_metric
+        ft = "–" if np.isnan(r.finetune_n_train) else f"{int(r.finetune_n_train)} × {r.finetune_epochs:g}"
+        full = getattr(r, f"finetune_dev_{g}")
+        full = "–" if np.isnan(full) else f"{num(full)} (n = {int(r.finetune_n_dev)})"
+        rows.append([r.task.upper(), g, r.n_dev_analysed, ci(r.accuracy, r.accuracy_ci_low, r.accuracy_ci_high),
+                     ci(r.f1, r.f1_ci_low, r.f1_ci_high), ci(r.mcc, r.mcc_ci_low, r.mcc_ci_high), ft, full])
+    return header, rows
+
+
+def _layer_by_task(df: pd.DataFrame, tasks: list[str], value: str) -> tuple[list[str], list[list]]:
+    header = ["layer"] + [t.upper() for t in tasks]
+    rows = []
+    for layer in sorted(df["layer"].unique()):
+        row = [int(layer)]
+        for t in tasks:
+            r = df[(df["task"] == t) & (df["layer"] == layer)]
+            row.append("–" if r.empty else ci(r[value].iloc[0], r[f"{value}_ci_low"].iloc[0],
+                                              r[f"{value}_ci_high"].iloc[0]))
+        rows.append(row)
+    return header, rows
+
+
+def _skip_rows(sk: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
+    header = ["task", "candidate layer(s)", "Δ of", "Δ at the candidate [95% CI]", "p (Holm)", "rule"]
+    rows = []
+    for t in tasks:
+        s = sk[sk["task"] == t]
+        c = s[s["candidate"].astype(bool)]
+        if s.empty:
+            continue
+        rows.append([t.upper(), ", ".join(str(int(v)) for v in c["layer"]) or "none", s["delta_of"].iloc[0],
+                     "; ".join(ci(r.delta, r.ci_low, r.ci_high) for r in c.itertuples()) or "–",
+                     "; ".join(num(v) for v in c["p_adj"]) or "–", s["rule"].iloc[0]])
+    return header, rows
+
+
+def _ffn_rows(df: pd.DataFrame, tasks: list[str], stat: str = "ratio") -> tuple[list[str], list[list], set[int]]:
+    header = ["layer", "depth"] + [t.upper() for t in tasks]
+    if stat == "ratio":
+        header.append(P.LABEL)
+    rows = []
+    for r in df.itertuples():
+        row = [r.layer, f"{r.relative_depth:.2f}"]
+        for t in tasks:
+            e, lo, hi = (getattr(r, f"{t}_{stat}"), getattr(r, f"{t}_{stat}_ci_low"),
+                         getattr(r, f"{t}_{stat}_ci_high"))
+            row.append(ci(e, lo, hi) if stat == "ratio" else pct_ci(e, lo, hi))
+        if stat == "ratio":
+            pub = [p for p in P.FFN_RATIO if not np.isnan(r.published_bert_base_layer)
+                   and p.layer == int(r.published_bert_base_layer)]
+            row.append(f"{pub[0].value} (layer {pub[0].layer} of 12)" if pub else "")
+        rows.append(row)
+    return header, rows, set()
+
+
+def _confident_rows(cw: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
+    header = ["task", "n", "errors", "high-confidence share", "mean margin", "no layer right"]
+    rows = [[r.task.upper(), r.n, ci(r.errors, r.errors_ci_low, r.errors_ci_high),
+             pct_ci(r.confident_share, r.confident_share_ci_low, r.confident_share_ci_high),
+             ci(r.mean_margin, r.mean_margin_ci_low, r.mean_margin_ci_high),
+             pct_ci(r.no_layer_right_share, r.no_layer_right_share_ci_low, r.no_layer_right_share_ci_high)]
+            for r in cw.itertuples()]
+    rows.append([P.LABEL, "", "", P.CONFIDENT_SHARE.value, "", ""])
+    return header, rows, {len(rows) - 1}
+
+
+def _token_rows(ts: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
+    sub = ts[(ts["level"] == "subword") & (ts["threshold"] == "corpus")]
+    header = ["task", "layer", "bucket", "content", "function", "punctuation", "n tokens"]
+    rows = []
+    for t in tasks:
+        for bucket in ("HIGH", "LOW"):
+            b = sub[(sub["task"] == t) & (sub["bucket"] == bucket)].set_index("category")
+            if b.empty:
+                continue
+            cell = {c: pct_ci(b.at[c, "share"], b.at[c, "ci_low"], b.at[c, "ci_high"]) if c in b.index else "–"
+                    for c in ("content", "function", "punctuation")}
+            rows.append([t.upper(), int(b["layer"].iloc[0]), bucket, cell["content"], cell["function"],
+                         cell["punctuation"], int(b["n"].iloc[0])])
+    return header, rows
+
+
+def _provenance_rows(pv: pd.DataFrame) -> tuple[list[str], list[list]]:
+    keys = [c for c in pv.columns if c != "task"]
+    header = ["", *[t.upper() for t in pv["task"]]]
+    rows = [[k, *[("–" if isinstance(v, float) and np.isnan(v) else v) for v in pv[k]]] for k in keys]
+    return header, rows
+
+
+def _run_time_rows(bench: pd.DataFrame) -> tuple[list[str], list[list], str]:
+    rule = bench["job"].str.replace(r"_(cola|sst2|mrpc|rte|qnli)(_.*)?$", "", regex=True)
+    per_rule = bench.assign(rule=rule).groupby("rule", sort=False)["seconds"].agg(["count", "sum", "max"])
+    per_rule = per_rule.sort_values("sum", ascending=False)
+    total = bench["seconds"].sum()
+    rows = [[r, int(c), f"{s:.0f}", f"{m:.0f}", pct(s / total)] for r, (c, s, m) in per_rule.iterrows()]
+    top = per_rule.index[0] if len(per_rule) else ""
+    return ["rule", "jobs", "seconds (sum)", "longest job (s)", "share"], rows, top
+
+
+def _sections(data: ReportData, tabs: dict[str, pd.DataFrame], config: dict | None) -> tuple[list, list[str]]:
+    """The HTML sections and the Markdown lines, section by section."""
+    tasks = data.tasks
+    html, md = [], []
+    csv = lambda name: f'<p class="sub">Table: <a href="tables/{name}.csv">tables/{name}.csv</a></p>'  # noqa: E731
+
+    m = tabs.get("metrics")
+    if m is not None:
+        h, rows = _metric_rows(m)
+        inner = ("<p>The fine-tuned classifier on the dev samples that were analysed (95% bootstrap CIs), and "
+                 "on the whole dev split as recorded by fine-tuning. GLUE scores CoLA by MCC, MRPC by F1, the "
+                 "others by accuracy.</p>" + table_html(h, rows) + csv("metrics"))
+        html.append(("metrics", "Task metrics", inner))
+        md += ["## Task metrics", "", table_md(h, rows), ""]
+
+    sep = tabs.get("separability")
+    if sep is not None:
+        sk = tabs.get("skip_candidates", pd.DataFrame())
+        png = figures.separability(sep, sk)
+        h, rows = _layer_by_task(sep, tasks, "fisher_trace")
+        h2, rows2 = _skip_rows(sk, tasks) if len(sk) else ([], [])
+        inner = ("<p>Class separability of the [CLS] vector after each layer (site <code>ln2</code>; layer 0 is "
+                 "the embedding output): tr(S<sub>B</sub>)/tr(S<sub>W</sub>), between-class over within-class "
+                 "scatter, with its 95% BCa band and its chance level under label permutations (dotted); below, "
+                 "the accuracy of a linear probe per layer. Circled: the a-priori skip candidates, layers whose "
+                 "Δ from the layer below is ≤ 0 (or the lowest, when none is), chosen before any ablation.</p>"
+                 + image_html(png, "separability by layer") + "<h3>Fisher trace by layer [95% CI]</h3>"
+                 + table_html(h, rows) + csv("separability")
+                 + ("<h3>A-priori skip candidates</h3>" + table_html(h2, rows2) + csv("skip_candidates")
+                    if rows2 else ""))
+        html.append(("separability", "Layer separability and skip candidates", inner))
+        md += ["## Layer separability (Fisher trace of [CLS] at ln2) [95% CI]", "", table_md(h, rows), ""]
+        if rows2:
+            md += ["### A-priori skip candidates", "", table_md(h2, rows2), ""]
+
+    if "ffn_ratio_cls" in tabs or "ffn_ratio_tokens" in tabs:
+        scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}
+        png = figures.ffn_ratio(scopes, tasks)
+        inner = ("<p>Each FFN block's update Δ = <code>ln2</code> − <code>ln1</code> split into a class-common "
+                 "mean (structural), class-specific mean shifts (classification) and a within-class residual; "
+                 "the ratio is the structural over the classification energy, ‖μ‖² / Σ<sub>c</sub> "
+                 "π<sub>c</sub>‖μ<sub>c</sub> − μ‖². A ratio far above 1 means the FFN mostly writes the same "
+                 "vector for every input of the task: structure the later layers rely on, so removing the FFN "
+                 "breaks the model even where its class-specific part looks unhelpful.</p>"
+                 + image_html(png, "FFN structural/classification ratio") + f"<p class=\"note\">{esc(PUBLISHED_NOTE)} "
+                 "Where the classification energy is near zero, resampling inflates it, and the interval is the "
+                 "basic bootstrap interval, which corrects that bias and can lie beside the plug-in estimate.</p>")
+        for scope, title in (("cls", "over the [CLS] vector"), ("tokens", "over all tokens")):
+            if scope not in scopes:
+                continue
+            h, rows, _ = _ffn_rows(scopes[scope], tasks)
+            hs, rows_s, _ = _ffn_rows(scopes[scope], tasks, "structural_share")
+            inner += (f"<h3>Structural / classification ratio, {title} [95% CI]</h3>" + table_html(h, rows)
+                      + f"<h3>Structural share of the update's energy, {title}</h3>"
+                      + table_html(hs, rows_s) + csv(f"ffn_ratio_{scope}"))
+            md += [f"## FFN structural / classification ratio, {title} [95% CI]", "", table_md(h, rows), ""]
+        inner += (f"<p class=\"sub\">Published for BERT-base: structural share "
+                  f"{esc(P.FFN_STRUCTURAL_SHARE_FRONT.value)}.</p>")
+        html.append(("ffn", "The FFN's dual role", inner))
+
+    cw = tabs.get("confident_wrong")
+    if cw is not None:
+        h, rows, pub = _confident_rows(cw)
+        thr = cw["margin_threshold"].iloc[0]
+        inner = (f"<p>Misclassified dev samples; an error is high-confidence when its margin p(predicted) − "
+                 f"p(true) exceeds {thr:g}. \"No layer right\": the share of errors that no layer's linear probe "
+                 f"(layers 0…L) classifies correctly, where the representation, not the head, is the limit.</p>"
+                 + image_html(figures.confident_wrong(cw), "confident-wrong share") + table_html(h, rows, pub_rows=pub)
+                 + csv("confident_wrong"))
+        html.append(("errors", "Confident-wrong errors", inner))
+        md += [f"## Confident-wrong errors (margin > {thr:g}) [95% CI]", "", table_md(h, rows), ""]
+
+    ts = tabs.get("token_strength")
+    if ts is not None:
+        h, rows = _token_rows(ts, tasks)
+        layer_note = ", ".join(f"{t.upper()} layer {int(ts[ts['task'] == t]['layer'].iloc[0])}" for t in tasks
+                               if (ts["task"] == t).any())
+        inner = ("<p>Token activation strength ‖h‖ at <code>ln2</code> of the strength layer (" + esc(layer_note)
+                 + "); tokens above the corpus-wide upper quartile are HIGH. Shares of content words, function "
+                 "words and punctuation among HIGH and LOW subword tokens ([CLS]/[SEP] counted apart).</p>"
+                 + image_html(figures.token_strength(ts), "token strength") + table_html(h, rows)
+                 + csv("token_strength"))
+        if len(data.samples):
+            inner += "<h3>Example sentences (HIGH tokens marked; hover for ‖h‖)</h3>"
+            for s in data.samples.itertuples():
+                toks = data.examples[(data.examples["run_id"] == s.run_id)
+                                     & (data.examples["sample"] == s.sample_index)]
+                verdict = "correct" if s.correct else f"wrong, margin {s.margin:.2f}"
+                inner += (f'<p class="sub">{esc(s.task.upper())} dev #{int(s.sample_id)}: gold '
+                          f'{esc(s.label_name)}, predicted {esc(s.pred_name)} ({verdict})</p>' + sentence_html(toks))
+        html.append(("tokens", "Token activation strength", inner))
+        md += ["## Token activation strength (subwords, corpus-wide upper quartile) [95% CI]", "",
+               table_md(h, rows), ""]
+
+    pv = tabs["provenance"]
+    h, rows = _provenance_rows(pv)
+    versions = ", ".join(f"{k} {v}" for k, v in _software().items())
+    inner = (f"<p>bertology {esc(bertology.__version__)}, commit <code>{esc(pv['git_commit'].iloc[0])}</code>; "
+             f"{esc(versions)}.</p>" + table_html(h, rows) + csv("provenance"))
+    if config:
+        inner += "<h3>Workflow configuration</h3><pre>" + esc(config_block(config)) + "</pre>"
+    html.append(("provenance", "Provenance", inner))
+    md += ["## Provenance", "", table_md(h, rows), ""]
+
+    if len(data.benchmarks):
+        h, rows, top = _run_time_rows(data.benchmarks)
+        total = data.benchmarks["seconds"].sum()
+        inner = (f"<p>Wall time of the workflow's jobs (Snakemake benchmark files), {total:.0f} s summed over "
+                 f"{len(data.benchmarks)} jobs; <b>{esc(top)}</b> dominates. Times are not part of the "
+                 f"reproducible tables.</p>" + table_html(h, rows))
+        html.append(("runtime", "Run times", inner))
+        md += ["## Run times (Snakemake benchmarks)", "", table_md(h, rows), ""]
+    return html, md
+
+
+def _software() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "zarr", "xarray", "dask", "duckdb", "scipy", "statsmodels", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def build_report(results: str | Path, out: str | Path, db: str | Path | None = None,
+                 tasks: list[str] | None = None, workflow_config: dict | None = None) -> Path:
+    """Write the report of ``results`` to ``out`` (see the module docstring); return ``out/index.html``."""
+    data = collect(results, db, tasks)
+    tabs = T.all_tables(data)
+    sections, md = _sections(data, tabs, workflow_config)
+    models = sorted({r.meta["model_type"] + f" ({r.n_layers} layers, hidden {r.meta['hidden']})" for r in data.runs})
+    subtitle = (f"{', '.join(t.upper() for t in data.tasks)} · {'; '.join(models)} · every estimate with its 95% "
+                f"bootstrap CI")
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "tables").mkdir(parents=True)
+    for name, df in tabs.items():
+        (tmp / "tables" / f"{name}.csv").write_bytes(T.to_csv_bytes(df))
+    (tmp / "index.html").write_text(page(TITLE, subtitle, sections), encoding="utf-8")
+    (tmp / "summary.md").write_text("\n".join([f"# {TITLE}", "", subtitle, "",
+                                               "Figures and example sentences: index.html. Tables as CSV: tables/.",
+                                               "", *md]), encoding="utf-8")
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.replace(old)
+        tmp.replace(out)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(out)
+    return out / "index.html"

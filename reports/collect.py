@@ -1,0 +1,142 @@
+"""What a report is made of: the analysed dev runs of a results folder, read from its DuckDB index.
+
+The report asks the index (``bertology index``) for everything it shows, with the same table and column
+names a user's own SQL sees; the only other inputs are the fine-tuning record ``metrics.json`` beside each
+checkpoint and, for the run-time section, the workflow's benchmark files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bertology import BertologyError
+from bertology.analysis.index import build_index
+from bertology.analysis.sql import query
+
+#: index tables the report reads, per run
+TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
+          "token_strength_summary")
+TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli")
+
+
+@dataclass
+class Run:
+    """One analysed dev store: its task, store metadata, analysis settings and fine-tuning record."""
+
+    run_id: str
+    task: str
+    meta: dict                  # the store's bertology metadata
+    analysis: dict              # analysis.json
+    finetune: dict | None       # metrics.json beside the checkpoint, when bertology fine-tuned it
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.meta["n_layers"])
+
+
+@dataclass
+class ReportData:
+    results: Path
+    runs: list[Run]
+    tables: dict[str, pd.DataFrame]
+    examples: pd.DataFrame          # per-token rows (index table token_strength) of the example sentences
+    samples: pd.DataFrame           # the example sentences' sample rows
+    benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def tasks(self) -> list[str]:
+        return [r.task for r in self.runs]
+
+    def table(self, name: str) -> pd.DataFrame:
+        return self.tables.get(name, pd.DataFrame())
+
+
+def _order(task: str) -> tuple:
+    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
+def _tables(db: Path) -> set[str]:
+    return set(query(db, "SELECT table_name FROM information_schema.tables")["table_name"])
+
+
+def example_samples(db: Path, run_ids: list[str], per_task: int = 2, min_tokens: int = 8,
+                    max_tokens: int = 28) -> pd.DataFrame:
+    """The sentences shown with their HIGH tokens marked: per run, the first ``per_task`` samples (in store
+    order) of ``min_tokens``–``max_tokens`` tokens, the first of them a correct prediction and the second an
+    error where the run has one, so both kinds are seen."""
+    ids = ", ".join(f"'{r}'" for r in run_ids)
+    cand = query(db, f"""
+        SELECT s.run_id, s.task, s.sample_index, s.sample_id, s.text_a, s.text_b, s.label_name, s.pred_name,
+               s.correct, s.margin, s.length
+        FROM samples s
+        WHERE s.run_id IN ({ids}) AND s.length BETWEEN {min_tokens} AND {max_tokens}
+          AND s.sample_index IN (SELECT DISTINCT sample FROM token_strength t WHERE t.run_id = s.run_id)
+        ORDER BY s.run_id, s.sample_index""")
+    picked = []
+    for _, g in cand.groupby("run_id", sort=True):
+        rows = [g[g["correct"]].head(1), g[~g["correct"]].head(1)]
+        chosen = pd.concat([r for r in rows if len(r)])
+        if len(chosen) < per_task:
+            chosen = pd.concat([chosen, g[~g.index.isin(chosen.index)].head(per_task - len(chosen))])
+        picked.append(chosen.head(per_task))
+    return pd.concat(picked).reset_index(drop=True) if picked else cand.head(0)
+
+
+def read_benchmarks(results: Path) -> pd.DataFrame:
+    """Wall time and peak memory per workflow job, from Snakemake's ``benchmarks/*.tsv`` (``job`` is the file
+    name: the rule and its wildcards). Empty when the results were not made by the workflow."""
+    rows = []
+    for f in sorted((results / "benchmarks").glob("*.tsv")):
+        try:
+            b = pd.read_csv(f, sep="\t")
+            rows.append({"job": f.stem, "seconds": float(b["s"].iloc[0]),
+                         "max_rss_mb": float(b["max_rss"].iloc[0]) if "max_rss" in b else float("nan")})
+        except (ValueError, KeyError, IndexError, pd.errors.ParserError):
+            continue  # a benchmark file still being written, or not Snakemake's
+    return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
+
+
+def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] | None = None) -> ReportData:
+    """Read every analysed dev run under ``results`` (indexing it first if the index is missing or stale)."""
+    results = Path(results)
+    if not results.is_dir():
+        raise BertologyError(f"{results}: no such results folder")
+    db = Path(db) if db else results / "bertology.duckdb"
+    build_index(results, db)  # incremental: a no-op when the index is current
+    runs_df = query(db, "SELECT run_id, task, metadata, analysis_path, checkpoint FROM runs "
+                        "WHERE split = 'dev' AND analysis_path IS NOT NULL")
+    if tasks:
+        missing = sorted(set(tasks) - set(runs_df["task"]))
+        if missing:
+            raise BertologyError(f"{results}: no analysed dev store for task(s) {', '.join(missing)}; run "
+                                 f"`bertology extract` and `bertology analyze` for them (or the workflow)")
+        runs_df = runs_df[runs_df["task"].isin(tasks)]
+    if runs_df.empty:
+        raise BertologyError(f"{results}: no analysed dev store; run `bertology analyze` (or the workflow) first")
+    dup = runs_df["task"][runs_df["task"].duplicated()].unique()
+    if len(dup):
+        raise BertologyError(f"{results}: more than one analysed dev store for task(s) {', '.join(dup)}; "
+                             f"a report covers one run per task (pass --tasks, or report each folder apart)")
+    runs = []
+    for row in sorted(runs_df.itertuples(), key=lambda r: _order(r.task)):
+        analysis = json.loads((Path(row.analysis_path) / "analysis.json").read_text())
+        metrics = Path(row.checkpoint) / "metrics.json"
+        runs.append(Run(row.run_id, row.task, json.loads(row.metadata), analysis,
+                        json.loads(metrics.read_text()) if metrics.is_file() else None))
+    ids = [r.run_id for r in runs]
+    id_list = ", ".join(f"'{r}'" for r in ids)
+    present = _tables(db)
+    tables = {t: query(db, f'SELECT * FROM "{t}" WHERE run_id IN ({id_list})') for t in TABLES if t in present}
+    samples = example_samples(db, ids) if "token_strength" in present else pd.DataFrame()
+    examples = pd.DataFrame()
+    if len(samples):
+        keys = " OR ".join(f"(run_id = '{r.run_id}' AND sample = {int(r.sample_index)})"
+                           for r in samples.itertuples())
+        examples = query(db, f"SELECT run_id, task, sample, position, token, word_id, category, strength, "
+                             f"bucket_corpus, bucket_sentence FROM token_strength WHERE {keys} "
+                             f"ORDER BY run_id, sample, position")
+    return ReportData(results, runs, tables, examples, samples, read_benchmarks(results))

@@ -1,0 +1,135 @@
+"""The report's figures, drawn with matplotlib (Agg) to PNG bytes for embedding in the page.
+
+PNGs are written without a timestamp or software tag, so the same tables give byte-identical images.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import published as P  # noqa: E402
+
+DPI = 110
+COLORS = {"cola": "#1f77b4", "sst2": "#d62728", "mrpc": "#2ca02c", "rte": "#9467bd", "qnli": "#ff7f0e"}
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _color(task: str, i: int) -> str:
+    return COLORS.get(task, plt.get_cmap("tab10")(i % 10))
+
+
+def separability(sep: pd.DataFrame, skip: pd.DataFrame) -> bytes:
+    """Per task: Fisher trace of [CLS] at ln2 by layer with its 95% CI band and chance level, the a-priori
+    skip candidates circled; below, the per-layer probe accuracy with its CI."""
+    tasks = list(dict.fromkeys(sep["task"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(tasks), figsize=(2.6 * len(tasks) + 0.6, 5.0), squeeze=False,
+                                 sharex="col")
+        for i, task in enumerate(tasks):
+            s = sep[sep["task"] == task].sort_values("layer")
+            c = _color(task, i)
+            ax = axes[0, i]
+            ax.fill_between(s["layer"], s["fisher_trace_ci_low"], s["fisher_trace_ci_high"], color=c, alpha=0.25,
+                            lw=0)
+            ax.plot(s["layer"], s["fisher_trace"], "-o", color=c, ms=3, label="Fisher trace")
+            if s["fisher_trace_chance"].notna().any():
+                ax.plot(s["layer"], s["fisher_trace_chance"], ":", color="0.4", lw=1, label="chance")
+            if len(skip):
+                cand = skip[(skip["task"] == task) & skip["candidate"].astype(bool)]
+                at = s.set_index("layer").reindex(cand["layer"])
+                ax.plot(cand["layer"], at["fisher_trace"], "o", ms=10, mfc="none", mec="black", mew=1.5,
+                        label="skip candidate")
+            ax.set_title(task.upper())
+            if i == 0:
+                ax.set_ylabel("tr(S_B) / tr(S_W) at ln2")
+                ax.legend(fontsize=7, frameon=False, loc="upper left")
+            ax = axes[1, i]
+            ax.fill_between(s["layer"], s["probe_accuracy_ci_low"], s["probe_accuracy_ci_high"], color=c,
+                            alpha=0.25, lw=0)
+            ax.plot(s["layer"], s["probe_accuracy"], "-s", color=c, ms=3)
+            ax.set_xlabel("layer (0 = embeddings)")
+            ax.set_xticks(s["layer"])
+            if i == 0:
+                ax.set_ylabel("probe accuracy")
+        fig.tight_layout()
+        return _png(fig)
+
+
+def ffn_ratio(tables: dict[str, pd.DataFrame], tasks: list[str]) -> bytes:
+    """Structural/classification energy ratio of each FFN update by relative depth, log scale, per task and
+    scope ([CLS] and all tokens), with the published BERT-base end points as black stars."""
+    scopes = [(k, t) for k, t in (("cls", "[CLS]"), ("tokens", "all tokens")) if k in tables]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(scopes), figsize=(5.2 * len(scopes), 3.4), squeeze=False)
+        for ax, (scope, title) in zip(axes[0], scopes):
+            df = tables[scope]
+            for i, task in enumerate(tasks):
+                if f"{task}_ratio" not in df:
+                    continue
+                c = _color(task, i)
+                ax.fill_between(df["relative_depth"], df[f"{task}_ratio_ci_low"], df[f"{task}_ratio_ci_high"],
+                                color=c, alpha=0.2, lw=0)
+                ax.plot(df["relative_depth"], df[f"{task}_ratio"], "-o", color=c, ms=3, label=task.upper())
+            ax.plot([p.depth for p in P.FFN_RATIO], [p.low for p in P.FFN_RATIO], "*", color="black", ms=11,
+                    label=P.LABEL)
+            ax.set_yscale("log")
+            ax.set_xlabel("relative depth (layer / number of layers)")
+            ax.set_ylabel("structural / classification")
+            ax.set_title(f"FFN update ln2 − ln1, over {title}")
+            ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def confident_wrong(cw: pd.DataFrame) -> bytes:
+    """Share of errors with margin above the threshold, per task with its CI, over the published range."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.1 * len(cw) + 2.4, 3.0))
+        x = np.arange(len(cw))
+        ax.axhspan(P.CONFIDENT_SHARE.low, P.CONFIDENT_SHARE.high, color="0.85", label=f"{P.LABEL}: "
+                   f"{P.CONFIDENT_SHARE.value}")
+        err = np.vstack([cw["confident_share"] - cw["confident_share_ci_low"],
+                         cw["confident_share_ci_high"] - cw["confident_share"]])
+        ax.bar(x, cw["confident_share"], color=[_color(t, i) for i, t in enumerate(cw["task"])], width=0.6)
+        ax.errorbar(x, cw["confident_share"], yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3)
+        ax.set_xticks(x, [t.upper() for t in cw["task"]])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"share of errors, margin > {cw['margin_threshold'].iloc[0]:g}")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        fig.tight_layout()
+        return _png(fig)
+
+
+def token_strength(ts: pd.DataFrame) -> bytes:
+    """Content-word share among HIGH vs LOW tokens (subwords, corpus-wide upper quartile), per task."""
+    sub = ts[(ts["level"] == "subword") & (ts["threshold"] == "corpus") & (ts["category"] == "content")]
+    tasks = list(dict.fromkeys(sub["task"]))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2.4, 3.0))
+        x = np.arange(len(tasks))
+        for k, (bucket, color, dx) in enumerate((("HIGH", "#d62728", -0.18), ("LOW", "#7f7f7f", 0.18))):
+            b = sub[sub["bucket"] == bucket].set_index("task").reindex(tasks)
+            ax.bar(x + dx, b["share"], width=0.36, color=color, label=f"{bucket} tokens")
+            ax.errorbar(x + dx, b["share"], yerr=np.nan_to_num(np.vstack([b["share"] - b["ci_low"],
+                                                                          b["ci_high"] - b["share"]])),
+                        fmt="none", ecolor="black", capsize=2)
+        ax.set_xticks(x, [t.upper() for t in tasks])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("content-word share")
+        ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)

@@ -1,0 +1,45 @@
+"""Numbers the mission's papers publish for BERT-base, shown beside ours (always labelled as published).
+
+Only values the papers state are here; where they give a trend's end points, only the end points are given.
+BERT-base has 12 layers, so a published value at layer l sits at relative depth l/12 beside a model of
+another depth (MiniLM-L6: layer 3 is depth 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABEL = "published, BERT-base"
+
+
+@dataclass(frozen=True)
+class Published:
+    quantity: str
+    value: str            # as the paper states it
+    low: float            # numeric form (a point value has low == high)
+    high: float
+    layer: int | None = None
+    of_layers: int = 12
+    source: str = ""
+
+    @property
+    def depth(self) -> float | None:
+        return None if self.layer is None else self.layer / self.of_layers
+
+
+def nearest_layer(p: Published, n_layers: int) -> int:
+    """The layer of an ``n_layers``-deep model at the published layer's relative depth (first maps to first)."""
+    return max(1, round(p.depth * n_layers))
+
+
+FINDINGS = "the mission's findings (BERT-base fine-tuned on GLUE)"
+
+#: Finding 2: structural / classification energy ratio of the FFN update, per layer
+FFN_RATIO = (
+    Published("ffn_structural_over_classification", "~150×", 150.0, 150.0, layer=1, source=FINDINGS),
+    Published("ffn_structural_over_classification", "~2×", 2.0, 2.0, layer=12, source=FINDINGS),
+)
+#: Finding 2: share of the FFN update's energy that is structural (class-common), front layers
+FFN_STRUCTURAL_SHARE_FRONT = Published("ffn_structural_share", "~92% (front layers)", 0.92, 0.92, source=FINDINGS)
+#: Finding 3: share of misclassifications with margin > 0.3, range over tasks
+CONFIDENT_SHARE = Published("confident_share", "60–93% (range over tasks)", 0.60, 0.93, source=FINDINGS)

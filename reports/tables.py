@@ -1,0 +1,244 @@
+"""The report's tables, in the layouts of the mission's findings; each is also written as CSV.
+
+Every estimate keeps its 95% bootstrap interval (``*_ci_low``, ``*_ci_high``). Tables hold no paths, times
+or anything else that differs between two runs of the same configuration, so their CSVs are byte-identical
+across runs (numbers are written to 6 significant digits).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import bertology
+
+from . import published as P
+from .collect import ReportData
+
+CSV_FLOAT = "%.6g"
+GLUE_METRIC = {"cola": "mcc", "mrpc": "f1"}   # the rest are scored by accuracy
+
+
+def _rows(df: pd.DataFrame, **eq) -> pd.DataFrame:
+    if df.empty:
+        return df
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in eq.items():
+        mask &= (df[k] == v).to_numpy()
+    return df[mask]
+
+
+def _est(df: pd.DataFrame, prefix: str) -> dict:
+    """``{prefix}``, ``{prefix}_ci_low``, ``{prefix}_ci_high`` of a one-row frame (NaN when absent)."""
+    if df.empty:
+        return {prefix: np.nan, f"{prefix}_ci_low": np.nan, f"{prefix}_ci_high": np.nan}
+    r = df.iloc[0]
+    return {prefix: r["estimate"], f"{prefix}_ci_low": r["ci_low"], f"{prefix}_ci_high": r["ci_high"]}
+
+
+def metrics(data: ReportData) -> pd.DataFrame:
+    """Per task: the classifier's score on the analysed dev samples (with CIs), and on the whole dev split as
+    recorded by fine-tuning."""
+    tm = data.table("task_metrics")
+    rows = []
+    for run in data.runs:
+        t = _rows(tm, run_id=run.run_id)
+        row = {"task": run.task, "glue_metric": GLUE_METRIC.get(run.task, "accuracy"),
+               "n_dev_analysed": int(run.meta["n_samples"])}
+        for m in ("accuracy", "f1", "mcc"):
+            row.update(_est(_rows(t, statistic=m), m))
+        ft = run.finetune or {}
+        row["finetune_n_train"] = ft.get("n_train", np.nan)
+        row["finetune_epochs"] = ft.get("epochs", np.nan)
+        row["finetune_n_dev"] = ft.get("n_dev", np.nan)
+        for m in ("accuracy", "f1", "mcc"):
+            row[f"finetune_dev_{m}"] = (ft.get("dev") or {}).get(m, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def separability(data: ReportData, site: str = "ln2") -> pd.DataFrame:
+    """Per task and layer (0 = embeddings): the separability of [CLS] at ``site`` — Fisher trace, centroid
+    ratio, probe accuracy, each with its CI, and the ratios' chance level under label permutations."""
+    sep = data.table("separability")
+    if sep.empty:
+        return pd.DataFrame()
+    sep = sep[(sep["pooling"] == "cls") & ((sep["site"] == site) | (sep["layer"] == 0))]
+    rows = []
+    for run in data.runs:
+        s = _rows(sep, run_id=run.run_id)
+        for layer in range(run.n_layers + 1):
+            at = s[s["layer"] == layer]
+            row = {"task": run.task, "layer": layer, "site": "embed" if layer == 0 else site}
+            for stat in ("fisher_trace", "centroid_ratio", "probe_accuracy"):
+                row.update(_est(at[at["statistic"] == stat], stat))
+            for stat in ("fisher_trace", "centroid_ratio"):
+                ch = at[at["statistic"] == f"chance_{stat}"]
+                row[f"{stat}_chance"] = ch["estimate"].iloc[0] if len(ch) else np.nan
+                row[f"{stat}_chance_p"] = ch["p"].iloc[0] if len(ch) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def skip_candidates(data: ReportData) -> pd.DataFrame:
+    """Per task and layer: Δ of the skip statistic from the layer below (CI, Holm-adjusted p), its rank and
+    whether the layer is an a-priori skip candidate (chosen before any ablation)."""
+    sk = data.table("skip_candidates")
+    if sk.empty:
+        return pd.DataFrame()
+    order = {r.run_id: i for i, r in enumerate(data.runs)}
+    sk = sk.assign(_o=sk["run_id"].map(order)).sort_values(["_o", "layer"])
+    out = sk[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "p", "p_adj", "rank",
+              "candidate", "rule"]].rename(columns={"statistic": "delta_of", "estimate": "delta"})
+    out["delta_of"] = out["delta_of"].str.replace("delta_", "", regex=False)
+    return out.reset_index(drop=True)
+
+
+def ffn_ratio(data: ReportData, scope: str) -> pd.DataFrame:
+    """Finding 2's layout: layer × task, the structural/classification energy ratio of the FFN block's update
+    (``ln2 − ln1``) over ``scope`` (``cls`` or ``tokens``), with CIs and the structural share; the published
+    BERT-base value sits on the row at the same relative depth."""
+    ffn = data.table("ffn_roles")
+    if ffn.empty:
+        return pd.DataFrame()
+    ffn = ffn[(ffn["scope"] == scope) & (ffn["site"] == "update")]
+    depth = max(r.n_layers for r in data.runs)
+    rows = []
+    for layer in range(1, depth + 1):
+        row = {"layer": layer, "relative_depth": layer / depth}
+        for run in data.runs:
+            f = _rows(ffn, run_id=run.run_id, layer=layer)
+            row.update(_est(f[f["statistic"] == "structural_over_classification"], f"{run.task}_ratio"))
+            row.update(_est(f[f["statistic"] == "structural_share"], f"{run.task}_structural_share"))
+        pub = [p for p in P.FFN_RATIO if P.nearest_layer(p, depth) == layer]
+        row["published_bert_base_ratio"] = pub[0].low if pub else np.nan
+        row["published_bert_base_layer"] = pub[0].layer if pub else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def confident_wrong(data: ReportData) -> pd.DataFrame:
+    """Finding 3's layout: per task, the errors, the share of them with margin above the threshold, their
+    mean margin, and the share no layer's probe gets right — with CIs, beside the published range."""
+    es = data.table("error_summary")
+    if es.empty:
+        return pd.DataFrame()
+    rows = []
+    for run in data.runs:
+        e = _rows(es, run_id=run.run_id)
+        row = {"task": run.task, "n": int(run.meta["n_samples"]),
+               "margin_threshold": e["threshold"].iloc[0] if len(e) else np.nan}
+        for stat, name in (("n_errors", "errors"), ("error_rate", "error_rate"),
+                           ("confident_share", "confident_share"), ("mean_margin", "mean_margin"),
+                           ("no_layer_right_share", "no_layer_right_share")):
+            row.update(_est(e[e["statistic"] == stat], name))
+        row["published_bert_base_confident_share_low"] = P.CONFIDENT_SHARE.low
+        row["published_bert_base_confident_share_high"] = P.CONFIDENT_SHARE.high
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def token_strength(data: ReportData) -> pd.DataFrame:
+    """Per task: the share of content words, function words and punctuation among HIGH and LOW tokens
+    (upper-quartile threshold of ‖h‖ at the strength layer), per level and threshold, with CIs."""
+    ts = data.table("token_strength_summary")
+    if ts.empty:
+        return pd.DataFrame()
+    ts = ts[ts["statistic"] == "share"]
+    order = {r.run_id: i for i, r in enumerate(data.runs)}
+    ts = ts.assign(_o=ts["run_id"].map(order)).sort_values(["_o", "level", "threshold", "bucket", "category"])
+    out = ts[["task", "layer", "site", "level", "threshold", "bucket", "category", "estimate", "ci_low",
+              "ci_high", "n"]].rename(columns={"estimate": "share"})
+    return out.reset_index(drop=True)
+
+
+def token_profile(data: ReportData) -> pd.DataFrame:
+    """Per task and layer: mean token strength ‖h‖ and the share of HIGH tokens that are content words."""
+    ts = data.table("token_strength_summary")
+    if ts.empty:
+        return pd.DataFrame()
+    ts = ts[ts["statistic"].isin(["profile_mean_strength", "profile_high_content_share"])]
+    order = {r.run_id: i for i, r in enumerate(data.runs)}
+    ts = ts.assign(_o=ts["run_id"].map(order)).sort_values(["_o", "statistic", "layer"])
+    return ts[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n"]].reset_index(drop=True)
+
+
+def source_commit() -> str:
+    """The git commit of the bertology source in use (``+dirty`` with uncommitted changes; ``unknown``
+    outside a git checkout)."""
+    root = Path(bertology.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _relative(path: str | None, base: Path) -> str:
+    """An absolute path inside ``base`` relative to it; anything else (a hub id, a path elsewhere) as is."""
+    if not path or not Path(path).is_absolute():
+        return path or ""
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _carve(carve) -> str:
+    if not carve:
+        return ""
+    if isinstance(carve, dict):
+        return (f"{carve.get('n_train')} train examples carved from {carve.get('from', 'dev')} (fraction "
+                f"{carve.get('fraction')}, seed {carve.get('seed')}); dev keeps {carve.get('n_dev')}")
+    return str(carve)
+
+
+def provenance(data: ReportData) -> pd.DataFrame:
+    """Per task: what produced its numbers — software, checkpoint and data checksums, seeds, carve-out,
+    bootstrap settings. Paths inside the results folder are relative to it."""
+    commit = source_commit()
+    rows = []
+    for run in data.runs:
+        m, a, ft = run.meta, run.analysis, run.finetune or {}
+        cfg = a.get("config", {})
+        carve = m.get("carve_out")
+        rows.append({
+            "task": run.task, "bertology_version": bertology.__version__, "git_commit": commit,
+            "torch": m["software"]["torch"], "transformers": m["software"]["transformers"],
+            "checkpoint": _relative(m["model_path"], data.results), "model_type": m["model_type"],
+            "n_layers": m["n_layers"], "hidden": m["hidden"], "model_sha256": m["model_sha256"],
+            "base_model": _relative(ft.get("base_model"), data.results), "base_model_sha256": ft.get("base_model_sha256", ""),
+            "finetune_seed": ft.get("seed", np.nan), "data_file": Path(m["data_file"]).name if m.get("data_file") else "",
+            "data_sha256": m.get("data_sha256", ""), "carve_out": _carve(carve),
+            "n_dev_analysed": m["n_samples"], "extract_seed": m["seed"], "dtype": m["dtype"],
+            "analysis_seed": cfg.get("seed"), "resamples": cfg.get("resamples"), "ci": cfg.get("ci"),
+            "permutations": cfg.get("permutations"), "correction": cfg.get("correction"),
+            "layer_fit": a.get("layer_fit"),
+        })
+    return pd.DataFrame(rows)
+
+
+def all_tables(data: ReportData) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by CSV name (empty tables are left out)."""
+    tables = {
+        "metrics": metrics(data),
+        "separability": separability(data),
+        "skip_candidates": skip_candidates(data),
+        "ffn_ratio_cls": ffn_ratio(data, "cls"),
+        "ffn_ratio_tokens": ffn_ratio(data, "tokens"),
+        "confident_wrong": confident_wrong(data),
+        "token_strength": token_strength(data),
+        "token_profile": token_profile(data),
+        "provenance": provenance(data),
+    }
+    return {k: v for k, v in tables.items() if not v.empty}
+
+
+def to_csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False, float_format=CSV_FLOAT, lineterminator="\n").encode()
