@@ -1,5 +1,9 @@
-# bertology workflow: finetune -> extract (dev: full capture; train: cls only) -> analyze, + store summaries.
-# Later stages (analyze, index, report) add their rules the same way. Run: snakemake --cores 8
+# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only) -> analyze
+#                     -> index -> report.                                   Run: snakemake --cores 8
+# Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
+# affects (and what depends on their outputs); a second run with nothing changed runs nothing.
+import json
+
 from snakemake.utils import validate
 
 configfile: "config/config.yaml"
@@ -8,37 +12,68 @@ validate(config, "config/schema.yaml")
 R = config["results"]
 FT = config["finetune"]
 EX = config["extract"]
+AN = config["analyze"]
+TASKS = config["tasks"]
+RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], dict) else None
+BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
 
 
 def carve(task):
-    f = config.get("carve_train_from_dev", {}).get(task)
+    f = config["carve_train_from_dev"].get(task)
     return f"--carve-train-from-dev {f}" if f else ""
 
 
+def ft(task, key):
+    """A fine-tuning setting for one task: its `finetune.per_task` override, else the shared value."""
+    return FT.get("per_task", {}).get(task, {}).get(key, FT.get(key))
+
+
 def checkpoint(task):
-    return config.get("checkpoints", {}).get(task, f"{R}/{task}/model")
+    """The fine-tuned checkpoint of a task: the user's own (config `checkpoints`) or the finetune rule's."""
+    return config["checkpoints"].get(task, f"{R}/{task}/model")
 
 
 rule all:
     input:
-        expand(f"{R}/{{task}}/analysis/separability.parquet", task=config["tasks"]),
-        expand(f"{R}/{{task}}/dev.info.txt", task=config["tasks"]),
-        expand(f"{R}/{{task}}/train.info.txt", task=config["tasks"]),
+        f"{R}/report/index.html",
+        expand(f"{R}/{{task}}/{{split}}.info.txt", task=TASKS, split=("dev", "train")),
+
+
+rule init_model:
+    output: directory(f"{R}/base_model")
+    log: f"{R}/logs/init_model.log"
+    benchmark: f"{R}/benchmarks/init_model.tsv"
+    threads: 1
+    resources: mem_mb=2000
+    params:
+        size=lambda w: " ".join(f"--{k} {v}" for k, v in sorted(RANDOM_INIT.items())),
+        seed=config["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} bertology init-model --out {output} {params.size} --seed {params.seed} > {log} 2>&1"
 
 
 rule finetune:
+    input: [BASE_MODEL] if RANDOM_INIT else []
     output: directory(f"{R}/{{task}}/model")
     log: f"{R}/logs/finetune_{{task}}.log"
     benchmark: f"{R}/benchmarks/finetune_{{task}}.tsv"
     threads: 2
     resources: mem_mb=4000
     params:
+        model=BASE_MODEL,
+        glue_dir=config["glue_dir"],
         carve=lambda w: carve(w.task),
-        max_train=f"--max-train {FT['max_train']}" if FT.get("max_train") else "",
+        max_train=lambda w: f"--max-train {ft(w.task, 'max_train')}" if ft(w.task, "max_train") else "",
+        epochs=lambda w: ft(w.task, "epochs"),
+        lr=lambda w: ft(w.task, "lr"),
+        batch_size=lambda w: ft(w.task, "batch_size"),
+        max_length=lambda w: ft(w.task, "max_length"),
+        seed=config["seed"],
     shell:
-        "OMP_NUM_THREADS={threads} bertology finetune --model {config[model]} --task {wildcards.task} --glue-dir {config[glue_dir]} "
-        "--out {output} {params.max_train} --epochs {FT[epochs]} --lr {FT[lr]} --batch-size {FT[batch_size]} "
-        "--max-length {FT[max_length]} --seed {config[seed]} {params.carve} --quiet > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} bertology finetune --model {params.model} --task {wildcards.task} "
+        "--glue-dir {params.glue_dir} --out {output} {params.max_train} --epochs {params.epochs} --lr {params.lr} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} --seed {params.seed} {params.carve} "
+        "--quiet > {log} 2>&1"
 
 
 rule extract_dev:
@@ -49,12 +84,14 @@ rule extract_dev:
     threads: 2
     resources: mem_mb=6000
     params:
+        glue_dir=config["glue_dir"],
         carve=lambda w: carve(w.task),
         limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
+        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
     shell:
-        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split dev --glue-dir {config[glue_dir]} "
-        "--out {output} {params.limit} --dtype {EX[dtype]} --max-length {EX[max_length]} --seed {config[seed]} "
-        "{params.carve} --overwrite --quiet > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split dev "
+        "--glue-dir {params.glue_dir} --out {output} {params.limit} --dtype {params.dtype} "
+        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
 
 
 rule extract_train:
@@ -65,12 +102,14 @@ rule extract_train:
     threads: 2
     resources: mem_mb=4000
     params:
+        glue_dir=config["glue_dir"],
         carve=lambda w: carve(w.task),
-        limit=f"--limit {FT['max_train']}" if FT.get("max_train") else "",
+        limit=lambda w: f"--limit {ft(w.task, 'max_train')}" if ft(w.task, "max_train") else "",
+        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
     shell:
-        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split train --glue-dir {config[glue_dir]} "
-        "--out {output} {params.limit} --cls-only --dtype {EX[dtype]} --max-length {EX[max_length]} "
-        "--seed {config[seed]} {params.carve} --overwrite --quiet > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split train "
+        "--glue-dir {params.glue_dir} --out {output} {params.limit} --cls-only --dtype {params.dtype} "
+        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
 
 
 rule store_info:
@@ -79,6 +118,7 @@ rule store_info:
     log: f"{R}/logs/store_info_{{task}}_{{split}}.log"
     benchmark: f"{R}/benchmarks/store_info_{{task}}_{{split}}.tsv"
     threads: 1
+    resources: mem_mb=1000
     shell: "OMP_NUM_THREADS={threads} bertology store info {input} > {output} 2> {log}"
 
 
@@ -87,10 +127,13 @@ rule analyze:
         dev=f"{R}/{{task}}/dev.zarr",
         train=f"{R}/{{task}}/train.zarr",
     output:
+        f"{R}/{{task}}/analysis/analysis.json",
+        f"{R}/{{task}}/analysis/task_metrics.parquet",
         f"{R}/{{task}}/analysis/separability.parquet",
         f"{R}/{{task}}/analysis/skip_candidates.parquet",
         f"{R}/{{task}}/analysis/ffn_roles.parquet",
         f"{R}/{{task}}/analysis/token_strength.parquet",
+        f"{R}/{{task}}/analysis/token_buckets.parquet",
         f"{R}/{{task}}/analysis/errors.parquet",
         f"{R}/{{task}}/analysis/layer_predictions.parquet",
     log: f"{R}/logs/analyze_{{task}}.log"
@@ -99,8 +142,35 @@ rule analyze:
     resources: mem_mb=3000
     params:
         out=lambda w: f"{R}/{w.task}/analysis",
-        resamples=config.get("analyze", {}).get("resamples", 1000),
+        resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
-        "--resamples {params.resamples} --seed {config[seed]} "
-        "> {log} 2>&1"
+        "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} > {log} 2>&1"
+
+
+rule index:
+    input: expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS)
+    output: f"{R}/bertology.duckdb"
+    log: f"{R}/logs/index.log"
+    benchmark: f"{R}/benchmarks/index.tsv"
+    threads: 1
+    resources: mem_mb=4000
+    shell: "OMP_NUM_THREADS={threads} bertology index {R} --db {output} > {log} 2>&1"
+
+
+rule report:
+    input: db=f"{R}/bertology.duckdb"
+    output:
+        html=f"{R}/report/index.html",
+        md=f"{R}/report/summary.md",
+    log: f"{R}/logs/report.log"
+    benchmark: f"{R}/benchmarks/report.tsv"
+    threads: 1
+    resources: mem_mb=2000
+    params:
+        out=f"{R}/report",
+        tasks=",".join(TASKS),
+        config=json.dumps(config, sort_keys=True),
+    shell:
+        "OMP_NUM_THREADS={threads} bertology report {R} --db {input.db} --out {params.out} --tasks {params.tasks} "
+        "--workflow-config {params.config:q} > {log} 2>&1"

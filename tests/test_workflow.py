@@ -1,0 +1,216 @@
+"""The whole workflow, end to end, on the tiny profile (config/tiny.yaml): Snakemake from the GLUE files to
+the report; reruns; reproducibility; and the report itself (HTML, images, headless Chromium)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertology import BertologyError
+from bertology.store import open_store
+
+from .conftest import REPO
+
+TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
+RULES = ("init_model", "finetune", "extract_dev", "extract_train", "store_info", "analyze", "index", "report")
+
+
+def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(configfile),
+           "--config", f"glue_dir={glue_dir}", f"results={results}", *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table of a (dry) run: rule -> number of jobs."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", output, re.S)
+    if not m:
+        return {}
+    return {rule: int(n) for rule, n in (line.split() for line in m.group(1).strip().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, glue_dir) -> Path:
+    results = tmp_path_factory.mktemp("tiny") / "results"
+    proc = snakemake(results, glue_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return results
+
+
+def test_tiny_profile_runs_every_rule_with_log_and_benchmark(tiny):
+    report = tiny / "report"
+    assert (report / "index.html").is_file() and (report / "summary.md").is_file()
+    for rule in RULES:
+        assert list((tiny / "logs").glob(f"{rule}*.log")), f"no log file for rule {rule}"
+        assert list((tiny / "benchmarks").glob(f"{rule}*.tsv")), f"no benchmark file for rule {rule}"
+    for task in TASKS:
+        assert (tiny / task / "analysis" / "separability.parquet").is_file()
+        assert open_store(tiny / task / "dev.zarr").attrs["n_layers"] == 2  # the tiny random BERT
+
+
+def test_rerun_runs_nothing_and_a_config_change_reruns_exactly_what_it_affects(tiny, glue_dir, tmp_path):
+    dry = snakemake(tiny, glue_dir, "--dry-run")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    changed = tmp_path / "tiny_more_resamples.yaml"
+    changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("resamples: 200", "resamples: 300"))
+    dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "index": 1, "report": 1, "all": 1}
+    changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("dev_limit: 48", "dev_limit: 40"))
+    dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "store_info": 5, "analyze": 5, "index": 1,
+                                                   "report": 1, "all": 1}
+
+
+def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
+    cfg = tmp_path / "own_checkpoint.yaml"
+    cfg.write_text((REPO / "config" / "tiny.yaml").read_text()
+                   + f"checkpoints:\n  sst2: {tiny / 'sst2' / 'model'}\n")
+    dry = snakemake(tmp_path / "fresh", glue_dir, "--dry-run", configfile=cfg)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts["finetune"] == 4 and counts["extract_dev"] == 5
+
+
+def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_path):
+    second = tmp_path / "results"
+    proc = snakemake(second, glue_dir)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    a, b = tiny / "report" / "tables", second / "report" / "tables"
+    names = sorted(p.name for p in a.glob("*.csv"))
+    assert names == sorted(p.name for p in b.glob("*.csv"))
+    assert {"metrics.csv", "separability.csv", "skip_candidates.csv", "ffn_ratio_cls.csv", "ffn_ratio_tokens.csv",
+            "confident_wrong.csv", "token_strength.csv", "provenance.csv"} <= set(names)
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), f"{n} differs between two runs of one config"
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.images, self.links, self.ids, self.text = [], [], [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        for key in ("href", "src"):
+            if key in a and tag != "img":
+                self.links.append(a[key])
+        if "id" in a:
+            self.ids.add(a["id"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _non_blank(png: bytes) -> tuple[int, float]:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png))
+    img.load()
+    px = np.asarray(img.convert("RGB"), dtype=np.float64)
+    ink = (px.min(axis=2) < 235).mean()     # share of pixels that are not (near) white
+    return img.size, ink
+
+
+def test_report_html_is_self_contained_and_every_image_decodes(tiny):
+    report = tiny / "report"
+    page = _Page()
+    page.feed((report / "index.html").read_text(encoding="utf-8"))
+    assert {"script", "link", "iframe"}.isdisjoint(page.tags)
+    assert {"metrics", "separability", "ffn", "errors", "tokens", "provenance", "runtime"} <= page.ids
+    assert len(page.images) >= 4
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        size, ink = _non_blank(base64.b64decode(src.split(",", 1)[1]))
+        assert size[0] > 200 and size[1] > 150 and ink > 0.01, (size, ink)
+    for href in page.links:
+        assert not re.match(r"^(https?:)?//", href), f"external reference {href}"
+        if not href.startswith("#"):
+            assert (report / href).is_file(), f"broken link {href}"
+    text = " ".join(page.text)
+    for task in TASKS:
+        assert task.upper() in text
+    assert "published, BERT-base" in text and "60–93%" in text and "~150×" in text
+    summary = (report / "summary.md").read_text()
+    assert all(task.upper() in summary for task in TASKS)
+
+
+def test_report_numbers_match_the_stores(tiny):
+    """The report's tables against plain numpy over the stores (not through the analysis code)."""
+    tables = tiny / "report" / "tables"
+    metrics = pd.read_csv(tables / "metrics.csv").set_index("task")
+    cw = pd.read_csv(tables / "confident_wrong.csv").set_index("task")
+    sep = pd.read_csv(tables / "separability.csv")
+    for task in TASKS:
+        ds = open_store(tiny / task / "dev.zarr")
+        y, probs = ds["label"].values, ds["probs"].values.astype(np.float64)
+        pred = probs.argmax(1)
+        assert metrics.at[task, "accuracy"] == pytest.approx(np.mean(pred == y), rel=1e-5)
+        wrong = pred != y
+        margin = probs[np.arange(len(y)), pred] - probs[np.arange(len(y)), y]
+        assert cw.at[task, "errors"] == wrong.sum()
+        if wrong.any():
+            assert cw.at[task, "confident_share"] == pytest.approx(np.mean(margin[wrong] > 0.3), abs=1e-6)
+        x = ds["cls"].sel(site="ln2", layer=ds.sizes["layer"]).values.astype(np.float64)
+        mu = x.mean(0)
+        sb = sum((y == c).sum() * np.sum((x[y == c].mean(0) - mu) ** 2) for c in np.unique(y))
+        sw = sum(np.sum((x[y == c] - x[y == c].mean(0)) ** 2) for c in np.unique(y))
+        top = sep[(sep["task"] == task) & (sep["layer"] == ds.sizes["layer"])]
+        assert top["fisher_trace"].iloc[0] == pytest.approx(sb / sw, rel=1e-4)
+
+
+def test_report_errors_name_the_problem(tiny, tmp_path):
+    from bertology.reports import build_report
+
+    with pytest.raises(BertologyError, match="no such results folder"):
+        build_report(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(BertologyError, match="task"):
+        build_report(tiny, tmp_path / "out", tasks=["sst2", "wnli"])
+
+
+def _chromium() -> tuple[str | None, str]:
+    """Debian's Chromium, installed with apt-get where missing; (path, why not) when it cannot be had."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name), ""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, "Chromium is not installed and apt-get (as root) is not available to install it"
+    log = ""
+    for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "chromium"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        log = (p.stdout + p.stderr)[-500:]
+        if shutil.which("chromium"):
+            return shutil.which("chromium"), ""
+    return None, f"Chromium is not installed and `apt-get install chromium` failed: {log}"
+
+
+def test_report_renders_in_headless_chromium(tiny, tmp_path):
+    chromium, why = _chromium()
+    if chromium is None:
+        pytest.skip(why)
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+                           f"--screenshot={shot}", (tiny / "report" / "index.html").as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert shot.is_file(), proc.stderr[-2000:]
+    size, ink = _non_blank(shot.read_bytes())
+    assert size == (1280, 2400)
+    assert ink > 0.05, f"the screenshot is (nearly) blank: {ink:.1%} of pixels not white"
