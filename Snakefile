@@ -1,5 +1,5 @@
-# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only) -> analyze
-#                     -> index -> report.                                   Run: snakemake --cores 8
+# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only)
+#                     -> [intervene] -> analyze -> index -> report.         Run: snakemake --cores 8
 # Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
 # affects (and what depends on their outputs); a second run with nothing changed runs nothing.
 import json
@@ -13,6 +13,7 @@ R = config["results"]
 FT = config["finetune"]
 EX = config["extract"]
 AN = config["analyze"]
+IV = config["intervene"]
 TASKS = config["tasks"]
 RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], dict) else None
 BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
@@ -122,8 +123,30 @@ rule store_info:
     shell: "OMP_NUM_THREADS={threads} bertology store info {input} > {output} 2> {log}"
 
 
+rule intervene:
+    input:
+        model=lambda w: checkpoint(w.task),
+        dev=f"{R}/{{task}}/dev.zarr",
+    output: directory(f"{R}/{{task}}/dev.sweep")
+    log: f"{R}/logs/intervene_{{task}}.log"
+    benchmark: f"{R}/benchmarks/intervene_{{task}}.tsv"
+    threads: 2
+    resources: mem_mb=4000
+    params:
+        glue_dir=config["glue_dir"],
+        carve=lambda w: carve(w.task),
+        families=",".join(IV["families"]),
+        train_limit=IV["train_limit"],
+        seed=config["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} bertology intervene --model {input.model} --store {input.dev} --out {output} "
+        "--families {params.families} --train-limit {params.train_limit} --glue-dir {params.glue_dir} "
+        "{params.carve} --seed {params.seed} --quiet > {log} 2>&1"
+
+
 rule analyze:
     input:
+        unpack(lambda w: {"sweep": f"{R}/{w.task}/dev.sweep"} if IV["enabled"] else {}),
         dev=f"{R}/{{task}}/dev.zarr",
         train=f"{R}/{{task}}/train.zarr",
     output:
@@ -143,9 +166,11 @@ rule analyze:
     params:
         out=lambda w: f"{R}/{w.task}/analysis",
         resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
+        sweep=lambda w, input: f"--sweep {input.sweep}" if IV["enabled"] else "",
     shell:
         "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
-        "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} > {log} 2>&1"
+        "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} {params.sweep} "
+        "> {log} 2>&1"
 
 
 rule index:

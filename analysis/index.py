@@ -12,6 +12,9 @@ names the store). Tables (every row carries ``run_id``):
 - ``token_strength``: per token at the strength layer: text, word, category, strength, buckets;
 - the analysis tables ``task_metrics``, ``separability``, ``skip_candidates``, ``ffn_roles``, ``token_strength_summary``,
   ``error_summary`` (the files ``token_strength.parquet`` and ``errors.parquet``);
+- with an intervention sweep: ``interventions`` (Δ accuracy per intervention), ``layer_skip`` (skip +
+  compensation classifier), ``apriori_validation``, and ``intervention_predictions`` (per sample and
+  intervention: prediction, correct, flipped);
 - views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
@@ -47,6 +50,10 @@ ANALYSIS_TABLES = {
     "errors": "error_summary",
     "layer_predictions": "layer_predictions",
     "token_buckets": "token_strength",
+    "interventions": "interventions",
+    "layer_skip": "layer_skip",
+    "apriori_validation": "apriori_validation",
+    "intervention_predictions": "intervention_predictions",
 }
 RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
 VIEWS = {

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from bertology import BertologyError
 from bertology.store import open_store
+from bertology.store.sweep import open_sweep
 
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
+from .interventions import apriori_validation, intervention_effects, layer_skip, prediction_rows
 from .layer_predictions import layer_predictions
 from .separability import separability, skip_candidates
 from .task_metrics import task_metrics
@@ -58,11 +61,13 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
 
 
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
-            train_store: str | Path | None = None) -> dict[str, Path]:
+            train_store: str | Path | None = None, sweep: str | Path | None = None) -> dict[str, Path]:
     """Compute every table for one store and write them (atomically, each file) under ``out``.
 
     ``train_store`` (a ``--cls-only`` store of the train split, same checkpoint) is where the per-layer
-    probes and centroids are fitted; without it they are cross-fitted on the store itself.
+    probes and centroids are fitted; without it they are cross-fitted on the store itself. ``sweep`` (from
+    ``bertology intervene`` on this store) adds ``interventions``, ``layer_skip``, ``apriori_validation`` and
+    the per-sample ``intervention_predictions``.
     """
     cfg = cfg or AnalyzeConfig()
     ds = open_store(store)
@@ -88,11 +93,20 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
             tables["token_buckets"] = per_token
         except ValueError as e:  # the store lacks token states at the strength layer/site
             print(f"bertology analyze: token strength skipped: {e}")
+    if sweep is not None:
+        sw = open_sweep(sweep)
+        if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):
+            raise BertologyError(f"{sweep}: intervention sweep of another checkpoint or other samples than {store}")
+        tables["interventions"] = intervention_effects(sw, boot, cfg.correction)
+        tables["layer_skip"] = layer_skip(sw, boot, tables["skip_candidates"], seed=cfg.seed,
+                                          correction=cfg.correction)
+        tables["apriori_validation"] = apriori_validation(tables["layer_skip"], sep, cfg.skip_statistic)
+        tables["intervention_predictions"] = prediction_rows(sw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, df in tables.items():
-        per_row = name in ("token_buckets", "layer_predictions")  # one row per token / sample: not tidy stats
+        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions")  # one row per token / sample: not tidy stats
         df = df.assign(task=task, model=model) if per_row else tidy(df, task, model)
         path = out / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
@@ -103,6 +117,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         {"store": str(Path(store).resolve()),
          "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
          "train_store": str(Path(train_store).resolve()) if train_store else None,
+         "sweep": str(Path(sweep).resolve()) if sweep else None,
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     return written

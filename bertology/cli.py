@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
     _add_data_args(p)
 
+    p = sub.add_parser("intervene", help="a dev store's samples under every intervention (partial forwards)")
+    p.add_argument("--model", required=True, help="the checkpoint the store was extracted with")
+    p.add_argument("--store", required=True, help="a dev store with token states (STORE.zarr)")
+    p.add_argument("--out", required=True, help="sweep folder to write (e.g. dev.sweep)")
+    p.add_argument("--families", type=_csv(str), default=None,
+                   help="intervention families (default: all of skip ffn attn heads head)")
+    p.add_argument("--train-limit", type=int, default=2000,
+                   help="train examples for the layer-skip compensation classifier (default 2000)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--glue-dir", help="GLUE folder for the train split (default: $GLUE_DIR)")
+    p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("analyze", help="separability, skip candidates, FFN roles, token strength (parquet)")
     p.add_argument("store", help="a complete store (STORE.zarr)")
     p.add_argument("--out", required=True, help="folder for the parquet tables")
@@ -90,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-store", help="--cls-only store of the train split (same checkpoint) to fit the "
                                          "per-layer probes on; without it they are cross-fitted on the store")
     p.add_argument("--confident-margin", type=float, default=0.3, help="margin above which an error is confident")
+    p.add_argument("--sweep", help="intervention sweep of this store (`bertology intervene`): adds the "
+                                   "intervention, layer-skip and a-priori validation tables")
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
     p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
@@ -149,6 +166,13 @@ def run(args: argparse.Namespace) -> int:
                             carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet)
         print(f"wrote {path}")
+    elif args.command == "intervene":
+        from bertology.extract.sweep import FAMILIES, sweep
+
+        path = sweep(args.model, args.store, args.out, families=args.families or FAMILIES, glue_dir=args.glue_dir,
+                     carve_train_from_dev=args.carve_train_from_dev, train_limit=args.train_limit,
+                     batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet)
+        print(f"wrote {path}")
     elif args.command == "analyze":
         from bertology.analysis.run import AnalyzeConfig, analyze
 
@@ -158,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                             pooling=("cls", "mean") if args.mean_pooled else ("cls",),
                             permutations=args.permutations,
                             strength_site=args.strength_site, confident_margin=args.confident_margin)
-        for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store).items():
+        for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
+                                  sweep=args.sweep).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from pathlib import Path

@@ -41,11 +41,14 @@ def forward_from(model: torch.nn.Module, hidden: torch.Tensor, mask: torch.Tenso
     layers = model.base_model.encoder.layer
     if any(i.layer < start for i in interventions):
         raise BertologyError(f"an intervention below layer {start} cannot run from layer {start}'s stored input")
+    skipped = {i.layer for i in interventions if i.kind == "skip"}   # not computed at all: skipping saves time
     m4 = bidirectional_mask(model, hidden, mask)
-    with Intervene(model, interventions) as iv:
+    with Intervene(model, [i for i in interventions if i.kind != "skip"]) as iv:
         iv.set_mask(mask)
         h = hidden
-        for layer in layers[start - 1:]:
+        for number, layer in enumerate(layers[start - 1:], start=start):
+            if number in skipped:
+                continue
             out = layer(h, m4)
             h = out[0] if isinstance(out, tuple) else out
         return classify(model, h), h[:, 0]

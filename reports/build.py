@@ -113,6 +113,53 @@ def _token_rows(ts: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[lis
     return header, rows
 
 
+def _skip_table(ls: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["task", "skipped layer", "baseline", "original head", "compensated [95% CI]", "Δ [95% CI]",
+              "p (Holm)", "hidden units", "FLOPs saved", "wall time saved"]
+    rows = []
+    for r in ls.itertuples():
+        layer = "none (control)" if r.skipped_layer == 0 else f"{r.skipped_layer}{' ★' if r.apriori_candidate else ''}"
+        rows.append([r.task.upper(), layer, num(r.baseline_accuracy), num(r.skipped_accuracy),
+                     ci(r.compensated_accuracy, r.compensated_ci_low, r.compensated_ci_high),
+                     ci(r.delta, r.ci_low, r.ci_high), num(r.p_adj), int(r.hidden_units),
+                     pct(r.flops_saved) if r.skipped_layer else "–", pct(r.wall_saved) if r.skipped_layer else "–"])
+    return header, rows
+
+
+def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["task", "a-priori candidate", "best actual skip (original head / compensated)",
+              "top-1 hit (original / compensated)", "lossless with compensation (Δ CI includes 0)",
+              "Spearman ρ, Δ separability vs Δ accuracy (original / compensated)"]
+    rows = []
+    for task in dict.fromkeys(ls["task"]):
+        a = av[av["task"] == task].set_index("skip_accuracy_with") if len(av) else pd.DataFrame()
+        t = ls[(ls["task"] == task) & (ls["skipped_layer"] > 0)]
+        lossless = t[(t["ci_low"] <= 0) & (t["ci_high"] >= 0)]["skipped_layer"].astype(int).tolist()
+        get = lambda k, c: a.at[k, c] if len(a) and k in a.index else np.nan  # noqa: E731
+        rows.append([task.upper(), get("original_head", "candidates") if len(a) else "–",
+                     f"{get('original_head', 'best_skip')} / {get('compensated', 'best_skip')}",
+                     f"{'yes' if get('original_head', 'top1_hit') else 'no'} / "
+                     f"{'yes' if get('compensated', 'top1_hit') else 'no'}",
+                     ("layers " + ", ".join(map(str, lossless))) if lossless else "no layer",
+                     f"{num(get('original_head', 'spearman_rho'))} / {num(get('compensated', 'spearman_rho'))}"])
+    return header, rows
+
+
+def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
+    header = ["kind", "layer"] + [t.upper() for t in tasks]
+    rows = []
+    for kind in ("skip", "ffn", "attn", "heads"):
+        k = rm[rm["kind"] == kind]
+        for layer in sorted(k["layer"].unique()):
+            row = [kind, int(layer)]
+            for t in tasks:
+                r = k[(k["task"] == t) & (k["layer"] == layer)]
+                row.append("–" if r.empty else ci(r["delta_accuracy"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0])
+                           + (" *" if r["p_adj"].iloc[0] < 0.05 else ""))
+            rows.append(row)
+    return header, rows
+
+
 def _provenance_rows(pv: pd.DataFrame) -> tuple[list[str], list[list]]:
     keys = [c for c in pv.columns if c != "task"]
     header = ["", *[t.upper() for t in pv["task"]]]
@@ -164,6 +211,45 @@ def _sections(data: ReportData, tabs: dict[str, pd.DataFrame], config: dict | No
         md += ["## Layer separability (Fisher trace of [CLS] at ln2) [95% CI]", "", table_md(h, rows), ""]
         if rows2:
             md += ["### A-priori skip candidates", "", table_md(h2, rows2), ""]
+
+    ls = tabs.get("layer_skip")
+    if ls is not None:
+        h, rows = _skip_table(ls)
+        av = tabs.get("apriori_validation", pd.DataFrame())
+        h2, rows2 = _apriori_rows(av, ls)
+        pub_rows = {len(rows2)}
+        rows2.append([P.LABEL, "", "", P.SKIP_APRIORI_HITS.value, P.SKIP_LOSSLESS.value, ""])
+        inner = ("<p>Each layer skipped in turn (its output := its input). <i>Original head</i>: the skipped model "
+                 "with its own classifier. <i>Compensated</i>: a one-hidden-layer MLP (4, 8 or 16 units, chosen on a "
+                 "validation part of train) trained on the skipped model's final [CLS] over train examples; Δ is "
+                 "its dev accuracy minus the unskipped model's, with a 95% CI and the exact McNemar test (Holm "
+                 "across layers). Layer 0 is the control: the same MLP on the unskipped model. The a-priori "
+                 "candidate (★) was chosen from separability before any of these runs.</p>"
+                 + "<h3>Per task: a-priori choice against the actual skips</h3>" + table_html(h2, rows2, pub_rows=pub_rows)
+                 + csv("apriori_validation") + "<h3>Every skip</h3>" + table_html(h, rows) + csv("layer_skip"))
+        html.append(("skip", "Layer skipping with a compensation classifier", inner))
+        md += ["## Layer skipping: a-priori choice against the actual skips", "", table_md(h2, rows2), "",
+               "## Layer skipping with a compensation classifier", "", table_md(h, rows), ""]
+
+    rm = tabs.get("removals")
+    if rm is not None:
+        h, rows = _removal_rows(rm, tasks)
+        inner = ("<p>Δ accuracy from the plain model when a layer is skipped, its FFN removed (<code>ff</code> := 0; "
+                 "residual and LN2 kept), its attention removed (<code>attn</code> := 0), or every head made "
+                 "uniform over the real tokens (a = 1/n, as Kovaleva et al.; not zeroing). 95% CIs; * marks "
+                 "p &lt; 0.05 after Holm correction within each kind.</p>"
+                 + image_html(figures.removals(rm), "removals by layer") + table_html(h, rows) + csv("removals"))
+        hd = tabs.get("heads")
+        if hd is not None:
+            n_sig = int((hd["p_adj"] < 0.05).sum())
+            better = hd[(hd["delta_accuracy"] > 0)]
+            inner += ("<h3>Disabling single heads</h3><p>Δ accuracy (points) per head, layer × head, and all heads of "
+                      f"the layer in the last column; a dot marks p &lt; 0.05 after correction ({n_sig} of {len(hd)} "
+                      f"head × task cells). {len(better)} of {len(hd)} single-head removals raise accuracy "
+                      "(Kovaleva et al. also find removals that help).</p>"
+                      + image_html(figures.head_heatmaps(hd, rm), "head disabling heatmaps") + csv("heads"))
+        html.append(("removals", "Removing FFNs, attention and heads", inner))
+        md += ["## Removals: Δ accuracy by layer [95% CI]", "", table_md(h, rows), ""]
 
     if "ffn_ratio_cls" in tabs or "ffn_ratio_tokens" in tabs:
         scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}

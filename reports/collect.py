@@ -19,7 +19,7 @@ from bertology.analysis.sql import query
 
 #: index tables the report reads, per run
 TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
-          "token_strength_summary")
+          "token_strength_summary", "interventions", "layer_skip", "apriori_validation")
 TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli")
 
 

@@ -84,8 +84,9 @@ def ffn_ratio(tables: dict[str, pd.DataFrame], tasks: list[str]) -> bytes:
                 ax.fill_between(df["relative_depth"], df[f"{task}_ratio_ci_low"], df[f"{task}_ratio_ci_high"],
                                 color=c, alpha=0.2, lw=0)
                 ax.plot(df["relative_depth"], df[f"{task}_ratio"], "-o", color=c, ms=3, label=task.upper())
-            ax.plot([p.depth for p in P.FFN_RATIO], [p.low for p in P.FFN_RATIO], "*", color="black", ms=11,
-                    label=P.LABEL)
+            depth = len(df)
+            ax.plot([P.nearest_layer(p, depth) / depth for p in P.FFN_RATIO], [p.low for p in P.FFN_RATIO], "*",
+                    color="black", ms=11, label=f"{P.LABEL} (layers 1 and 12 of 12)")
             ax.set_yscale("log")
             ax.set_xlabel("relative depth (layer / number of layers)")
             ax.set_ylabel("structural / classification")
@@ -131,5 +132,65 @@ def token_strength(ts: pd.DataFrame) -> bytes:
         ax.set_ylim(0, 1)
         ax.set_ylabel("content-word share")
         ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
+    """Per task: Δ accuracy (percentage points) when one head attends uniformly, layer × head, and in the
+    last column every head of the layer at once; a dot marks p < 0.05 after correction."""
+    tasks = list(dict.fromkeys(hd["task"]))
+    n_layers, n_heads = int(hd["layer"].max()), int(hd["head"].max())
+    lim = max(1.0, float(np.nanmax(np.abs(100 * hd["delta_accuracy"]))))
+    whole = rm[rm["kind"] == "heads"] if len(rm) else rm
+    if len(whole):
+        lim = max(lim, float(np.nanmax(np.abs(100 * whole["delta_accuracy"]))))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(0.32 * (n_heads + 1) * len(tasks) + 1.6, 0.34 * n_layers + 1.3),
+                                 squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            grid = np.full((n_layers, n_heads + 1), np.nan)
+            sig = np.zeros_like(grid, dtype=bool)
+            t = hd[hd["task"] == task]
+            grid[t["layer"] - 1, t["head"] - 1] = 100 * t["delta_accuracy"]
+            sig[t["layer"] - 1, t["head"] - 1] = t["p_adj"] < 0.05
+            w = whole[whole["task"] == task] if len(whole) else whole
+            if len(w):
+                grid[w["layer"] - 1, n_heads] = 100 * w["delta_accuracy"]
+                sig[w["layer"] - 1, n_heads] = w["p_adj"] < 0.05
+            im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+            yy, xx = np.nonzero(sig)
+            ax.plot(xx, yy, "k.", ms=4)
+            ax.axvline(n_heads - 0.5, color="black", lw=1)
+            ax.set_xticks(list(range(n_heads)) + [n_heads], [str(h) for h in range(1, n_heads + 1)] + ["all"],
+                          fontsize=6)
+            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
+            ax.set_xlabel("head")
+            ax.set_title(task.upper())
+        axes[0, 0].set_ylabel("layer")
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="Δ accuracy (points)")
+        return _png(fig)
+
+
+def removals(rm: pd.DataFrame) -> bytes:
+    """Per task: Δ accuracy by layer when the layer is skipped, its FFN or attention removed, or all its
+    heads made uniform, with 95% CIs."""
+    tasks = list(dict.fromkeys(rm["task"]))
+    styles = {"skip": ("black", "o"), "ffn": ("#d62728", "s"), "attn": ("#1f77b4", "^"), "heads": ("#7f7f7f", "v")}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks) + 0.6, 2.8), squeeze=False, sharey=True)
+        for ax, task in zip(axes[0], tasks):
+            for kind, (c, m) in styles.items():
+                r = rm[(rm["task"] == task) & (rm["kind"] == kind)].sort_values("layer")
+                if r.empty:
+                    continue
+                ax.errorbar(r["layer"], 100 * r["delta_accuracy"],
+                            yerr=100 * np.vstack([r["delta_accuracy"] - r["ci_low"], r["ci_high"] - r["delta_accuracy"]]),
+                            color=c, marker=m, ms=3, lw=1, capsize=2, label=kind)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set_title(task.upper())
+            ax.set_xlabel("layer")
+        axes[0, 0].set_ylabel("Δ accuracy (points)")
+        axes[0, 0].legend(fontsize=7, frameon=False)
         fig.tight_layout()
         return _png(fig)

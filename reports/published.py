@@ -43,3 +43,7 @@ FFN_RATIO = (
 FFN_STRUCTURAL_SHARE_FRONT = Published("ffn_structural_share", "~92% (front layers)", 0.92, 0.92, source=FINDINGS)
 #: Finding 3: share of misclassifications with margin > 0.3, range over tasks
 CONFIDENT_SHARE = Published("confident_share", "60–93% (range over tasks)", 0.60, 0.93, source=FINDINGS)
+#: Finding 1: layer skipping with a compensation classifier
+SKIP_LOSSLESS = Published("lossless_skip_tasks", "lossless on 3 of 5 GLUE tasks", 3, 3, source=FINDINGS)
+SKIP_APRIORI_HITS = Published("apriori_top1_hits", "a-priori choice matched the actual skip on 4 of 5 tasks", 4, 4,
+                              source=FINDINGS)

@@ -166,6 +166,59 @@ def token_profile(data: ReportData) -> pd.DataFrame:
     return ts[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n"]].reset_index(drop=True)
 
 
+def _ordered(df: pd.DataFrame, data: ReportData, *keys: str) -> pd.DataFrame:
+    order = {r.run_id: i for i, r in enumerate(data.runs)}
+    return df.assign(_o=df["run_id"].map(order)).sort_values(["_o", *keys]).drop(columns="_o")
+
+
+def layer_skip(data: ReportData) -> pd.DataFrame:
+    """Finding 1's layout: per task and skipped layer, the baseline, the skipped model with the original head
+    and with the compensation classifier (its Δ from the baseline with CI and the corrected exact McNemar
+    p), the hidden units chosen, FLOPs and wall time saved, and whether the layer was the a-priori choice.
+    Layer 0 is the control: the compensation classifier on the unskipped model."""
+    ls = data.table("layer_skip")
+    if ls.empty:
+        return pd.DataFrame()
+    cols = ["task", "layer", "baseline_accuracy", "skipped_accuracy", "compensated_accuracy", "compensated_ci_low",
+            "compensated_ci_high", "estimate", "ci_low", "ci_high", "p", "p_adj", "hidden_units", "flops_saved",
+            "wall_saved", "apriori_candidate"]
+    return _ordered(ls, data, "layer")[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
+
+
+def apriori(data: ReportData) -> pd.DataFrame:
+    """Per task: the a-priori skip candidate(s), the best actual skip, the top-1 hit, and the Spearman
+    correlation of Δ separability with the accuracy change of each layer's skip."""
+    av = data.table("apriori_validation")
+    if av.empty:
+        return pd.DataFrame()
+    av = _ordered(av, data, "accuracy")
+    return av[["task", "accuracy", "candidates", "best_skip", "top1_hit", "estimate", "p", "n"]].rename(
+        columns={"estimate": "spearman_rho", "accuracy": "skip_accuracy_with"}).reset_index(drop=True)
+
+
+def removals(data: ReportData) -> pd.DataFrame:
+    """Per task, intervention family (``skip``, ``ffn``, ``attn``, ``heads``) and layer: accuracy after the
+    removal and its Δ from the plain model (CI, exact McNemar p corrected within the family)."""
+    iv = data.table("interventions")
+    if iv.empty:
+        return pd.DataFrame()
+    iv = iv[iv["kind"].isin(["skip", "ffn", "attn", "heads"])]
+    kind = {"skip": 0, "ffn": 1, "attn": 2, "heads": 3}
+    iv = _ordered(iv.assign(_k=iv["kind"].map(kind)), data, "_k", "layer")
+    return iv[["task", "kind", "layer", "baseline_accuracy", "accuracy", "estimate", "ci_low", "ci_high", "p",
+               "p_adj", "flipped"]].rename(columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
+
+
+def heads(data: ReportData) -> pd.DataFrame:
+    """Per task, layer and head: Δ accuracy when the head attends uniformly (CI, corrected McNemar p)."""
+    iv = data.table("interventions")
+    if iv.empty or not (iv["kind"] == "head").any():
+        return pd.DataFrame()
+    iv = _ordered(iv[iv["kind"] == "head"], data, "layer", "head")
+    return iv[["task", "layer", "head", "accuracy", "estimate", "ci_low", "ci_high", "p", "p_adj", "flipped"]].rename(
+        columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
+
+
 def source_commit() -> str:
     """The git commit of the bertology source in use (``+dirty`` with uncommitted changes; ``unknown``
     outside a git checkout)."""
@@ -235,6 +288,10 @@ def all_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "confident_wrong": confident_wrong(data),
         "token_strength": token_strength(data),
         "token_profile": token_profile(data),
+        "layer_skip": layer_skip(data),
+        "apriori_validation": apriori(data),
+        "removals": removals(data),
+        "heads": heads(data),
         "provenance": provenance(data),
     }
     return {k: v for k, v in tables.items() if not v.empty}

@@ -23,7 +23,8 @@ from bertology.store import open_store
 from .conftest import REPO
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
-RULES = ("init_model", "finetune", "extract_dev", "extract_train", "store_info", "analyze", "index", "report")
+RULES = ("init_model", "finetune", "extract_dev", "extract_train", "store_info", "intervene", "analyze", "index",
+         "report")
 
 
 def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
@@ -70,8 +71,8 @@ def test_rerun_runs_nothing_and_a_config_change_reruns_exactly_what_it_affects(t
     assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "index": 1, "report": 1, "all": 1}
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("dev_limit: 48", "dev_limit: 40"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "store_info": 5, "analyze": 5, "index": 1,
-                                                   "report": 1, "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "store_info": 5, "intervene": 5, "analyze": 5,
+                                                   "index": 1, "report": 1, "all": 1}
 
 
 def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
@@ -92,7 +93,8 @@ def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_p
     names = sorted(p.name for p in a.glob("*.csv"))
     assert names == sorted(p.name for p in b.glob("*.csv"))
     assert {"metrics.csv", "separability.csv", "skip_candidates.csv", "ffn_ratio_cls.csv", "ffn_ratio_tokens.csv",
-            "confident_wrong.csv", "token_strength.csv", "provenance.csv"} <= set(names)
+            "confident_wrong.csv", "token_strength.csv", "provenance.csv", "layer_skip.csv", "apriori_validation.csv",
+            "removals.csv", "heads.csv"} <= set(names)
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), f"{n} differs between two runs of one config"
 
@@ -132,8 +134,9 @@ def test_report_html_is_self_contained_and_every_image_decodes(tiny):
     page = _Page()
     page.feed((report / "index.html").read_text(encoding="utf-8"))
     assert {"script", "link", "iframe"}.isdisjoint(page.tags)
-    assert {"metrics", "separability", "ffn", "errors", "tokens", "provenance", "runtime"} <= page.ids
-    assert len(page.images) >= 4
+    assert {"metrics", "separability", "skip", "removals", "ffn", "errors", "tokens", "provenance",
+            "runtime"} <= page.ids
+    assert len(page.images) >= 6
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         size, ink = _non_blank(base64.b64decode(src.split(",", 1)[1]))
@@ -172,6 +175,26 @@ def test_report_numbers_match_the_stores(tiny):
         sw = sum(np.sum((x[y == c] - x[y == c].mean(0)) ** 2) for c in np.unique(y))
         top = sep[(sep["task"] == task) & (sep["layer"] == ds.sizes["layer"])]
         assert top["fisher_trace"].iloc[0] == pytest.approx(sb / sw, rel=1e-4)
+
+
+def test_intervention_sweeps_reach_the_index(tiny):
+    """Per-sample predictions under every intervention are in the index; the sweep's unmodified partial
+    forward reproduces the store's logits."""
+    from bertology.analysis.sql import query
+    from bertology.store.sweep import open_sweep
+
+    for task in TASKS:
+        sw = open_sweep(tiny / task / "dev.sweep")
+        ds = open_store(tiny / task / "dev.zarr")
+        none = sw["logits"].sel(intervention="none").values
+        np.testing.assert_allclose(none, ds["logits"].values, atol=2e-2)
+        n_iv = 1 + 4 * 2 + 2 * 4                                    # none; skip/ffn/attn/heads × 2; 2 × 4 heads
+        assert sw.sizes["intervention"] == n_iv
+        got = query(tiny / "bertology.duckdb", f"SELECT count(*) AS n, sum(CAST(flipped AS INT)) AS flips "
+                                              f"FROM intervention_predictions WHERE task = '{task}'")
+        assert int(got["n"].iloc[0]) == n_iv * ds.sizes["sample"]
+        flips = int((sw["pred"].values != sw["pred"].sel(intervention="none").values[None]).sum())
+        assert int(got["flips"].iloc[0]) == flips
 
 
 def test_report_errors_name_the_problem(tiny, tmp_path):

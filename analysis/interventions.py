@@ -1,0 +1,163 @@
+"""What each intervention does to accuracy, layer skipping with a compensation classifier, and whether the
+a-priori skip candidates (chosen from separability, before any ablation) are the layers that skip best.
+
+Every accuracy change is paired: the same bootstrap weights resample the samples under the plain and the
+intervened model, and the exact McNemar test (a binomial test on the samples that flip) gives its p-value,
+corrected across each family of interventions (Holm by default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats as sps
+
+from .bootstrap import Bootstrap, adjust, percentile_ci
+
+HIDDEN_SIZES = (4, 8, 16)
+
+
+def mcnemar_exact(base_right: np.ndarray, new_right: np.ndarray) -> float:
+    """Exact two-sided McNemar p-value: of the samples where exactly one model is right, is each side
+    equally likely?"""
+    b = int(np.sum(base_right & ~new_right))
+    c = int(np.sum(~base_right & new_right))
+    return 1.0 if b + c == 0 else float(sps.binomtest(min(b, c), b + c, 0.5).pvalue)
+
+
+def paired_change(base_right: np.ndarray, new_right: np.ndarray, boot: Bootstrap) -> dict:
+    """Accuracy of the new predictions and its change from the base, each with a percentile CI."""
+    n = len(base_right)
+    acc, acc_b = boot.ratio(new_right.astype(np.float64), np.ones(n))
+    d, d_b = boot.ratio(new_right.astype(np.float64) - base_right, np.ones(n))
+    lo, hi = percentile_ci(acc_b[:, None])
+    dlo, dhi = percentile_ci(d_b[:, None])
+    return dict(accuracy=float(acc), accuracy_ci_low=float(lo[0]), accuracy_ci_high=float(hi[0]),
+                estimate=float(d), ci_low=float(dlo[0]), ci_high=float(dhi[0]),
+                p=mcnemar_exact(base_right, new_right), flipped=int(np.sum(base_right != new_right)), n=n)
+
+
+def intervention_effects(sw: xr.Dataset, boot: Bootstrap, correction: str = "holm") -> pd.DataFrame:
+    """Per intervention: accuracy, Δ accuracy from the plain model (``statistic`` ``delta_accuracy``) with CI,
+    exact McNemar p and ``p_adj`` corrected within its family (``kind``)."""
+    y = sw["label"].values
+    pred = sw["pred"].values
+    base = pred[list(sw["intervention"].values).index("none")] == y
+    rows = []
+    for k, name in enumerate(sw["intervention"].values):
+        if name == "none":
+            continue
+        row = paired_change(base, pred[k] == y, boot)
+        rows.append(dict(intervention=name, kind=str(sw["kind"].values[k]), layer=int(sw["layer"].values[k]),
+                         head=int(sw["head"].values[k]), statistic="delta_accuracy",
+                         baseline_accuracy=float(base.mean()), **row))
+    df = pd.DataFrame(rows)
+    df["p_adj"] = np.nan
+    for _, idx in df.groupby("kind").groups.items():
+        df.loc[idx, "p_adj"] = adjust(df.loc[idx, "p"].to_numpy(), correction)
+    return df
+
+
+def _mlp(h: int, seed: int):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(h,), max_iter=600, random_state=seed))
+
+
+def compensate(x_train: np.ndarray, y_train: np.ndarray, x_dev: np.ndarray, sizes=HIDDEN_SIZES,
+               seed: int = 0) -> tuple[int, np.ndarray, dict[int, float]]:
+    """The compensation classifier: a one-hidden-layer MLP on the final [CLS] of a layer-skipped model.
+
+    The hidden size (from ``sizes``) is chosen on a seeded 20% validation part of train, then refitted on
+    all of train. Returns (chosen size, dev predictions, validation accuracy per size)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(y_train), dtype=bool)
+    val[rng.permutation(len(y_train))[: max(1, len(y_train) // 5)]] = True
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for h in sizes:
+            m = _mlp(h, seed).fit(x_train[~val], y_train[~val])
+            scores[h] = float(np.mean(m.predict(x_train[val]) == y_train[val]))
+        best = max(sizes, key=lambda h: (scores[h], -h))       # ties: the smaller classifier
+        pred = _mlp(best, seed).fit(x_train, y_train).predict(x_dev)
+    return best, pred, scores
+
+
+def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None = None, seed: int = 0,
+               correction: str = "holm", sizes=HIDDEN_SIZES) -> pd.DataFrame:
+    """Finding 1's layout, per skipped layer (0: none skipped, the compensation classifier's control):
+    baseline accuracy, accuracy of the skipped model with the original head, accuracy with the compensation
+    classifier, its Δ from the baseline (CI, exact McNemar p, corrected), FLOPs and wall time saved, and
+    whether the layer was an a-priori skip candidate."""
+    y = sw["label"].values
+    names = list(sw["intervention"].values)
+    pred = sw["pred"].values
+    base = pred[names.index("none")] == y
+    flops, wall = sw["flops"].values, sw["wall_seconds"].values
+    cand = set()
+    if candidates is not None and len(candidates):
+        cand = set(candidates.loc[candidates["candidate"].astype(bool), "layer"].astype(int))
+    rows = []
+    for skip in sw["skip"].values.astype(int):
+        size, comp, scores = compensate(sw["train_cls_final"].values[skip], sw["train_label"].values,
+                                        sw["cls_final"].values[skip], sizes, seed)
+        skipped = base if skip == 0 else pred[names.index(f"skip:{skip}")] == y
+        row = paired_change(base, comp == y, boot)
+        rows.append(dict(layer=int(skip), statistic="delta_compensated_accuracy",
+                         baseline_accuracy=float(base.mean()), skipped_accuracy=float(skipped.mean()),
+                         compensated_accuracy=row.pop("accuracy"),
+                         compensated_ci_low=row.pop("accuracy_ci_low"), compensated_ci_high=row.pop("accuracy_ci_high"),
+                         hidden_units=size, **{f"validation_accuracy_h{h}": s for h, s in scores.items()}, **row,
+                         flops_saved=float(1 - flops[skip] / flops[0]), wall_saved=float(1 - wall[skip] / wall[0]),
+                         apriori_candidate=bool(skip in cand)))
+    df = pd.DataFrame(rows)
+    df["p_adj"] = np.nan
+    real = df["layer"] > 0
+    df.loc[real, "p_adj"] = adjust(df.loc[real, "p"].to_numpy(), correction)
+    return df
+
+
+def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic: str = "fisher_trace") -> pd.DataFrame:
+    """Did separability pick the right layer? The a-priori candidate(s) against the best actual skip (the
+    layer whose skipping loses least: original head and compensated), and the Spearman correlation between
+    each layer's Δ separability and the accuracy change its skip causes."""
+    s = skip[skip["layer"] > 0]
+    d = separability[(separability["statistic"] == f"delta_{statistic}") & (separability["pooling"] == "cls")]
+    d = d.set_index("layer")["estimate"].reindex(s["layer"])
+    cand = sorted(s.loc[s["apriori_candidate"], "layer"].astype(int))
+    rows = []
+    for which, col in (("original_head", "skipped_accuracy"), ("compensated", "compensated_accuracy")):
+        change = s[col].to_numpy() - s["baseline_accuracy"].to_numpy()
+        best = int(s["layer"].to_numpy()[np.argmax(change)])
+        ok = np.isfinite(d.to_numpy())
+        x, yv = d.to_numpy()[ok], change[ok]
+        varied = ok.sum() >= 3 and np.ptp(x) > 0 and np.ptp(yv) > 0     # else the correlation is undefined
+        rho, p = sps.spearmanr(x, yv) if varied else (np.nan, np.nan)
+        rows.append(dict(accuracy=which, candidates=",".join(map(str, cand)), best_skip=best,
+                         top1_hit=best in cand, statistic=f"spearman_delta_{statistic}_vs_accuracy_change",
+                         estimate=float(rho), p=float(p), n=int(ok.sum())))
+    return pd.DataFrame(rows)
+
+
+def prediction_rows(sw: xr.Dataset) -> pd.DataFrame:
+    """One row per sample and intervention: the prediction, whether it is right, whether it flipped."""
+    y = sw["label"].values
+    pred = sw["pred"].values
+    names = list(sw["intervention"].values)
+    base = pred[names.index("none")]
+    k, n = pred.shape
+    return pd.DataFrame({
+        "intervention": np.repeat(np.array(names, dtype=object), n),
+        "kind": np.repeat(sw["kind"].values.astype(object), n),
+        "layer": np.repeat(sw["layer"].values, n), "head": np.repeat(sw["head"].values, n),
+        "sample_index": np.tile(np.arange(n), k), "sample_id": np.tile(sw["sample"].values, k),
+        "pred": pred.ravel(), "correct": (pred == y[None]).ravel(), "flipped": (pred != base[None]).ravel(),
+    })
