@@ -197,6 +197,17 @@ def test_intervention_sweeps_reach_the_index(tiny):
         assert int(got["flips"].iloc[0]) == flips
 
 
+def test_readme_flip_query_runs_on_the_index(tiny):
+    from bertology.analysis.sql import query
+
+    readme = (REPO / "README.md").read_text()
+    q = re.search(r"Which samples flip when layer 4 is skipped.*?```sql\n(.*?)```", readme, re.S).group(1)
+    got = query(tiny / "bertology.duckdb", q.replace("skip:4", "skip:2"))   # the tiny model has 2 layers
+    expect = query(tiny / "bertology.duckdb", "SELECT count(*) AS n FROM intervention_predictions "
+                                              "WHERE intervention = 'skip:2' AND flipped")
+    assert len(got) == int(expect["n"].iloc[0])
+
+
 def test_report_errors_name_the_problem(tiny, tmp_path):
     from bertology.reports import build_report
 
