@@ -130,15 +130,15 @@ def _skip_table(ls: pd.DataFrame, measured: pd.DataFrame) -> tuple[list[str], li
 
 def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["task", "a-priori candidate", "best actual skip (original head / compensated)",
-              "top-1 hit (original / compensated)", "lossless with compensation (Δ CI includes 0)",
+              "top-1 hit (original / compensated)", "lossless with compensation (Δ's 95% CI reaches 0)",
               "Spearman ρ, Δ separability vs Δ accuracy (original / compensated)"]
     rows = []
     for task in dict.fromkeys(ls["task"]):
         a = av[av["task"] == task].set_index("skip_accuracy_with") if len(av) else pd.DataFrame()
         t = ls[(ls["task"] == task) & (ls["skipped_layer"] > 0)]
-        lossless = t[(t["ci_low"] <= 0) & (t["ci_high"] >= 0)]["skipped_layer"].astype(int).tolist()
+        lossless = t[t["ci_high"] >= 0]["skipped_layer"].astype(int).tolist()   # no significant loss
         get = lambda k, c: a.at[k, c] if len(a) and k in a.index else np.nan  # noqa: E731
-        rows.append([task.upper(), get("original_head", "candidates") if len(a) else "–",
+        rows.append([task.upper(), (get("original_head", "candidates") or "none") if len(a) else "–",
                      f"{get('original_head', 'best_skip')} / {get('compensated', 'best_skip')}",
                      f"{'yes' if get('original_head', 'top1_hit') else 'no'} / "
                      f"{'yes' if get('compensated', 'top1_hit') else 'no'}",
