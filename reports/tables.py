@@ -39,6 +39,11 @@ def _est(df: pd.DataFrame, prefix: str) -> dict:
     return {prefix: r["estimate"], f"{prefix}_ci_low": r["ci_low"], f"{prefix}_ci_high": r["ci_high"]}
 
 
+def _ordered(df: pd.DataFrame, data: ReportData, *keys: str) -> pd.DataFrame:
+    order = {r.run_id: i for i, r in enumerate(data.runs)}
+    return df.assign(_o=df["run_id"].map(order)).sort_values(["_o", *keys]).drop(columns="_o")
+
+
 def metrics(data: ReportData) -> pd.DataFrame:
     """Per task: the classifier's score on the analysed dev samples (with CIs), and on the whole dev split as
     recorded by fine-tuning."""
@@ -89,8 +94,7 @@ def skip_candidates(data: ReportData) -> pd.DataFrame:
     sk = data.table("skip_candidates")
     if sk.empty:
         return pd.DataFrame()
-    order = {r.run_id: i for i, r in enumerate(data.runs)}
-    sk = sk.assign(_o=sk["run_id"].map(order)).sort_values(["_o", "layer"])
+    sk = _ordered(sk, data, "layer")
     out = sk[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "p", "p_adj", "rank",
               "candidate", "rule"]].rename(columns={"statistic": "delta_of", "estimate": "delta"})
     out["delta_of"] = out["delta_of"].str.replace("delta_", "", regex=False)
@@ -148,8 +152,7 @@ def token_strength(data: ReportData) -> pd.DataFrame:
     if ts.empty:
         return pd.DataFrame()
     ts = ts[ts["statistic"] == "share"]
-    order = {r.run_id: i for i, r in enumerate(data.runs)}
-    ts = ts.assign(_o=ts["run_id"].map(order)).sort_values(["_o", "level", "threshold", "bucket", "category"])
+    ts = _ordered(ts, data, "level", "threshold", "bucket", "category")
     out = ts[["task", "layer", "site", "level", "threshold", "bucket", "category", "estimate", "ci_low",
               "ci_high", "n"]].rename(columns={"estimate": "share"})
     return out.reset_index(drop=True)
@@ -161,14 +164,8 @@ def token_profile(data: ReportData) -> pd.DataFrame:
     if ts.empty:
         return pd.DataFrame()
     ts = ts[ts["statistic"].isin(["profile_mean_strength", "profile_high_content_share"])]
-    order = {r.run_id: i for i, r in enumerate(data.runs)}
-    ts = ts.assign(_o=ts["run_id"].map(order)).sort_values(["_o", "statistic", "layer"])
+    ts = _ordered(ts, data, "statistic", "layer")
     return ts[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n"]].reset_index(drop=True)
-
-
-def _ordered(df: pd.DataFrame, data: ReportData, *keys: str) -> pd.DataFrame:
-    order = {r.run_id: i for i, r in enumerate(data.runs)}
-    return df.assign(_o=df["run_id"].map(order)).sort_values(["_o", *keys]).drop(columns="_o")
 
 
 def layer_skip(data: ReportData) -> pd.DataFrame:
