@@ -137,10 +137,12 @@ rule intervene:
         carve=lambda w: carve(w.task),
         families=",".join(IV["families"]),
         train_limit=IV["train_limit"],
+        skip_layers=",".join(map(str, IV["skip_layers"])) if isinstance(IV["skip_layers"], list) else IV["skip_layers"],
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} bertology intervene --model {input.model} --store {input.dev} --out {output} "
-        "--families {params.families} --train-limit {params.train_limit} --glue-dir {params.glue_dir} "
+        "--families {params.families} --train-limit {params.train_limit} --skip-layers {params.skip_layers} "
+        "--glue-dir {params.glue_dir} "
         "{params.carve} --seed {params.seed} --quiet > {log} 2>&1"
 
 

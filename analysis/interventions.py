@@ -106,9 +106,9 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
     if candidates is not None and len(candidates):
         cand = set(candidates.loc[candidates["candidate"].astype(bool), "layer"].astype(int))
     rows = []
-    for skip in sw["skip"].values.astype(int):
-        size, comp, scores = compensate(sw["train_cls_final"].values[skip], sw["train_label"].values,
-                                        sw["cls_final"].values[skip], sizes, seed)
+    for k, skip in enumerate(sw["skip"].values.astype(int)):     # 0 first, then the swept layers
+        size, comp, scores = compensate(sw["train_cls_final"].values[k], sw["train_label"].values,
+                                        sw["cls_final"].values[k], sizes, seed)
         skipped = base if skip == 0 else pred[names.index(f"skip:{skip}")] == y
         row = paired_change(base, comp == y, boot)
         rows.append(dict(layer=int(skip), statistic="delta_compensated_accuracy",
@@ -116,7 +116,7 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
                          compensated_accuracy=row.pop("accuracy"),
                          compensated_ci_low=row.pop("accuracy_ci_low"), compensated_ci_high=row.pop("accuracy_ci_high"),
                          hidden_units=size, **{f"validation_accuracy_h{h}": s for h, s in scores.items()}, **row,
-                         flops_saved=float(1 - flops[skip] / flops[0]), wall_saved=float(1 - wall[skip] / wall[0]),
+                         flops_saved=float(1 - flops[k] / flops[0]), wall_saved=float(1 - wall[k] / wall[0]),
                          apriori_candidate=bool(skip in cand)))
     df = pd.DataFrame(rows)
     df["p_adj"] = np.nan
@@ -125,10 +125,14 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
     return df
 
 
-def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic: str = "fisher_trace") -> pd.DataFrame:
+def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic: str = "fisher_trace",
+                       n_layers: int | None = None) -> pd.DataFrame:
     """Did separability pick the right layer? The a-priori candidate(s) against the best actual skip (the
     layer whose skipping loses least: original head and compensated), and the Spearman correlation between
-    each layer's Δ separability and the accuracy change its skip causes."""
+    each layer's Δ separability and the accuracy change its skip causes.
+
+    Both need every layer skipped: when the sweep skipped only some layers (``n_layers`` says how many the
+    model has), the best of the swept layers is reported but ``top1_hit`` is left undefined (NA)."""
     s = skip[skip["layer"] > 0]
     d = separability[(separability["statistic"] == f"delta_{statistic}") & (separability["pooling"] == "cls")]
     d = d.set_index("layer")["estimate"].reindex(s["layer"])
@@ -141,8 +145,10 @@ def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic
         x, yv = d.to_numpy()[ok], change[ok]
         varied = ok.sum() >= 3 and np.ptp(x) > 0 and np.ptp(yv) > 0     # else the correlation is undefined
         rho, p = sps.spearmanr(x, yv) if varied else (np.nan, np.nan)
+        every_layer = n_layers is None or len(s) == n_layers
         rows.append(dict(accuracy=which, candidates=",".join(map(str, cand)), best_skip=best,
-                         top1_hit=best in cand, statistic=f"spearman_delta_{statistic}_vs_accuracy_change",
+                         layers_swept=",".join(map(str, s["layer"].astype(int))),
+                         top1_hit=(best in cand) if every_layer else pd.NA, statistic=f"spearman_delta_{statistic}_vs_accuracy_change",
                          estimate=float(rho), p=float(p), n=int(ok.sum())))
     return pd.DataFrame(rows)
 

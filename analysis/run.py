@@ -100,7 +100,8 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         tables["interventions"] = intervention_effects(sw, boot, cfg.correction)
         tables["layer_skip"] = layer_skip(sw, boot, tables["skip_candidates"], seed=cfg.seed,
                                           correction=cfg.correction)
-        tables["apriori_validation"] = apriori_validation(tables["layer_skip"], sep, cfg.skip_statistic)
+        tables["apriori_validation"] = apriori_validation(tables["layer_skip"], sep, cfg.skip_statistic,
+                                                          n_layers=int(sw.attrs["n_layers"]))
         tables["intervention_predictions"] = prediction_rows(sw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -198,3 +198,13 @@ def skip_candidates(sep: pd.DataFrame, statistic: str = "fisher_trace", rule: st
     else:
         raise ValueError(f"unknown skip-candidate rule {rule!r}; use 'nonpositive' or 'k_lowest'")
     return d.reset_index(drop=True)
+
+
+def apriori_skip_layers(ds: xr.Dataset, statistic: str = "fisher_trace", rule: str = "nonpositive", k: int = 1,
+                        seed: int = 0) -> list[int]:
+    """The layers :func:`skip_candidates` picks from a store's [CLS] separability (the point estimates of
+    Δ, which do not depend on the bootstrap), for a sweep that skips only the a-priori candidates."""
+    sep = separability(ds, Bootstrap.draw(ds.sizes["sample"], 20, seed), probe=statistic == "probe_accuracy",
+                       seed=seed, permutations=0)
+    cand = skip_candidates(sep, statistic, rule, k)
+    return sorted(cand.loc[cand["candidate"], "layer"].astype(int).tolist())

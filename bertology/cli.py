@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intervention families (default: all of skip ffn attn heads head)")
     p.add_argument("--train-limit", type=int, default=2000,
                    help="train examples for the layer-skip compensation classifier (default 2000)")
+    p.add_argument("--skip-layers", default="all",
+                   help="layers the skip family skips: all (default), candidates (the a-priori skip candidates "
+                        "from the store's separability, as `analyze` picks them), or a list such as 2,5")
+    p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"),
+                   help="with --skip-layers candidates: as in `analyze`")
+    p.add_argument("--skip-k", type=int, default=1)
+    p.add_argument("--skip-statistic", default="fisher_trace",
+                   choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--glue-dir", help="GLUE folder for the train split (default: $GLUE_DIR)")
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION")
@@ -133,6 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _skip_layers(args: argparse.Namespace):
+    """``--skip-layers``: None (every layer), the a-priori candidates of the store, or the listed layers."""
+    text = args.skip_layers.strip().lower()
+    if text == "all":
+        return None
+    if text == "candidates":
+        from bertology.analysis.separability import apriori_skip_layers
+        from bertology.store import open_store
+
+        layers = apriori_skip_layers(open_store(args.store), args.skip_statistic, args.skip_rule, args.skip_k,
+                                     args.seed)
+        print(f"a-priori skip candidates ({args.skip_statistic}, {args.skip_rule}): layers {layers}")
+        return layers
+    try:
+        return list(_csv(int)(text))
+    except ValueError:
+        raise BertologyError(f"--skip-layers {args.skip_layers!r}: use all, candidates, or layer numbers "
+                             "such as 2,5") from None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         from bertology.extract.finetune import finetune_task
@@ -169,9 +197,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "intervene":
         from bertology.extract.sweep import FAMILIES, sweep
 
+        skip_layers = _skip_layers(args)
         path = sweep(args.model, args.store, args.out, families=args.families or FAMILIES, glue_dir=args.glue_dir,
                      carve_train_from_dev=args.carve_train_from_dev, train_limit=args.train_limit,
-                     batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet)
+                     batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet,
+                     skip_layers=skip_layers)
         print(f"wrote {path}")
     elif args.command == "analyze":
         from bertology.analysis.run import AnalyzeConfig, analyze

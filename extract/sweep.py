@@ -5,6 +5,9 @@ for every head) the logits of every dev sample come from a partial forward that 
 layer from the stored token states (:mod:`partial`), not from the tokens. For the layer-skip compensation
 classifier it also records the final [CLS] of each layer-skipped model on the dev samples and on a
 train subset, and the measured encoder wall time and FLOPs of each skipped model on dev.
+
+``skip_layers`` restricts the layer skips (and their compensation features) to chosen layers, e.g. the
+a-priori candidates from separability; the other families always cover every layer.
 """
 
 from __future__ import annotations
@@ -31,21 +34,35 @@ from .tasks import load_split
 FAMILIES = ("skip", "ffn", "attn", "heads", "head")
 
 
-def plan(n_layers: int, n_heads: int, families=FAMILIES) -> list[tuple[Intervention, ...]]:
-    """The sweep's interventions, ``()`` (none) first, then by family and layer."""
+def plan(n_layers: int, n_heads: int, families=FAMILIES, skip_layers=None) -> list[tuple[Intervention, ...]]:
+    """The sweep's interventions, ``()`` (none) first, then by family and layer (``skip_layers``: only these
+    layers are skipped; default every layer)."""
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise BertologyError(f"unknown intervention families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+    skips = _skip_layers(n_layers, skip_layers)
     out: list[tuple[Intervention, ...]] = [()]
     for kind in FAMILIES:
         if kind not in families:
             continue
         for layer in range(1, n_layers + 1):
+            if kind == "skip" and layer not in skips:
+                continue
             if kind == "head":
                 out += [(Intervention(layer, "head", h),) for h in range(1, n_heads + 1)]
             else:
                 out.append((Intervention(layer, kind),))
     return out
+
+
+def _skip_layers(n_layers: int, skip_layers=None) -> list[int]:
+    if skip_layers is None:
+        return list(range(1, n_layers + 1))
+    layers = sorted({int(x) for x in skip_layers})
+    bad = [x for x in layers if not 1 <= x <= n_layers]
+    if bad:
+        raise BertologyError(f"skip layers {bad} are outside this model's layers 1..{n_layers}")
+    return layers
 
 
 def layer_flops(n: np.ndarray, hidden: int, ff: int) -> np.ndarray:
@@ -56,22 +73,28 @@ def layer_flops(n: np.ndarray, hidden: int, ff: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _train_cls(lm, enc, skip: int, batch_size: int, dev) -> np.ndarray:
-    """Final-layer [CLS] of the model with layer ``skip`` skipped (0: none), on tokenised train samples."""
-    out = np.zeros((len(enc), lm.model.config.hidden_size), dtype=np.float32)
+def skip_features(lm, enc, skips: list[int], batch_size: int, dev, progress: bool = False,
+                  desc: str = "skip features") -> np.ndarray:
+    """Final-layer [CLS] of the unmodified model (row 0) and of the model with layer ``skips[k]`` skipped
+    (row k + 1), on tokenised samples. One plain forward per batch gives every layer's output; skipping
+    layer l then reruns only layers l+1…L from the output of layer l−1."""
+    out = np.zeros((len(skips) + 1, len(enc), lm.model.config.hidden_size), dtype=np.float32)
     use_types = lm.model.config.type_vocab_size >= 2
-    ivs = (Intervention(skip, "skip"),) if skip else ()
-    for b in length_batches(enc.lengths, np.arange(len(enc)), batch_size):
+    batches = length_batches(enc.lengths, np.arange(len(enc)), batch_size)
+    for b in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         batch = collate(enc, b, lm.tokenizer.pad_token_id, use_types, dev)
-        with Intervene(lm.model, ivs):
-            h = lm.model(**batch, output_hidden_states=True).hidden_states[-1]
-        out[b] = h[:, 0].float().cpu().numpy()
+        hs = lm.model(**batch, output_hidden_states=True).hidden_states
+        out[0, b] = hs[-1][:, 0].float().cpu().numpy()
+        for k, layer in enumerate(skips, start=1):
+            _, cls = forward_from(lm.model, hs[layer - 1], batch["attention_mask"], layer,
+                                  (Intervention(layer, "skip"),))
+            out[k, b] = cls.float().cpu().numpy()
     return out
 
 
 def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, glue_dir=None,
           carve_train_from_dev: float | None = None, train_limit: int | None = 2000, batch_size: int = 64,
-          seed: int = 0, device: str | None = None, progress: bool = True) -> Path:
+          seed: int = 0, device: str | None = None, progress: bool = True, skip_layers=None) -> Path:
     """Run the sweep for the dev ``store`` with checkpoint ``model`` (the one the store was extracted with)
     and write it to ``out`` (see :mod:`bertology.store.sweep`)."""
     ds = open_store(store)
@@ -82,13 +105,15 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
                              f"extracted with ({ds.attrs['model_sha256'][:12]}…); sweep with that checkpoint")
     cfg = lm.model.config
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-    specs = plan(n_layers, n_heads, families)
+    skips = _skip_layers(n_layers, skip_layers) if "skip" in families else []
+    specs = plan(n_layers, n_heads, families, skips)
     n, n_cls = ds.sizes["sample"], ds.sizes["class"]
     inputs = LayerInputs(ds)
     lengths = ds["length"].values.astype(np.int64)
     batches = length_batches(lengths, np.arange(n), batch_size)
     logits = np.zeros((len(specs), n, n_cls), dtype=np.float32)
-    cls_final = np.zeros((n_layers + 1, n, cfg.hidden_size), dtype=np.float32)
+    skip_axis = [0] + skips                                   # 0: nothing skipped (the classifier's control)
+    cls_final = np.zeros((len(skip_axis), n, cfg.hidden_size), dtype=np.float32)
     order = sorted(range(len(specs)), key=lambda k: (min(first_layer(specs[k]), 1 if not specs[k] else 10 ** 9), k))
     bar = tqdm(total=len(specs), desc=f"intervene {ds.attrs['task']}", unit="intervention", disable=not progress)
     for k in order:
@@ -99,12 +124,12 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             lg, cls = forward_from(lm.model, h, m, start, ivs)
             logits[k, b] = lg.float().cpu().numpy()
             if not ivs or ivs[0].kind == "skip":
-                cls_final[ivs[0].layer if ivs else 0, b] = cls.float().cpu().numpy()
+                cls_final[skip_axis.index(ivs[0].layer if ivs else 0), b] = cls.float().cpu().numpy()
         bar.update()
     bar.close()
     # wall time and FLOPs of the encoder on dev with each layer skipped (0: none), from the embeddings on
-    wall = np.zeros(n_layers + 1)
-    for skip in range(n_layers + 1):
+    wall = np.zeros(len(skip_axis))
+    for k, skip in enumerate(skip_axis):
         ivs = (Intervention(skip, "skip"),) if skip else ()
         t0 = time.perf_counter()
         for b in batches:
@@ -112,16 +137,15 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             forward_from(lm.model, h, m, 1, ivs)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        wall[skip] = time.perf_counter() - t0
+        wall[k] = time.perf_counter() - t0
     per_layer = layer_flops(lengths, cfg.hidden_size, cfg.intermediate_size).sum()
     head = n * 2.0 * (cfg.hidden_size ** 2 + cfg.hidden_size * n_cls)
-    flops = np.array([n_layers * per_layer + head - (per_layer if s else 0.0) for s in range(n_layers + 1)])
+    flops = np.array([n_layers * per_layer + head - (per_layer if s else 0.0) for s in skip_axis])
     # the compensation classifier's train features: a train subset through each layer-skipped model
     train = load_split(ds.attrs["task"], "train", glue_dir, carve_train_from_dev=carve_train_from_dev,
                        carve_seed=seed, limit=train_limit)
     enc = encode(lm.tokenizer, train, int(ds.attrs["max_length"]))
-    train_cls = np.stack([_train_cls(lm, enc, s, batch_size, dev) for s in tqdm(
-        range(n_layers + 1), desc=f"skip features {ds.attrs['task']}/train", disable=not progress)])
+    train_cls = skip_features(lm, enc, skips, batch_size, dev, progress, f"skip features {ds.attrs['task']}/train")
     names = ["+".join(i.name for i in s) or "none" for s in specs]
     result = xr.Dataset(
         {
@@ -139,12 +163,12 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             "kind": ("intervention", np.array([s[0].kind if s else "none" for s in specs], dtype=object)),
             "layer": ("intervention", np.array([s[0].layer if s else 0 for s in specs], dtype=np.int64)),
             "head": ("intervention", np.array([s[0].head if s else 0 for s in specs], dtype=np.int64)),
-            "sample": ds["sample"].values, "skip": np.arange(n_layers + 1),
+            "sample": ds["sample"].values, "skip": np.array(skip_axis, dtype=np.int64),
         },
         attrs={
             "task": ds.attrs["task"], "model": str(model), "model_sha256": lm.sha256, "store": str(Path(store).resolve()),
             "n_layers": n_layers, "n_heads": n_heads, "label_names": list(ds.attrs["label_names"]),
-            "families": list(families), "train_file": train.source, "train_sha256": train.sha256,
+            "families": list(families), "skip_layers": skips, "train_file": train.source, "train_sha256": train.sha256,
             "train_carve_out": train.carve_out or {}, "train_n": len(train), "seed": seed,
             "device": str(dev), "bertology_version": __version__,
         },

@@ -128,6 +128,11 @@ def _skip_table(ls: pd.DataFrame, measured: pd.DataFrame) -> tuple[list[str], li
     return header, rows
 
 
+def _hit(value) -> str:
+    """A top-1 hit: yes, no, or n/a where the sweep skipped only some layers (no best layer to compare)."""
+    return "n/a (not every layer skipped)" if value is None or pd.isna(value) else ("yes" if value else "no")
+
+
 def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["task", "a-priori candidate", "best actual skip (original head / compensated)",
               "top-1 hit (original / compensated)", "lossless with compensation (Δ's 95% CI reaches 0)",
@@ -140,8 +145,7 @@ def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[l
         get = lambda k, c: a.at[k, c] if len(a) and k in a.index else np.nan  # noqa: E731
         rows.append([task.upper(), (get("original_head", "candidates") or "none") if len(a) else "–",
                      f"{get('original_head', 'best_skip')} / {get('compensated', 'best_skip')}",
-                     f"{'yes' if get('original_head', 'top1_hit') else 'no'} / "
-                     f"{'yes' if get('compensated', 'top1_hit') else 'no'}",
+                     f"{_hit(get('original_head', 'top1_hit'))} / {_hit(get('compensated', 'top1_hit'))}",
                      ("layers " + ", ".join(map(str, lossless))) if lossless else "no layer",
                      f"{num(get('original_head', 'spearman_rho'))} / {num(get('compensated', 'spearman_rho'))}"])
     return header, rows

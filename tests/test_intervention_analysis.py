@@ -11,6 +11,8 @@ from scipy import stats as sps
 from bertology.analysis.bootstrap import Bootstrap
 from bertology.analysis.interventions import (apriori_validation, intervention_effects, layer_skip, mcnemar_exact,
                                               paired_change, prediction_rows)
+from bertology import BertologyError
+from bertology.extract.interventions import Intervention
 from bertology.extract.sweep import layer_flops, plan
 from bertology.store.sweep import open_sweep, write_sweep
 
@@ -39,6 +41,10 @@ def test_sweep_plan_and_layer_flops():
     specs = plan(3, 4)
     assert len(specs) == 1 + 4 * 3 + 3 * 4 and specs[0] == ()
     assert len(plan(3, 4, ("skip",))) == 4
+    assert plan(3, 4, ("skip", "ffn"), skip_layers=[2]) == [(), (Intervention(2, "skip"),)] + [
+        (Intervention(layer, "ffn"),) for layer in (1, 2, 3)]                # only the chosen layer is skipped
+    with pytest.raises(BertologyError, match="outside"):
+        plan(3, 4, ("skip",), skip_layers=[4])
     # one token, H = 2, F = 4: 2·(4·1·4 + 2·1·2 + 2·1·2·4) = 72
     assert layer_flops(np.array([1]), 2, 4)[0] == 72.0
 
@@ -101,3 +107,24 @@ def test_effects_layer_skip_and_apriori_on_a_synthetic_sweep(tmp_path):
     assert len(rows) == 7 * sw.sizes["sample"]
     assert rows[rows["intervention"] == "skip:3"]["flipped"].all()
     assert not rows[rows["intervention"] == "skip:2"]["flipped"].any()
+
+
+def test_a_sweep_of_only_the_candidates_reports_them_and_leaves_the_top1_hit_undefined(tmp_path):
+    """Skipping only layer 2 (the candidate): the skip axis is (0, 2), the table has those rows, and with no
+    other layer skipped there is no best layer to compare the candidate with."""
+    full = synthetic_sweep()
+    keep = [0, 2]
+    sw = full.sel(skip=keep).sel(intervention=["none", "skip:2", "ffn:1", "ffn:2", "ffn:3"])
+    sw = open_sweep(write_sweep(sw, tmp_path / "c.sweep"))
+    boot = Bootstrap.draw(sw.sizes["sample"], 200, seed=0)
+    cand = pd.DataFrame({"layer": [1, 2, 3], "candidate": [False, True, False]})
+    ls = layer_skip(sw, boot, cand, seed=0).set_index("layer")
+    assert list(ls.index) == keep
+    # the same rows as in the full sweep, which used each skip's own features and timings
+    ref = layer_skip(full, boot, cand, seed=0).set_index("layer").loc[keep]
+    pd.testing.assert_frame_equal(ls, ref)
+    sep = pd.DataFrame({"layer": [1, 2, 3], "statistic": "delta_fisher_trace", "pooling": "cls",
+                        "estimate": [0.3, 0.0, 0.9]})
+    av = apriori_validation(ls.reset_index(), sep, n_layers=3).set_index("accuracy")
+    assert av.at["original_head", "best_skip"] == 2 and av.at["original_head", "layers_swept"] == "2"
+    assert pd.isna(av.at["original_head", "top1_hit"]) and np.isnan(av.at["original_head", "estimate"])

@@ -13,6 +13,7 @@ from bertology.extract.extraction import ExtractConfig, extract
 from bertology.extract.interventions import intervened, parse
 from bertology.extract.models import load_classifier
 from bertology.extract.partial import LayerInputs, forward_from
+from bertology.extract.sweep import skip_features
 from bertology.store import open_store
 
 from .conftest import make_split
@@ -136,3 +137,17 @@ def test_partial_forward_from_the_store_equals_a_full_forward(tiny_models, tmp_p
     hidden, mask = inputs.batch(1, idx)
     logits, _ = forward_from(lm.model, hidden, mask, 1)
     np.testing.assert_allclose(logits.numpy(), ds["logits"].values, rtol=1e-4, atol=1e-5)
+
+
+def test_skip_features_equal_full_forwards_of_each_skipped_model(bert):
+    """The compensation classifier's features: reusing one plain forward's layer outputs gives the same final
+    [CLS] as running the whole model with the layer skipped."""
+    split = make_split(9, task="rte", seed=5, max_words=14)
+    enc = encode(bert.tokenizer, split, 64)
+    skips = [1, 2, 3]
+    got = skip_features(bert, enc, skips, batch_size=4, dev=torch.device("cpu"))
+    batch = collate(enc, np.arange(len(split)), bert.tokenizer.pad_token_id, True)
+    for k, spec in enumerate(["none"] + [f"skip:{s}" for s in skips]):
+        want = _run(bert, batch, spec).hidden_states[-1][:, 0].numpy()
+        np.testing.assert_allclose(got[k], want, rtol=1e-4, atol=1e-5, err_msg=spec)
+    assert not np.allclose(got[1], got[0])                    # skipping changes the features

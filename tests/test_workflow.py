@@ -197,6 +197,25 @@ def test_intervention_sweeps_reach_the_index(tiny):
         assert int(got["flips"].iloc[0]) == flips
 
 
+def test_intervene_can_skip_only_the_apriori_candidates(tiny, glue_dir, tmp_path):
+    """``--skip-layers candidates`` skips exactly the layers `analyze` lists as a-priori candidates."""
+    from bertology.cli import main
+    from bertology.store.sweep import open_sweep
+
+    for task in ("sst2", "mrpc"):
+        cand = pd.read_parquet(tiny / task / "analysis" / "skip_candidates.parquet")
+        want = sorted(cand.loc[cand["candidate"], "layer"].astype(int))
+        out = tmp_path / f"{task}.sweep"
+        rc = main(["intervene", "--model", str(tiny / task / "model"), "--store", str(tiny / task / "dev.zarr"),
+                   "--out", str(out), "--families", "skip", "--skip-layers", "candidates", "--train-limit", "40",
+                   "--glue-dir", str(glue_dir), "--quiet"])
+        assert rc == 0
+        sw = open_sweep(out)
+        assert want and sw["skip"].values.tolist() == [0, *want]
+        assert list(sw["intervention"].values) == ["none", *(f"skip:{layer}" for layer in want)]
+        assert sw.attrs["skip_layers"] == want
+
+
 def test_readme_flip_query_runs_on_the_index(tiny):
     from bertology.analysis.sql import query
 
