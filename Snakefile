@@ -1,4 +1,5 @@
-# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only)
+# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only;
+#                     pre-trained model on dev: attention only)
 #                     -> [intervene] -> analyze -> index -> report.         Run: snakemake --cores 8
 # Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
 # affects (and what depends on their outputs); a second run with nothing changed runs nothing.
@@ -95,6 +96,27 @@ rule extract_dev:
         "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
 
 
+rule extract_pretrained:
+    """The pre-trained model (the one fine-tuning started from) on the same dev samples, attention maps only:
+    the reference for the attention change through fine-tuning."""
+    input: [BASE_MODEL] if RANDOM_INIT else []
+    output: directory(f"{R}/{{task}}/pretrained_dev.zarr")
+    log: f"{R}/logs/extract_pretrained_{{task}}.log"
+    benchmark: f"{R}/benchmarks/extract_pretrained_{{task}}.tsv"
+    threads: 2
+    resources: mem_mb=4000
+    params:
+        model=BASE_MODEL,
+        glue_dir=config["glue_dir"],
+        carve=lambda w: carve(w.task),
+        limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
+        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} --split dev "
+        "--glue-dir {params.glue_dir} --out {output} {params.limit} --attention-only --dtype {params.dtype} "
+        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
+
+
 rule extract_train:
     input: lambda w: checkpoint(w.task)
     output: directory(f"{R}/{{task}}/train.zarr")
@@ -149,6 +171,7 @@ rule intervene:
 rule analyze:
     input:
         unpack(lambda w: {"sweep": f"{R}/{w.task}/dev.sweep"} if IV["enabled"] else {}),
+        unpack(lambda w: {"pretrained": f"{R}/{w.task}/pretrained_dev.zarr"} if AN["attention_change"] else {}),
         dev=f"{R}/{{task}}/dev.zarr",
         train=f"{R}/{{task}}/train.zarr",
     output:
@@ -169,10 +192,11 @@ rule analyze:
         out=lambda w: f"{R}/{w.task}/analysis",
         resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
         sweep=lambda w, input: f"--sweep {input.sweep}" if IV["enabled"] else "",
+        pretrained=lambda w, input: f"--pretrained-store {input.pretrained}" if AN["attention_change"] else "",
     shell:
         "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
         "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} {params.sweep} "
-        "> {log} 2>&1"
+        "{params.pretrained} > {log} 2>&1"
 
 
 rule index:

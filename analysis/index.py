@@ -15,6 +15,10 @@ names the store). Tables (every row carries ``run_id``):
 - with an intervention sweep: ``interventions`` (Δ accuracy per intervention), ``layer_skip`` (skip +
   compensation classifier), ``apriori_validation``, and ``intervention_predictions`` (per sample and
   intervention: prediction, correct, flipped);
+- with attention maps in the store: ``attention_patterns`` (Kovaleva's pattern types and the features they
+  are read from, per head, layer and model), ``attention_token_classes`` (attention to [CLS], [SEP],
+  punctuation, other), ``attention_examples`` (one map of each type) and, with a pre-trained reference
+  store, ``attention_finetune_change`` (cosine of pre-trained and fine-tuned maps);
 - views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
@@ -54,6 +58,10 @@ ANALYSIS_TABLES = {
     "layer_skip": "layer_skip",
     "apriori_validation": "apriori_validation",
     "intervention_predictions": "intervention_predictions",
+    "attention_patterns": "attention_patterns",
+    "attention_token_classes": "attention_token_classes",
+    "attention_finetune_change": "attention_finetune_change",
+    "attention_examples": "attention_examples",
 }
 RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
 VIEWS = {
@@ -181,6 +189,9 @@ def build_index(results: str | Path, db: str | Path) -> IndexReport:
             continue
         if not (attrs.get("bertology_progress") or {}).get("complete"):
             report.skipped.append(f"{store}: incomplete extraction")
+            continue
+        if (attrs.get("bertology") or {}).get("attention_only"):
+            report.skipped.append(f"{store}: attention-only reference store (read by `analyze --pretrained-store`)")
             continue
         analysis = by_store.get(str(store.resolve()))
         wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))

@@ -21,6 +21,7 @@ from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.sweep import open_sweep
 
+from .attention_heads import attention_tables
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
@@ -48,6 +49,7 @@ class AnalyzeConfig:
     strength_layer: int | None = None
     strength_site: str = "ln2"
     confident_margin: float = CONFIDENT_MARGIN
+    attention: bool = True                # Kovaleva's head analyses, when the store holds attention maps
 
 
 def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
@@ -61,13 +63,16 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
 
 
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
-            train_store: str | Path | None = None, sweep: str | Path | None = None) -> dict[str, Path]:
+            train_store: str | Path | None = None, sweep: str | Path | None = None,
+            pretrained_store: str | Path | None = None) -> dict[str, Path]:
     """Compute every table for one store and write them (atomically, each file) under ``out``.
 
     ``train_store`` (a ``--cls-only`` store of the train split, same checkpoint) is where the per-layer
     probes and centroids are fitted; without it they are cross-fitted on the store itself. ``sweep`` (from
     ``bertology intervene`` on this store) adds ``interventions``, ``layer_skip``, ``apriori_validation`` and
-    the per-sample ``intervention_predictions``.
+    the per-sample ``intervention_predictions``. A store with attention maps gets the attention-head tables
+    (:mod:`attention_heads`); ``pretrained_store`` (the pre-trained model on the same samples, e.g.
+    ``extract --attention-only``) adds their change through fine-tuning.
     """
     cfg = cfg or AnalyzeConfig()
     ds = open_store(store)
@@ -93,6 +98,13 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
             tables["token_buckets"] = per_token
         except ValueError as e:  # the store lacks token states at the strength layer/site
             print(f"bertology analyze: token strength skipped: {e}")
+    if pretrained_store is not None and "attention" not in ds:
+        raise BertologyError(f"{store}: no attention maps to compare with {pretrained_store}; extract with attention")
+    if cfg.attention and "attention" in ds:
+        pre = open_store(pretrained_store) if pretrained_store else None
+        if pre is not None and "attention" not in pre:
+            raise BertologyError(f"{pretrained_store}: holds no attention maps; extract it with --attention-only")
+        tables.update(attention_tables(ds, boot, pre))
     if sweep is not None:
         sw = open_sweep(sweep)
         if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):
@@ -107,7 +119,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, df in tables.items():
-        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions")  # one row per token / sample: not tidy stats
+        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions", "attention_examples")  # one row per token / sample: not tidy stats
         df = df.assign(task=task, model=model) if per_row else tidy(df, task, model)
         path = out / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
@@ -119,6 +131,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
          "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
          "train_store": str(Path(train_store).resolve()) if train_store else None,
          "sweep": str(Path(sweep).resolve()) if sweep else None,
+         "pretrained_store": str(Path(pretrained_store).resolve()) if pretrained_store else None,
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     return written

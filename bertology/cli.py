@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-attention", action="store_true", help="do not store attention maps")
     p.add_argument("--cls-only", action="store_true",
                    help="store only the [CLS] states, logits and sample data (cheap; for probes on train)")
+    p.add_argument("--attention-only", action="store_true",
+                   help="store only the attention maps besides the [CLS] states (a reference store, e.g. the "
+                        "pre-trained model on the dev samples, for the attention change through fine-tuning)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confident-margin", type=float, default=0.3, help="margin above which an error is confident")
     p.add_argument("--sweep", help="intervention sweep of this store (`bertology intervene`): adds the "
                                    "intervention, layer-skip and a-priori validation tables")
+    p.add_argument("--pretrained-store", help="the pre-trained model's store of the same samples (extract "
+                                              "--attention-only): adds the attention change through fine-tuning")
+    p.add_argument("--no-attention", action="store_true", help="skip the attention-head tables")
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
     p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
@@ -184,12 +190,15 @@ def run(args: argparse.Namespace) -> int:
         from bertology.extract.extraction import ExtractConfig, extract_task
         from bertology.store import schema as S
 
+        if args.attention_only and (args.cls_only or args.no_attention):
+            raise BertologyError("--attention-only stores attention maps: drop --cls-only / --no-attention")
         sites = args.token_sites if args.token_sites is not None else S.TOKEN_SITES
         cfg = ExtractConfig(
-            token_sites=() if args.cls_only else sites,
+            token_sites=() if (args.cls_only or args.attention_only) else sites,
             token_layers=args.token_layers,
             attention=not (args.no_attention or args.cls_only),
-            dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed)
+            dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
+            extra_meta={"attention_only": True} if args.attention_only else {})
         path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
                             carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet)
@@ -211,9 +220,10 @@ def run(args: argparse.Namespace) -> int:
                             probe=not args.no_probe, strength_layer=args.strength_layer,
                             pooling=("cls", "mean") if args.mean_pooled else ("cls",),
                             permutations=args.permutations,
-                            strength_site=args.strength_site, confident_margin=args.confident_margin)
+                            strength_site=args.strength_site, confident_margin=args.confident_margin,
+                            attention=not args.no_attention)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
-                                  sweep=args.sweep).items():
+                                  sweep=args.sweep, pretrained_store=args.pretrained_store).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from pathlib import Path

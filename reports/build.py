@@ -166,6 +166,30 @@ def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[l
     return header, rows
 
 
+def _pattern_rows(ps: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
+    """Task × pattern type shares, with the published heterogeneous range as the last row."""
+    names = ["vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"]
+    header = ["task", *names]
+    rows = []
+    for task in dict.fromkeys(ps["task"]):
+        t = ps[ps["task"] == task].set_index("pattern")
+        rows.append([task.upper(), *[ci(t.at[n, "share"], t.at[n, "ci_low"], t.at[n, "ci_high"]) if n in t.index
+                                     else "n/a (single sentences)" for n in names]])
+    pub = {len(rows)}
+    rows.append([P.LABEL, "", "", "", "", P.HETEROGENEOUS_SHARE.value])
+    return header, rows, pub
+
+
+def _ordered_examples(ex: pd.DataFrame, data: ReportData) -> pd.DataFrame:
+    """The example map of each pattern type from the first task (in run order) that has one."""
+    runs = {r.run_id: i for i, r in enumerate(data.runs)}
+    ex = ex.assign(_r=ex["run_id"].map(runs))
+    first = ex.groupby("pattern")["_r"].transform("min")
+    order = {n: i for i, n in enumerate(("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"))}
+    ex = ex[ex["_r"] == first].assign(_p=ex["pattern"].map(order))
+    return ex.sort_values(["_p", "query", "key"]).drop(columns=["_p", "_r"])
+
+
 def _provenance_rows(pv: pd.DataFrame) -> tuple[list[str], list[list]]:
     keys = [c for c in pv.columns if c != "task"]
     header = ["", *[t.upper() for t in pv["task"]]]
@@ -258,6 +282,54 @@ def _sections(data: ReportData, tabs: dict[str, pd.DataFrame], config: dict | No
                       + image_html(figures.head_heatmaps(hd, rm), "head disabling heatmaps") + csv("heads"))
         html.append(("removals", "Removing FFNs, attention and heads", inner))
         md += ["## Removals: Δ accuracy by layer [95% CI]", "", table_md(h, rows), ""]
+
+    ps = tabs.get("attention_patterns")
+    if ps is not None:
+        h, rows, pub = _pattern_rows(ps)
+        inner = ("<p>Each head's attention map on each dev sample, typed as Kovaleva et al. (2019) type them, by "
+                 "explicit features (shares of attention mass, averaged over the queries): <i>vertical</i>, mass on "
+                 "the [CLS]/[SEP] columns; <i>diagonal</i>, mass on the neighbours i±1; <i>vertical+diagonal</i>, "
+                 "both; <i>block</i>, mass within the query's own sentence of a pair; <i>heterogeneous</i>, none of "
+                 f"these. Thresholds: <code>{esc(str(ps['thresholds'].iloc[0]))}</code> (documented in "
+                 "<code>analysis/attention_heads.py</code>; calibrate them on labelled maps with "
+                 "<code>PatternClassifier.fit</code>). Block is defined for sentence pairs only.</p>"
+                 + image_html(figures.pattern_shares(ps), "pattern type shares")
+                 + table_html(h, rows, pub_rows=pub) + csv("attention_patterns"))
+        hd = tabs.get("attention_heads")
+        if hd is not None:
+            inner += ("<h3>Dominant pattern per head</h3>" + image_html(figures.pattern_heatmaps(hd), "pattern per head")
+                      + csv("attention_heads"))
+        ex = data.table("attention_examples")
+        if len(ex):
+            ex = _ordered_examples(ex, data)                                  # each type from the first task with it
+            inner += ("<h3>One map of each type, from the data</h3><p class=\"sub\">The clearest map of each type "
+                      "(largest margin over its threshold) among samples of at most 40 tokens.</p>"
+                      + image_html(figures.example_maps(ex), "example attention maps"))
+        tc = tabs.get("attention_token_classes")
+        if tc is not None:
+            inner += ("<h3>Attention to [CLS], [SEP] and punctuation, by layer</h3><p>Attention mass each query "
+                      "gives to the token class, averaged over queries (which normalises by sequence length, as "
+                      "in the paper) and over samples; mean over the heads of the layer, 95% CI; dotted, the mass "
+                      "uniform attention would give. Kovaleva et al. find [CLS] attention high in early layers and "
+                      "[SEP] attention rising in the middle layers of BERT-base.</p>"
+                      + image_html(figures.token_class_trend(tc), "attention to token classes")
+                      + csv("attention_token_classes"))
+        fc = tabs.get("attention_finetune")
+        if fc is not None:
+            h2, rows2 = _layer_by_task(fc[fc["head"] == 0].rename(columns={"ci_low": "cosine_ci_low",
+                                                                            "ci_high": "cosine_ci_high"}),
+                                       data.tasks, "cosine")
+            inner += ("<h3>Change through fine-tuning</h3><p>Cosine similarity between the flattened attention "
+                      "maps of the pre-trained model (the checkpoint fine-tuning started from) and the fine-tuned "
+                      "model on the same dev samples, averaged over samples (1: unchanged). "
+                      f"{esc(P.LABEL)}: {esc(P.FINETUNE_CHANGE.value)} change.</p>"
+                      + image_html(figures.finetune_heatmaps(fc), "fine-tuning change per head")
+                      + "<h3>Mean over the heads of each layer [95% CI]</h3>" + table_html(h2, rows2)
+                      + csv("attention_finetune"))
+            md += ["## Attention change through fine-tuning (cosine, pre-trained vs fine-tuned) [95% CI]", "",
+                   table_md(h2, rows2), ""]
+        html.append(("attention", "Attention heads: pattern types, special tokens, fine-tuning", inner))
+        md += ["## Attention pattern types (share of head × sample maps) [95% CI]", "", table_md(h, rows), ""]
 
     if "ffn_ratio_cls" in tabs or "ffn_ratio_tokens" in tabs:
         scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}

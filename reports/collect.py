@@ -19,7 +19,8 @@ from bertology.analysis.sql import query
 
 #: index tables the report reads, per run
 TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
-          "token_strength_summary", "interventions", "layer_skip", "apriori_validation")
+          "token_strength_summary", "interventions", "layer_skip", "apriori_validation", "attention_patterns",
+          "attention_token_classes", "attention_finetune_change", "attention_examples")
 TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli")
 
 

@@ -194,3 +194,125 @@ def removals(rm: pd.DataFrame) -> bytes:
         axes[0, 0].legend(fontsize=7, frameon=False)
         fig.tight_layout()
         return _png(fig)
+
+
+PATTERN_COLORS = {"vertical": "#1f77b4", "diagonal": "#2ca02c", "vertical+diagonal": "#17becf",
+                  "block": "#ff7f0e", "heterogeneous": "#bdbdbd"}
+
+
+def pattern_shares(ps: pd.DataFrame) -> bytes:
+    """Per task: stacked shares of the five pattern types over every head and sample, heterogeneous at the
+    bottom beside the published range of its share (Kovaleva et al.) as a band."""
+    tasks = list(dict.fromkeys(ps["task"]))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 3.4, 3.0))
+        x = np.arange(len(tasks))
+        bottom = np.zeros(len(tasks))
+        for name in ["heterogeneous"] + [n for n in PATTERN_COLORS if n != "heterogeneous"]:   # it sits on 0
+            v = ps[ps["pattern"] == name].set_index("task")["share"].reindex(tasks).fillna(0.0).to_numpy()
+            ax.bar(x, v, bottom=bottom, width=0.6, color=PATTERN_COLORS[name], label=name)
+            bottom += v
+        ax.axhspan(P.HETEROGENEOUS_SHARE.low, P.HETEROGENEOUS_SHARE.high, color="black", alpha=0.12,
+                   label=f"heterogeneous share, {P.LABEL}:\n{P.HETEROGENEOUS_SHARE.value}")
+        ax.set_xticks(x, [t.upper() for t in tasks])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of head × sample maps")
+        ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        return _png(fig)
+
+
+def pattern_heatmaps(heads: pd.DataFrame) -> bytes:
+    """Per task: each head's dominant pattern type (the type of most of its maps), layer × head."""
+    tasks = list(dict.fromkeys(heads["task"]))
+    names = list(PATTERN_COLORS)
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cmap = ListedColormap([PATTERN_COLORS[n] for n in names])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(0.3 * n_heads * len(tasks) + 2.8, 0.34 * n_layers + 1.3),
+                                 squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            t = heads[heads["task"] == task]
+            grid = np.full((n_layers, n_heads), np.nan)
+            grid[t["layer"] - 1, t["head"] - 1] = [names.index(d) for d in t["dominant"]]
+            ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto")
+            ax.set_xticks(range(n_heads), [str(h) for h in range(1, n_heads + 1)], fontsize=6)
+            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
+            ax.set_xlabel("head")
+            ax.set_title(task.upper())
+        axes[0, 0].set_ylabel("layer")
+        fig.legend(handles=[Patch(color=PATTERN_COLORS[n], label=n) for n in names], fontsize=7, frameon=False,
+                   loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return _png(fig)
+
+
+def token_class_trend(tc: pd.DataFrame) -> bytes:
+    """Attention to [CLS], [SEP], punctuation and other tokens by layer (mean over heads, 95% CI band), per
+    task; dotted: the mass uniform attention would give."""
+    classes = [("cls", "[CLS]"), ("sep", "[SEP]"), ("punct", "punctuation"), ("other", "other tokens")]
+    tasks = list(dict.fromkeys(tc["task"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(11.5, 2.8), squeeze=False)
+        for ax, (c, title) in zip(axes[0], classes):
+            for i, task in enumerate(tasks):
+                t = tc[(tc["task"] == task) & (tc["token_class"] == c)].sort_values("layer")
+                col = _color(task, i)
+                ax.plot(t["layer"], t["attention"], "o-", color=col, ms=3, label=task.upper())
+                ax.fill_between(t["layer"], t["ci_low"], t["ci_high"], color=col, alpha=0.2, lw=0)
+                ax.axhline(t["uniform"].iloc[0], color=col, ls=":", lw=0.8)
+            ax.set_title(f"attention to {title}")
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            ax.set_ylim(0, None)
+        axes[0, 0].set_ylabel("mass, mean over queries")
+        axes[0, -1].legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def finetune_heatmaps(fc: pd.DataFrame) -> bytes:
+    """Per task: cosine similarity of pre-trained and fine-tuned attention maps, layer × head."""
+    heads = fc[fc["head"] > 0]
+    tasks = list(dict.fromkeys(heads["task"]))
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
+    lo = min(0.5, float(np.floor(10 * heads["cosine"].min()) / 10))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(0.3 * n_heads * len(tasks) + 1.8, 0.34 * n_layers + 1.3),
+                                 squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            t = heads[heads["task"] == task]
+            grid = np.full((n_layers, n_heads), np.nan)
+            grid[t["layer"] - 1, t["head"] - 1] = t["cosine"]
+            im = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=1.0, aspect="auto")
+            ax.set_xticks(range(n_heads), [str(h) for h in range(1, n_heads + 1)], fontsize=6)
+            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
+            ax.set_xlabel("head")
+            ax.set_title(task.upper())
+        axes[0, 0].set_ylabel("layer")
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="cosine, pre-trained vs fine-tuned")
+        return _png(fig)
+
+
+def example_maps(ex: pd.DataFrame) -> bytes:
+    """One attention map of each pattern type from the data, with its tokens."""
+    patterns = [p for p in PATTERN_COLORS if (ex["pattern"] == p).any()]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(patterns), figsize=(3.3 * len(patterns), 3.7), squeeze=False)
+        for ax, name in zip(axes[0], patterns):
+            e = ex[ex["pattern"] == name]
+            n = int(e["query"].max()) + 1
+            m = np.zeros((n, n))
+            m[e["query"], e["key"]] = e["weight"]
+            ax.imshow(m, cmap="Blues", vmin=0, vmax=1)              # one absolute scale for every panel
+            tokens = e.drop_duplicates("key").sort_values("key")["key_token"].tolist()
+            fs = 5 if n <= 30 else 4
+            ax.set_xticks(range(n), tokens, rotation=90, fontsize=fs)
+            ax.set_yticks(range(n), tokens, fontsize=fs)
+            r = e.iloc[0]
+            ax.set_title(f"{name}\n{r['task'].upper()} #{int(r['sample_id'])}, layer {int(r['layer'])} head "
+                         f"{int(r['head'])}", fontsize=8)
+        fig.tight_layout()
+        return _png(fig)

@@ -47,3 +47,10 @@ CONFIDENT_SHARE = Published("confident_share", "60–93% (range over tasks)", 0.
 SKIP_LOSSLESS = Published("lossless_skip_tasks", "lossless on 3 of 5 GLUE tasks", 3, 3, source=FINDINGS)
 SKIP_APRIORI_HITS = Published("apriori_top1_hits", "a-priori choice matched the actual skip on 4 of 5 tasks", 4, 4,
                               source=FINDINGS)
+
+KOVALEVA = "Kovaleva et al. 2019, Revealing the Dark Secrets of BERT"
+#: Share of heterogeneous attention heads, BERT-base fine-tuned on GLUE: lowest (MRPC) to highest (QQP)
+HETEROGENEOUS_SHARE = Published("heterogeneous_share", "32% (MRPC) – 61% (QQP)", 0.32, 0.61, source=KOVALEVA)
+#: Where fine-tuning changes attention most
+FINETUNE_CHANGE = Published("finetune_change", "mostly the last two layers", float("nan"), float("nan"),
+                            source=KOVALEVA)

@@ -216,6 +216,62 @@ def heads(data: ReportData) -> pd.DataFrame:
         columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
 
 
+PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
+
+
+def attention_patterns(data: ReportData) -> pd.DataFrame:
+    """Per task: the share of each of Kovaleva's pattern types over every head and dev sample (CI), and the
+    thresholds the classifier used."""
+    ap = data.table("attention_patterns")
+    if ap.empty:
+        return pd.DataFrame()
+    ap = ap[(ap["scope"] == "model") & ap["statistic"].str.startswith("share_")]
+    ap = ap.assign(pattern=ap["statistic"].str.removeprefix("share_"))
+    ap = _ordered(ap.assign(_p=ap["pattern"].map({p: i for i, p in enumerate(PATTERNS)})), data, "_p")
+    return ap[["task", "pattern", "estimate", "ci_low", "ci_high", "n", "thresholds"]].rename(
+        columns={"estimate": "share"}).reset_index(drop=True)
+
+
+def attention_heads(data: ReportData) -> pd.DataFrame:
+    """Per task, layer and head: the dominant pattern type, the shares of each type, and the mean vertical,
+    diagonal and block features (mass on [CLS]/[SEP], on i±1, within the query's segment)."""
+    ap = data.table("attention_patterns")
+    if ap.empty:
+        return pd.DataFrame()
+    ap = ap[ap["scope"] == "head"]
+    wide = ap.pivot_table(index=["run_id", "task", "layer", "head"], columns="statistic", values="estimate").reset_index()
+    dom = ap.dropna(subset=["dominant"]).drop_duplicates(["run_id", "layer", "head"])[["run_id", "layer", "head", "dominant"]]
+    wide = wide.merge(dom, on=["run_id", "layer", "head"], how="left")
+    cols = ["task", "layer", "head", "dominant"] + [c for c in (
+        [f"share_{p}" for p in ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")]
+        + ["feature_vertical", "feature_diagonal", "feature_block"]) if c in wide]
+    return _ordered(wide, data, "layer", "head")[cols].reset_index(drop=True)
+
+
+def attention_token_classes(data: ReportData) -> pd.DataFrame:
+    """Per task and layer (mean over heads): attention mass to [CLS], [SEP], punctuation and other tokens,
+    averaged over queries (normalising by sequence length) and samples, beside uniform attention's mass."""
+    tc = data.table("attention_token_classes")
+    if tc.empty:
+        return pd.DataFrame()
+    order = {c: i for i, c in enumerate(("cls", "sep", "punct", "other"))}
+    tc = tc[tc["scope"] == "layer"]
+    tc = _ordered(tc.assign(_c=tc["token_class"].map(order)), data, "_c", "layer")
+    return tc[["task", "token_class", "layer", "estimate", "ci_low", "ci_high", "uniform"]].rename(
+        columns={"estimate": "attention"}).reset_index(drop=True)
+
+
+def attention_finetune(data: ReportData) -> pd.DataFrame:
+    """Per task, layer and head (head 0: the layer's mean): cosine similarity of the pre-trained and the
+    fine-tuned model's attention maps on the same inputs (1: unchanged)."""
+    fc = data.table("attention_finetune_change")
+    if fc.empty:
+        return pd.DataFrame()
+    fc = _ordered(fc[fc["scope"].isin(["head", "layer"])], data, "layer", "head")
+    return fc[["task", "layer", "head", "estimate", "ci_low", "ci_high", "n"]].rename(
+        columns={"estimate": "cosine"}).reset_index(drop=True)
+
+
 def source_commit() -> str:
     """The git commit of the bertology source in use (``+dirty`` with uncommitted changes; ``unknown``
     outside a git checkout)."""
@@ -289,6 +345,10 @@ def all_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "apriori_validation": apriori(data),
         "removals": removals(data),
         "heads": heads(data),
+        "attention_patterns": attention_patterns(data),
+        "attention_heads": attention_heads(data),
+        "attention_token_classes": attention_token_classes(data),
+        "attention_finetune": attention_finetune(data),
         "provenance": provenance(data),
     }
     return {k: v for k, v in tables.items() if not v.empty}

@@ -23,8 +23,8 @@ from bertology.store import open_store
 from .conftest import REPO
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
-RULES = ("init_model", "finetune", "extract_dev", "extract_train", "store_info", "intervene", "analyze", "index",
-         "report")
+RULES = ("init_model", "finetune", "extract_dev", "extract_pretrained", "extract_train", "store_info", "intervene",
+         "analyze", "index", "report")
 
 
 def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
@@ -71,8 +71,8 @@ def test_rerun_runs_nothing_and_a_config_change_reruns_exactly_what_it_affects(t
     assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "index": 1, "report": 1, "all": 1}
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("dev_limit: 48", "dev_limit: 40"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "store_info": 5, "intervene": 5, "analyze": 5,
-                                                   "index": 1, "report": 1, "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "extract_pretrained": 5, "store_info": 5,
+                                                   "intervene": 5, "analyze": 5, "index": 1, "report": 1, "all": 1}
 
 
 def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
@@ -94,7 +94,8 @@ def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_p
     assert names == sorted(p.name for p in b.glob("*.csv"))
     assert {"metrics.csv", "separability.csv", "skip_candidates.csv", "ffn_ratio_cls.csv", "ffn_ratio_tokens.csv",
             "confident_wrong.csv", "token_strength.csv", "provenance.csv", "layer_skip.csv", "apriori_validation.csv",
-            "removals.csv", "heads.csv"} <= set(names)
+            "removals.csv", "heads.csv", "attention_patterns.csv", "attention_heads.csv",
+            "attention_token_classes.csv", "attention_finetune.csv"} <= set(names)
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), f"{n} differs between two runs of one config"
 
@@ -134,7 +135,7 @@ def test_report_html_is_self_contained_and_every_image_decodes(tiny):
     page = _Page()
     page.feed((report / "index.html").read_text(encoding="utf-8"))
     assert {"script", "link", "iframe"}.isdisjoint(page.tags)
-    assert {"metrics", "separability", "skip", "removals", "ffn", "errors", "tokens", "provenance",
+    assert {"metrics", "separability", "skip", "removals", "attention", "ffn", "errors", "tokens", "provenance",
             "runtime"} <= page.ids
     assert len(page.images) >= 6
     for src in page.images:
@@ -214,6 +215,29 @@ def test_intervene_can_skip_only_the_apriori_candidates(tiny, glue_dir, tmp_path
         assert want and sw["skip"].values.tolist() == [0, *want]
         assert list(sw["intervention"].values) == ["none", *(f"skip:{layer}" for layer in want)]
         assert sw.attrs["skip_layers"] == want
+
+
+def test_attention_tables_reach_the_report_and_the_reference_stores_stay_out_of_the_index(tiny):
+    """Every task has pattern shares (summing to 1), token-class attention and the fine-tuning change in the
+    report, equal to the analysis tables; the pre-trained attention-only stores are not runs in the index."""
+    from bertology.analysis.sql import query
+
+    shares = pd.read_csv(tiny / "report" / "tables" / "attention_patterns.csv")
+    change = pd.read_csv(tiny / "report" / "tables" / "attention_finetune.csv")
+    tokens = pd.read_csv(tiny / "report" / "tables" / "attention_token_classes.csv")
+    for task in TASKS:
+        s = shares[shares["task"] == task]
+        assert s["share"].sum() == pytest.approx(1.0, abs=1e-6)
+        assert ("block" in set(s["pattern"])) == (task in ("mrpc", "rte", "qnli"))     # pairs only
+        a = pd.read_parquet(tiny / task / "analysis" / "attention_finetune_change.parquet")
+        a = a[a["scope"] == "layer"].sort_values("layer")["estimate"].to_numpy()
+        c = change[(change["task"] == task) & (change["head"] == 0)].sort_values("layer")["cosine"].to_numpy()
+        np.testing.assert_allclose(c, a, rtol=1e-5)
+        assert set(tokens[tokens["task"] == task]["token_class"]) == {"cls", "sep", "punct", "other"}
+        assert (tiny / task / "pretrained_dev.zarr").is_dir()
+    runs = query(tiny / "bertology.duckdb", "SELECT store_path FROM runs")
+    assert not runs["store_path"].str.contains("pretrained_dev").any()
+    assert len(runs) == 2 * len(TASKS)                                   # dev and train stores
 
 
 def test_readme_flip_query_runs_on_the_index(tiny):
