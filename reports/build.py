@@ -180,6 +180,30 @@ def _pattern_rows(ps: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
     return header, rows, pub
 
 
+def _similarity_rows(sim: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
+    """Task × consecutive-scope Spearman ρ (both map variants), with the published BERT-base row."""
+    scopes = list(dict.fromkeys(sim["scope"]))
+    header = ["task", "maps", *[f"{s} vs previous" for s in scopes]]
+    rows = []
+    for (task, maps), t in sim.groupby(["task", "maps"], sort=False):
+        t = t.set_index("scope")
+        rows.append([task.upper(), maps.replace("_", "-"),
+                     *[ci(t.at[s, "spearman"], t.at[s, "ci_low"], t.at[s, "ci_high"]) for s in scopes]])
+    pub = {len(rows)}
+    rows.append([P.LABEL + " (2023, Wikipedia)", "", *[num(P.SCOPE_SIMILARITY.get(s, np.nan)) for s in scopes]])
+    return header, rows, pub
+
+
+def _amp_pair_rows(pr: pd.DataFrame, top: int = 3) -> tuple[list[str], list[list]]:
+    header = ["task", "layer", "input → output (FF-amp, count)"]
+    rows = []
+    for (task, layer), t in pr.groupby(["task", "layer"], sort=False):
+        t = t[t["rank"] <= top]
+        rows.append([task.upper(), int(layer), "; ".join(f"{r.input_token} → {r.output_token} ({r.ff_amp:.3f}, {int(r.n)})"
+                                                         for r in t.itertuples())])
+    return header, rows
+
+
 def _ordered_examples(ex: pd.DataFrame, data: ReportData) -> pd.DataFrame:
     """The example map of each pattern type from the first task (in run order) that has one."""
     runs = {r.run_id: i for i, r in enumerate(data.runs)}
@@ -330,6 +354,70 @@ def _sections(data: ReportData, tabs: dict[str, pd.DataFrame], config: dict | No
                    table_md(h2, rows2), ""]
         html.append(("attention", "Attention heads: pattern types, special tokens, fine-tuning", inner))
         md += ["## Attention pattern types (share of head × sample maps) [95% CI]", "", table_md(h, rows), ""]
+
+    sim = tabs.get("attribution_similarity")
+    if sim is not None:
+        h, rows, pub = _similarity_rows(sim)
+        inner = ("<p>Norm-based attribution through the whole layer (Kobayashi et al. 2020, 2021, 2023): each site "
+                 "of a layer is a sum of one vector per input token plus a bias term, so output token i's "
+                 "attribution to input token j is the norm of j's vector, scope by scope: the attention weights "
+                 "(ATTN-W), the attention's transformed vectors (ATTN-N), + residual (RES), + LayerNorm 1 (LN, "
+                 "exact, with the actual standard deviation), + FFN (integrated gradients through the activation, "
+                 "zero baseline), + RES2, + LN2. Completeness is checked on every sentence and layer: the vectors "
+                 "plus the bias sum to the stored site (largest relative error below). The maps are computed on "
+                 "the first analysed dev sentences of each task.</p>")
+        ex = data.table("attribution_example")
+        if len(ex):
+            first = ex[ex["run_id"] == next(r.run_id for r in data.runs if (ex["run_id"] == r.run_id).any())]
+            layer = int(first["layer"].max() + 1) // 2
+            one = first[first["layer"] == layer]
+            task = next(r.task for r in data.runs if r.run_id == one["run_id"].iloc[0])
+            inner += (f"<h3>One sentence at each scope ({esc(task.upper())} dev #{int(one['sample_id'].iloc[0])}, "
+                      f"layer {layer})</h3>" + image_html(figures.attribution_maps(
+                          one.assign(_s=one["scope"].map({s: i for i, s in enumerate(T.SCOPES)})).sort_values(
+                              ["_s", "output", "input"])), "attribution maps by scope"))
+        inner += ("<h3>Similarity of consecutive scopes</h3><p>Spearman ρ between the flattened map of each scope "
+                  "and the previous scope's, per sentence and layer, averaged (95% CI). <i>norm</i>: the raw norms; "
+                  "<i>row-normalised</i>: each output token's attributions scaled to sum 1 first. On raw norms a "
+                  "residual only raises the diagonal, leaving the ranks of the other n² − n pairs in place.</p>"
+                  + table_html(h, rows, pub_rows=pub) + csv("attribution_similarity"))
+        md += ["## Attribution: Spearman ρ with the previous scope [95% CI]", "", table_md(h, rows), ""]
+        cp = tabs.get("attribution_completeness")
+        if cp is not None:
+            worst = cp.groupby("scope", sort=False)["max_relative_error"].max()
+            inner += ("<p class=\"sub\">Completeness, largest relative error ‖Σ<sub>j</sub> v<sub>ij</sub> + b<sub>i</sub> − "
+                      "site<sub>i</sub>‖ / ‖site<sub>i</sub>‖ over every task, sentence and layer: "
+                      + "; ".join(f"{esc(k)} {v:.1e}" for k, v in worst.items())
+                      + " (the stores hold float16 states).</p>" + csv("attribution_completeness"))
+        ws = tabs.get("ff_amp_wordsplit")
+        if ws is not None:
+            inner += ("<h3>What the FFN amplifies</h3><p>FF-amp: the map after the FFN minus the map before it "
+                      "(ATTNRESLN-N), both normalised per output token. Word-split pairs (two subwords of one word) "
+                      "against other pairs at the same distances: the difference of mean FF-amp, with an unpaired "
+                      "bootstrap CI and p (Holm across layers). After RES2 and LN2 the same difference shows how much "
+                      "of the amplification survives (Kobayashi et al. 2023 find it partly cancelled).</p>"
+                      + image_html(figures.ff_amp_wordsplit(ws), "FF-amp word-split pairs") + csv("ff_amp_wordsplit"))
+        pr = tabs.get("ff_amp_pairs")
+        if pr is not None:
+            h2, rows2 = _amp_pair_rows(pr)
+            inner += ("<h3>Most amplified (input → output) subword pairs, top 3 per layer</h3>"
+                      + table_html(h2, rows2, left=3) + csv("ff_amp_pairs"))
+        fn = tabs.get("ffn_norms")
+        if fn is not None:
+            h3, rows3 = _layer_by_task(fn.rename(columns={"ci_low": "ff_over_bypass_ci_low",
+                                                          "ci_high": "ff_over_bypass_ci_high"}), data.tasks,
+                                       "ff_over_bypass")
+            inner += ("<h3>FFN output beside the vector it bypasses</h3><p>‖ff‖ / ‖ln1‖ per token, mean over "
+                      "tokens (95% CI). The FFN output's outlier dimensions and LN2's γ at them are in the CSV.</p>"
+                      + table_html(h3, rows3) + csv("ffn_norms"))
+        an = tabs.get("attention_norms")
+        if an is not None:
+            inner += ("<h3>Attention weights vs norms by token class (Kobayashi et al. 2020)</h3><p>Mean over "
+                      "heads and tasks: the attention weight a token of the class receives, the norm of its "
+                      "transformed vector ‖f(x)‖, and ‖α f(x)‖. The 2020 paper finds [SEP], [CLS] and punctuation "
+                      "receive large weights but carry small ‖f(x)‖.</p>"
+                      + image_html(figures.attention_norms(an), "attention weights and norms") + csv("attention_norms"))
+        html.append(("attribution", "Norm-based attribution through the layer", inner))
 
     if "ffn_ratio_cls" in tabs or "ffn_ratio_tokens" in tabs:
         scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}

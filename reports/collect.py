@@ -20,7 +20,9 @@ from bertology.analysis.sql import query
 #: index tables the report reads, per run
 TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
           "token_strength_summary", "interventions", "layer_skip", "apriori_validation", "attention_patterns",
-          "attention_token_classes", "attention_finetune_change", "attention_examples")
+          "attention_token_classes", "attention_finetune_change", "attention_examples", "attribution_similarity",
+          "attribution_completeness", "ff_amp_pairs", "ff_amp_wordsplit", "attention_norms", "attribution_example",
+          "ff_norm_ratio", "ffn_outlier_dims")
 TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli")
 
 

@@ -316,3 +316,68 @@ def example_maps(ex: pd.DataFrame) -> bytes:
                          f"{int(r['head'])}", fontsize=8)
         fig.tight_layout()
         return _png(fig)
+
+
+def attribution_maps(ex: pd.DataFrame) -> bytes:
+    """One sentence's attribution map at each scope (rows: output token i, columns: input token j), at one
+    layer; each panel on its own scale."""
+    scopes = list(dict.fromkeys(ex["scope"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(scopes), figsize=(2.5 * len(scopes), 3.0), squeeze=False)
+        for ax, scope in zip(axes[0], scopes):
+            e = ex[ex["scope"] == scope]
+            n = int(e["output"].max()) + 1
+            m = np.zeros((n, n))
+            m[e["output"], e["input"]] = e["value"]
+            ax.imshow(m, cmap="Blues", vmin=0, vmax=max(float(m.max()), 1e-12))
+            tokens = e.drop_duplicates("input").sort_values("input")["input_token"].tolist()
+            ax.set_xticks(range(n), tokens, rotation=90, fontsize=4)
+            ax.set_yticks(range(n), tokens, fontsize=4)
+            ax.set_title(scope, fontsize=8)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def attention_norms(an: pd.DataFrame) -> bytes:
+    """Kobayashi et al. 2020's check: per token class, the mean attention weight α a token receives, ‖f(x)‖
+    and ‖α f(x)‖ by layer (mean over heads and tasks)."""
+    names = {"cls": "[CLS]", "sep": "[SEP]", "punct": "punctuation", "other": "other"}
+    colors = {"cls": "#1f77b4", "sep": "#d62728", "punct": "#2ca02c", "other": "#7f7f7f"}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False)
+        for ax, (stat, title) in zip(axes[0], (("alpha", "α received"), ("f_norm", "‖f(x)‖"),
+                                               ("alpha_f_norm", "‖α f(x)‖"))):
+            s = an[an["statistic"] == stat]
+            for c, label in names.items():
+                t = s[s["token_class"] == c].groupby("layer")["estimate"].mean()
+                if len(t):
+                    ax.plot(t.index, t.values, "o-", ms=3, color=colors[c], label=label)
+            ax.set_title(title)
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        axes[0, 0].legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def ff_amp_wordsplit(w: pd.DataFrame) -> bytes:
+    """Per stage (after FF; after RES2; after LN2): FF-amp of word-split pairs minus distance-matched other
+    pairs by layer, per task, 95% CI; above 0: the FFN amplifies subwords of one word more."""
+    stages = [("ff", "after FF"), ("ffres", "after FF + RES2"), ("ffresln", "after FF + RES2 + LN2")]
+    tasks = list(dict.fromkeys(w["task"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False, sharey=True)
+        for ax, (stage, title) in zip(axes[0], stages):
+            for i, task in enumerate(tasks):
+                t = w[(w["task"] == task) & (w["stage"] == stage)].sort_values("layer")
+                col = _color(task, i)
+                ax.plot(t["layer"], t["estimate"], "o-", ms=3, color=col, label=task.upper())
+                ax.fill_between(t["layer"], t["ci_low"], t["ci_high"], color=col, alpha=0.15, lw=0)
+            ax.axhline(0, color="black", lw=0.8)
+            ax.set_title(title)
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        axes[0, 0].set_ylabel("FF-amp, word-split − other")
+        axes[0, -1].legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return _png(fig)

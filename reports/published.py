@@ -54,3 +54,8 @@ HETEROGENEOUS_SHARE = Published("heterogeneous_share", "32% (MRPC) – 61% (QQP)
 #: Where fine-tuning changes attention most
 FINETUNE_CHANGE = Published("finetune_change", "mostly the last two layers", float("nan"), float("nan"),
                             source=KOVALEVA)
+
+KOBAYASHI_2023 = "Kobayashi et al. 2023, Analyzing Feed-Forward Blocks in Transformers through the Lens of Attention Maps"
+#: Spearman ρ of each scope's attribution map with the previous scope's, BERT-base on Wikipedia text
+SCOPE_SIMILARITY = {"ATTN-N": 0.48, "ATTNRES-N": 0.41, "ATTNRESLN-N": 0.91, "ATTNRESLNFF-N": 0.79,
+                    "ATTNRESLNFFRES-N": 0.96, "ATTNRESLNFFRESLN-N": 0.73}

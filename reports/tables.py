@@ -272,6 +272,76 @@ def attention_finetune(data: ReportData) -> pd.DataFrame:
         columns={"estimate": "cosine"}).reset_index(drop=True)
 
 
+SCOPES = ("ATTN-W", "ATTN-N", "ATTNRES-N", "ATTNRESLN-N", "ATTNRESLNFF-N", "ATTNRESLNFFRES-N", "ATTNRESLNFFRESLN-N")
+
+
+def attribution_similarity(data: ReportData) -> pd.DataFrame:
+    """Per task, map variant and scope: Spearman ρ of its attribution map with the previous scope's, averaged
+    over sentences and layers (CI), with the published BERT-base value."""
+    sim = data.table("attribution_similarity")
+    if sim.empty:
+        return pd.DataFrame()
+    sim = sim[sim["layer"] == 0]
+    sim = _ordered(sim.assign(_s=sim["scope"].map({s: i for i, s in enumerate(SCOPES)})), data, "maps", "_s")
+    return sim[["task", "maps", "previous", "scope", "estimate", "ci_low", "ci_high", "n", "published"]].rename(
+        columns={"estimate": "spearman"}).reset_index(drop=True)
+
+
+def attribution_completeness(data: ReportData) -> pd.DataFrame:
+    """Per task and scope: the largest relative error of Σ vectors + bias against the stored site."""
+    c = data.table("attribution_completeness")
+    if c.empty:
+        return pd.DataFrame()
+    g = c.groupby(["run_id", "task", "scope", "site"], sort=False)["estimate"].max().reset_index()
+    g = _ordered(g.assign(_s=g["scope"].map({s: i for i, s in enumerate(SCOPES)})), data, "_s")
+    return g[["task", "scope", "site", "estimate"]].rename(columns={"estimate": "max_relative_error"}).reset_index(drop=True)
+
+
+def ff_amp_wordsplit(data: ReportData) -> pd.DataFrame:
+    """Per task, stage and layer: FF-amp of word-split pairs minus distance-matched other pairs (CI, Holm p)."""
+    w = data.table("ff_amp_wordsplit")
+    if w.empty:
+        return pd.DataFrame()
+    w = _ordered(w.assign(_st=w["stage"].map({"ff": 0, "ffres": 1, "ffresln": 2})), data, "_st", "layer")
+    return w[["task", "stage", "layer", "estimate", "ci_low", "ci_high", "p", "p_adj", "n", "n_other"]].reset_index(drop=True)
+
+
+def ff_amp_pairs(data: ReportData) -> pd.DataFrame:
+    """Per task and layer: the (input subword, output subword) pairs the FFN amplifies most."""
+    pr = data.table("ff_amp_pairs")
+    if pr.empty:
+        return pd.DataFrame()
+    pr = _ordered(pr, data, "layer", "rank")
+    return pr[["task", "layer", "rank", "input_token", "output_token", "estimate", "n"]].rename(
+        columns={"estimate": "ff_amp"}).reset_index(drop=True)
+
+
+def attention_norms(data: ReportData) -> pd.DataFrame:
+    """Per task, layer (mean over heads) and token class: mean α received, ‖f(x)‖ and ‖α f(x)‖ (CI)."""
+    an = data.table("attention_norms")
+    if an.empty:
+        return pd.DataFrame()
+    an = an[an["head"] == 0]
+    order = {c: i for i, c in enumerate(("cls", "sep", "punct", "other"))}
+    stat = {q: i for i, q in enumerate(("alpha", "f_norm", "alpha_f_norm"))}
+    an = _ordered(an.assign(_c=an["token_class"].map(order), _q=an["statistic"].map(stat)), data, "_q", "_c", "layer")
+    return an[["task", "statistic", "token_class", "layer", "estimate", "ci_low", "ci_high"]].reset_index(drop=True)
+
+
+def ffn_norms(data: ReportData) -> pd.DataFrame:
+    """Per task and layer: ‖ff‖ / ‖ln1‖ (the FFN output beside the vector it bypasses), with the top outlier
+    dimension of the FFN output and LN2's γ there."""
+    r, o = data.table("ff_norm_ratio"), data.table("ffn_outlier_dims")
+    if r.empty:
+        return pd.DataFrame()
+    out = r[["run_id", "task", "layer", "estimate", "ci_low", "ci_high"]].rename(columns={"estimate": "ff_over_bypass"})
+    if len(o):
+        top = o[o["rank"] == 1][["run_id", "layer", "dim", "estimate", "ln2_gamma", "gamma_abs_rank"]].rename(
+            columns={"estimate": "outlier_mean_abs_over_median", "dim": "outlier_dim"})
+        out = out.merge(top, on=["run_id", "layer"], how="left")
+    return _ordered(out, data, "layer").drop(columns="run_id").reset_index(drop=True)
+
+
 def source_commit() -> str:
     """The git commit of the bertology source in use (``+dirty`` with uncommitted changes; ``unknown``
     outside a git checkout)."""
@@ -349,6 +419,12 @@ def all_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "attention_heads": attention_heads(data),
         "attention_token_classes": attention_token_classes(data),
         "attention_finetune": attention_finetune(data),
+        "attribution_similarity": attribution_similarity(data),
+        "attribution_completeness": attribution_completeness(data),
+        "ff_amp_wordsplit": ff_amp_wordsplit(data),
+        "ff_amp_pairs": ff_amp_pairs(data),
+        "attention_norms": attention_norms(data),
+        "ffn_norms": ffn_norms(data),
         "provenance": provenance(data),
     }
     return {k: v for k, v in tables.items() if not v.empty}

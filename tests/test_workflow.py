@@ -95,7 +95,9 @@ def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_p
     assert {"metrics.csv", "separability.csv", "skip_candidates.csv", "ffn_ratio_cls.csv", "ffn_ratio_tokens.csv",
             "confident_wrong.csv", "token_strength.csv", "provenance.csv", "layer_skip.csv", "apriori_validation.csv",
             "removals.csv", "heads.csv", "attention_patterns.csv", "attention_heads.csv",
-            "attention_token_classes.csv", "attention_finetune.csv"} <= set(names)
+            "attention_token_classes.csv", "attention_finetune.csv", "attribution_similarity.csv",
+            "attribution_completeness.csv", "ff_amp_wordsplit.csv", "ff_amp_pairs.csv", "attention_norms.csv",
+            "ffn_norms.csv"} <= set(names)
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), f"{n} differs between two runs of one config"
 
@@ -135,8 +137,8 @@ def test_report_html_is_self_contained_and_every_image_decodes(tiny):
     page = _Page()
     page.feed((report / "index.html").read_text(encoding="utf-8"))
     assert {"script", "link", "iframe"}.isdisjoint(page.tags)
-    assert {"metrics", "separability", "skip", "removals", "attention", "ffn", "errors", "tokens", "provenance",
-            "runtime"} <= page.ids
+    assert {"metrics", "separability", "skip", "removals", "attention", "attribution", "ffn", "errors", "tokens",
+            "provenance", "runtime"} <= page.ids
     assert len(page.images) >= 6
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
@@ -238,6 +240,18 @@ def test_attention_tables_reach_the_report_and_the_reference_stores_stay_out_of_
     runs = query(tiny / "bertology.duckdb", "SELECT store_path FROM runs")
     assert not runs["store_path"].str.contains("pretrained_dev").any()
     assert len(runs) == 2 * len(TASKS)                                   # dev and train stores
+
+
+def test_attribution_reaches_the_report_complete_for_every_task(tiny):
+    """The workflow's attribution: every task, every scope, completeness within float16 storage error."""
+    comp = pd.read_csv(tiny / "report" / "tables" / "attribution_completeness.csv")
+    assert set(comp["task"]) == set(TASKS) and comp["scope"].nunique() == 6
+    assert comp["max_relative_error"].max() < 1e-2
+    sim = pd.read_csv(tiny / "report" / "tables" / "attribution_similarity.csv")
+    assert set(sim["task"]) == set(TASKS) and sim["spearman"].between(-1, 1).all()
+    for task in TASKS:
+        info = (tiny / task / "analysis" / "analysis.json").read_text()
+        assert '"ig_seconds_per_sentence_layer"' in info
 
 
 def test_readme_flip_query_runs_on_the_index(tiny):
