@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import unicodedata
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -194,8 +195,10 @@ def _scopes(per_sample: np.ndarray, layers, heads) -> tuple[np.ndarray, list[dic
     """(n, L, h) per-sample values → (n, L·h + L + 1) columns: each head, each layer's mean over its heads,
     and the mean over the model; with their keys (``head`` 0: every head of the layer; ``layer`` 0: all)."""
     n, L, H = per_sample.shape
-    cols = [per_sample.reshape(n, L * H), np.nanmean(per_sample, axis=2) if n else per_sample[:, :, 0],
-            np.nanmean(per_sample.reshape(n, -1), axis=1, keepdims=True)]
+    with warnings.catch_warnings():                       # block on single sentences: all NaN, stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cols = [per_sample.reshape(n, L * H), np.nanmean(per_sample, axis=2),
+                np.nanmean(per_sample.reshape(n, -1), axis=1, keepdims=True)]
     keys = ([dict(scope="head", layer=int(l), head=int(h)) for l in layers for h in heads]
             + [dict(scope="layer", layer=int(l), head=0) for l in layers] + [dict(scope="model", layer=0, head=0)])
     return np.concatenate(cols, axis=1), keys

@@ -136,6 +136,14 @@ def token_strength(ts: pd.DataFrame) -> bytes:
         return _png(fig)
 
 
+def _layer_head_axes(ax, n_layers: int, n_heads: int, task: str, extra: list[str] = ()) -> None:
+    """Ticks and labels of one task's layer × head grid (``extra`` columns after the heads)."""
+    ax.set_xticks(range(n_heads + len(extra)), [str(h) for h in range(1, n_heads + 1)] + list(extra), fontsize=6)
+    ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
+    ax.set_xlabel("head")
+    ax.set_title(task.upper())
+
+
 def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
     """Per task: Δ accuracy (percentage points) when one head attends uniformly, layer × head, and in the
     last column every head of the layer at once; a dot marks p < 0.05 after correction."""
@@ -162,11 +170,7 @@ def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
             yy, xx = np.nonzero(sig)
             ax.plot(xx, yy, "k.", ms=4)
             ax.axvline(n_heads - 0.5, color="black", lw=1)
-            ax.set_xticks(list(range(n_heads)) + [n_heads], [str(h) for h in range(1, n_heads + 1)] + ["all"],
-                          fontsize=6)
-            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
-            ax.set_xlabel("head")
-            ax.set_title(task.upper())
+            _layer_head_axes(ax, n_layers, n_heads, task, ["all"])
         axes[0, 0].set_ylabel("layer")
         fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="Δ accuracy (points)")
         return _png(fig)
@@ -239,10 +243,7 @@ def pattern_heatmaps(heads: pd.DataFrame) -> bytes:
             grid = np.full((n_layers, n_heads), np.nan)
             grid[t["layer"] - 1, t["head"] - 1] = [names.index(d) for d in t["dominant"]]
             ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto")
-            ax.set_xticks(range(n_heads), [str(h) for h in range(1, n_heads + 1)], fontsize=6)
-            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
-            ax.set_xlabel("head")
-            ax.set_title(task.upper())
+            _layer_head_axes(ax, n_layers, n_heads, task)
         axes[0, 0].set_ylabel("layer")
         fig.legend(handles=[Patch(color=PATTERN_COLORS[n], label=n) for n in names], fontsize=7, frameon=False,
                    loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -287,13 +288,22 @@ def finetune_heatmaps(fc: pd.DataFrame) -> bytes:
             grid = np.full((n_layers, n_heads), np.nan)
             grid[t["layer"] - 1, t["head"] - 1] = t["cosine"]
             im = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=1.0, aspect="auto")
-            ax.set_xticks(range(n_heads), [str(h) for h in range(1, n_heads + 1)], fontsize=6)
-            ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
-            ax.set_xlabel("head")
-            ax.set_title(task.upper())
+            _layer_head_axes(ax, n_layers, n_heads, task)
         axes[0, 0].set_ylabel("layer")
         fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="cosine, pre-trained vs fine-tuned")
         return _png(fig)
+
+
+def _token_map(ax, e: pd.DataFrame, row: str, col: str, value: str, vmax: float | None, fontsize: int) -> None:
+    """A token × token map from long rows (``row``, ``col``, ``value`` and the ``<col>_token`` labels);
+    ``vmax`` None: the panel's own maximum."""
+    n = int(e[row].max()) + 1
+    m = np.zeros((n, n))
+    m[e[row], e[col]] = e[value]
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=vmax if vmax is not None else max(float(m.max()), 1e-12))
+    tokens = e.drop_duplicates(col).sort_values(col)[f"{col}_token"].tolist()
+    ax.set_xticks(range(n), tokens, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), tokens, fontsize=fontsize)
 
 
 def example_maps(ex: pd.DataFrame) -> bytes:
@@ -303,14 +313,7 @@ def example_maps(ex: pd.DataFrame) -> bytes:
         fig, axes = plt.subplots(1, len(patterns), figsize=(3.3 * len(patterns), 3.7), squeeze=False)
         for ax, name in zip(axes[0], patterns):
             e = ex[ex["pattern"] == name]
-            n = int(e["query"].max()) + 1
-            m = np.zeros((n, n))
-            m[e["query"], e["key"]] = e["weight"]
-            ax.imshow(m, cmap="Blues", vmin=0, vmax=1)              # one absolute scale for every panel
-            tokens = e.drop_duplicates("key").sort_values("key")["key_token"].tolist()
-            fs = 5 if n <= 30 else 4
-            ax.set_xticks(range(n), tokens, rotation=90, fontsize=fs)
-            ax.set_yticks(range(n), tokens, fontsize=fs)
+            _token_map(ax, e, "query", "key", "weight", 1.0, 5 if e["query"].max() < 30 else 4)   # one scale
             r = e.iloc[0]
             ax.set_title(f"{name}\n{r['task'].upper()} #{int(r['sample_id'])}, layer {int(r['layer'])} head "
                          f"{int(r['head'])}", fontsize=8)
@@ -326,13 +329,7 @@ def attribution_maps(ex: pd.DataFrame) -> bytes:
         fig, axes = plt.subplots(1, len(scopes), figsize=(2.5 * len(scopes), 3.0), squeeze=False)
         for ax, scope in zip(axes[0], scopes):
             e = ex[ex["scope"] == scope]
-            n = int(e["output"].max()) + 1
-            m = np.zeros((n, n))
-            m[e["output"], e["input"]] = e["value"]
-            ax.imshow(m, cmap="Blues", vmin=0, vmax=max(float(m.max()), 1e-12))
-            tokens = e.drop_duplicates("input").sort_values("input")["input_token"].tolist()
-            ax.set_xticks(range(n), tokens, rotation=90, fontsize=4)
-            ax.set_yticks(range(n), tokens, fontsize=4)
+            _token_map(ax, e, "output", "input", "value", None, 4)
             ax.set_title(scope, fontsize=8)
         fig.tight_layout()
         return _png(fig)
