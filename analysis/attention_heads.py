@@ -30,7 +30,6 @@ percentile bootstrap CI over samples.
 from __future__ import annotations
 
 import itertools
-import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -39,9 +38,10 @@ import pandas as pd
 import xarray as xr
 
 from bertology import BertologyError
+from bertology.store.reader import sample_attention
 
 from .bootstrap import Bootstrap, percentile_ci
-from .token_strength import is_special
+from .token_strength import is_punctuation, is_special
 
 PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
 TOKEN_CLASSES = ("cls", "sep", "punct", "other")
@@ -102,12 +102,11 @@ def token_classes(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Class index (into :data:`TOKEN_CLASSES`) and segment (0, 1) of each token of one sequence."""
     cls = np.full(len(tokens), TOKEN_CLASSES.index("other"), dtype=np.int8)
     for k, tok in enumerate(tokens):
-        bare = tok.lstrip("Ġ▁#")
         if k == 0:
             cls[k] = TOKEN_CLASSES.index("cls")
         elif is_special(tok):
             cls[k] = TOKEN_CLASSES.index("sep")
-        elif bare and all(unicodedata.category(ch)[0] in "PS" for ch in bare):
+        elif is_punctuation(tok.lstrip("Ġ▁#")):                          # a WordPiece "##." too
             cls[k] = TOKEN_CLASSES.index("punct")
     seps = np.flatnonzero(cls == TOKEN_CLASSES.index("sep"))
     segment = np.zeros(len(tokens), dtype=np.int8)
@@ -291,9 +290,9 @@ def example_maps(ds: xr.Dataset, feats: xr.DataArray, classifier: PatternClassif
         if not np.isfinite(s).any():
             continue
         i, li, hi = np.unravel_index(np.argmax(s), s.shape)
-        _, maps, tokens = next(x for x in _sample_maps(ds.isel(sample=[i]), block=1))
-        m = maps[li, hi]
-        n = len(tokens)
+        m = sample_attention(ds, int(i)).values[li, hi]
+        start, n = int(ds["token_start"][i]), int(ds["length"][i])
+        tokens = [str(t) for t in ds["token_text"].values[start:start + n]]
         rows.append(pd.DataFrame({
             "pattern": name, "sample_id": int(ds["sample"].values[i]), "layer": int(feats["layer"].values[li]),
             "head": int(feats["head"].values[hi]), "query": np.repeat(np.arange(n), n),

@@ -42,6 +42,7 @@ from scipy import stats as sps
 
 from bertology import BertologyError
 from bertology.store.params import LayerParams, ModelParameters
+from bertology.store.reader import sample_attention
 
 from .attention_heads import TOKEN_CLASSES, token_classes
 from .bootstrap import Bootstrap, adjust, percentile_ci
@@ -88,11 +89,13 @@ def _ln_parts(vectors: np.ndarray, bias: np.ndarray, gamma, beta, eps: float):
 @dataclass
 class LayerAttribution:
     """One layer on one sentence: the vectors (n, n, d) and bias (n, d) of every vector scope, ATTN-W,
-    and the seconds the FFN (integrated-gradient) step took."""
+    ‖f^h(x_j)‖ = ‖x_j W_V^h W_O^h‖ per head and input token ((heads, n), Kobayashi et al. 2020), and the
+    seconds the FFN (integrated-gradient) step took."""
 
     vectors: dict[str, np.ndarray]
     bias: dict[str, np.ndarray]
     weights: np.ndarray
+    value_norms: np.ndarray
     ig_seconds: float
 
     def maps(self) -> dict[str, np.ndarray]:
@@ -141,33 +144,40 @@ def decompose_layer(x: np.ndarray, alpha: np.ndarray, p: LayerParams, ig_steps: 
                "ATTNRESLNFFRESLN-N": Z2}
     bias = {"ATTN-N": b_attn, "ATTNRES-N": b_attn, "ATTNRESLN-N": b_ln1, "ATTNRESLNFF-N": b_ff,
             "ATTNRESLNFFRES-N": b_res2, "ATTNRESLNFFRESLN-N": b_ln2}
-    return LayerAttribution(vectors, bias, alpha.mean(axis=0), ig_seconds)
-
-
-def head_value_norms(x: np.ndarray, p: LayerParams) -> np.ndarray:
-    """‖f^h(x_j)‖ = ‖x_j W_V^h W_O^h‖ per head and token: (heads, n) (Kobayashi et al. 2020)."""
-    f = np.einsum("jd,hde,hef->hjf", np.asarray(x, np.float64), p.W_V, p.W_O, optimize=True)
-    return np.linalg.norm(f, axis=-1)
+    return LayerAttribution(vectors, bias, alpha.mean(axis=0), np.linalg.norm(f, axis=-1).astype(np.float64),
+                            ig_seconds)
 
 
 def _normalise_rows(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(m.sum(axis=1, keepdims=True), 1e-12)
 
 
-def _sentence(ds: xr.Dataset, i: int):
+@dataclass
+class Sentence:
+    """One stored sentence, read once: its tokens, attention (layer, head, query, key) and every token site
+    at every layer (``embed``: (n, d); the others: (n, layer, d))."""
+
+    tokens: list[str]
+    attention: np.ndarray
+    sites: dict[str, np.ndarray]
+
+    def inputs(self, layer: int) -> np.ndarray:
+        """The states entering ``layer``: the embedding output for layer 1, else the ``ln2`` below."""
+        return self.sites["embed"] if layer == 1 else self.sites["ln2"][:, layer - 2]
+
+    def site(self, site: str, layer: int) -> np.ndarray:
+        return self.sites[site][:, layer - 1]
+
+
+def read_sentence(ds: xr.Dataset, i: int) -> Sentence:
     start, n = int(ds["token_start"][i]), int(ds["length"][i])
-    tokens = [str(t) for t in ds["token_text"].values[start:start + n]]
-    pair = int(ds["pair_start"][i])
-    att = np.asarray(ds["attention"].isel(pair=slice(pair, pair + n * n)).values, dtype=np.float64)
-    att = att.reshape(n, n, att.shape[1], att.shape[2]).transpose(2, 3, 0, 1)   # (L, h, n, n)
-    return start, n, tokens, att
-
-
-def _site(ds: xr.Dataset, site: str, layer: int, start: int, n: int) -> np.ndarray:
-    if site == "embed":
-        return np.asarray(ds["token_embed"].isel(token=slice(start, start + n)).values, np.float64)
-    return np.asarray(ds[f"token_{site}"].sel(token_layer=layer).isel(token=slice(start, start + n)).values,
-                      np.float64)
+    tokens = slice(start, start + n)
+    layers = list(range(1, ds.sizes["layer"] + 1))
+    sites = {"embed": np.asarray(ds["token_embed"].isel(token=tokens).values, np.float64)}
+    for site in SITE_OF.values():
+        sites[site] = np.asarray(ds[f"token_{site}"].isel(token=tokens).sel(token_layer=layers).values, np.float64)
+    return Sentence([str(t) for t in ds["token_text"].values[tokens]],
+                    np.asarray(sample_attention(ds, i).values, np.float64), sites)
 
 
 def needs(ds: xr.Dataset) -> None:
@@ -192,16 +202,16 @@ def attribute(ds: xr.Dataset, samples: int | None = 50, ig_steps: int | None = N
     lp = {l: params.layer(l) for l in range(1, L + 1)}
     count = ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"])
     for i in tqdm(range(count), desc=f"attribution {ds.attrs.get('task', '')}", disable=not progress):
-        start, n, tokens, att = _sentence(ds, i)
+        sent = read_sentence(ds, i)
         for layer in range(1, L + 1):
-            x = _site(ds, "embed" if layer == 1 else "ln2", layer - 1, start, n)
-            res = decompose_layer(x, att[layer - 1], lp[layer], ig_steps, dtype)
+            alpha = sent.attention[layer - 1]
+            res = decompose_layer(sent.inputs(layer), alpha, lp[layer], ig_steps, dtype)
             errors = {}
             for scope, total in res.sums().items():
-                actual = _site(ds, SITE_OF[scope], layer, start, n)
+                actual = sent.site(SITE_OF[scope], layer)
                 errors[scope] = float(np.linalg.norm(total.astype(np.float64) - actual)
                                       / max(np.linalg.norm(actual), 1e-12))
-            yield i, layer, tokens, res.maps(), errors, res.ig_seconds, head_value_norms(x, lp[layer]), att[layer - 1]
+            yield i, layer, sent.tokens, res.maps(), errors, res.ig_seconds, res.value_norms, alpha
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -388,11 +398,16 @@ def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def ff_norm_ratio(ds: xr.Dataset, boot: Bootstrap) -> pd.DataFrame:
-    """‖ff_i‖ / ‖ln1_i‖ per layer: how large the FFN's output is beside the vector it bypasses (RES2), the
-    mean over tokens with a cluster bootstrap over sentences."""
+def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters,
+                      top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The FFN output against what it bypasses and its outlier dimensions, reading each layer's ``ff`` once.
+
+    ``ff_norm_ratio``: ‖ff_i‖ / ‖ln1_i‖ per layer, how large the FFN's output is beside the vector it
+    bypasses (RES2), the mean over tokens with a cluster bootstrap over sentences. ``ffn_outlier_dims``: per
+    layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple of the
+    median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions."""
     sample_of = ds["token_sample"].values.astype(np.int64)
-    rows = []
+    ratios, outliers = [], []
     for layer in ds["token_layer"].values:
         ff = np.asarray(ds["token_ff"].sel(token_layer=layer).values, np.float32)
         ln1 = np.asarray(ds["token_ln1"].sel(token_layer=layer).values, np.float32)
@@ -401,24 +416,15 @@ def ff_norm_ratio(ds: xr.Dataset, boot: Bootstrap) -> pd.DataFrame:
         den = np.bincount(sample_of, minlength=ds.sizes["sample"]).astype(float)
         est, bs = boot.ratio(num, den)
         lo, hi = percentile_ci(bs)
-        rows.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
-                         ci_high=float(hi), n=int(den.sum())))
-    return pd.DataFrame(rows)
-
-
-def ffn_outlier_dims(ds: xr.Dataset, params: ModelParameters, top: int = 3) -> pd.DataFrame:
-    """Per layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple
-    of the median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions."""
-    rows = []
-    for layer in ds["token_layer"].values:
-        ff = np.asarray(ds["token_ff"].sel(token_layer=layer).values, np.float32)
+        ratios.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
+                           ci_high=float(hi), n=int(den.sum())))
         m = np.abs(ff).mean(axis=0)
         score = m / np.median(m)
         gamma = params.layer(int(layer)).ln2_gamma
         rank = np.empty(len(gamma), dtype=int)
         rank[np.argsort(-np.abs(gamma))] = np.arange(1, len(gamma) + 1)
         for r, d in enumerate(np.argsort(-score)[:top], start=1):
-            rows.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
-                             estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
-                             gamma_abs_rank=int(rank[d]), n=int(ff.shape[0])))
-    return pd.DataFrame(rows)
+            outliers.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
+                                 estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
+                                 gamma_abs_rank=int(rank[d]), n=int(ff.shape[0])))
+    return pd.DataFrame(ratios), pd.DataFrame(outliers)

@@ -23,7 +23,7 @@ from bertology.store.params import ModelParameters
 from bertology.store.sweep import open_sweep
 
 from .attention_heads import attention_tables
-from .attribution import attribution_tables, ff_norm_ratio, ffn_outlier_dims
+from .attribution import attribution_tables, ffn_output_tables
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
@@ -117,8 +117,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         attr, cost = attribution_tables(ds, cfg.seed, cfg.resamples, cfg.attribution_samples, cfg.ig_steps,
                                         cfg.correction, params)
         tables.update(attr)
-        tables["ff_norm_ratio"] = ff_norm_ratio(ds, boot)
-        tables["ffn_outlier_dims"] = ffn_outlier_dims(ds, params)
+        tables["ff_norm_ratio"], tables["ffn_outlier_dims"] = ffn_output_tables(ds, boot, params)
     if sweep is not None:
         sw = open_sweep(sweep)
         if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):

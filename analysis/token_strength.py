@@ -46,11 +46,18 @@ def is_special(token: str) -> bool:
     return (token.startswith("[") and token.endswith("]")) or (token.startswith("<") and token.endswith(">"))
 
 
+def is_punctuation(token: str) -> bool:
+    """Every character (after a byte-level BPE or SentencePiece word marker) is Unicode punctuation or a
+    symbol."""
+    bare = token.lstrip("Ġ▁")
+    return bool(bare) and all(unicodedata.category(ch)[0] in "PS" for ch in bare)
+
+
 def category(word: str, stop_words: frozenset[str]) -> str:
     if is_special(word):
         return "special"
     bare = word.lstrip("Ġ▁")
-    if bare and all(unicodedata.category(ch)[0] in "PS" for ch in bare):
+    if is_punctuation(bare):
         return "punctuation"
     return "function" if bare.lower() in stop_words else "content"
 

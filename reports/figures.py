@@ -144,6 +144,13 @@ def _layer_head_axes(ax, n_layers: int, n_heads: int, task: str, extra: list[str
     ax.set_title(task.upper())
 
 
+def _head_grid(t: pd.DataFrame, values, n_layers: int, n_heads: int, extra: int = 0) -> np.ndarray:
+    """A layer × head grid (NaN where a cell has no row; ``extra`` columns after the heads)."""
+    grid = np.full((n_layers, n_heads + extra), np.nan)
+    grid[t["layer"] - 1, t["head"] - 1] = values
+    return grid
+
+
 def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
     """Per task: Δ accuracy (percentage points) when one head attends uniformly, layer × head, and in the
     last column every head of the layer at once; a dot marks p < 0.05 after correction."""
@@ -157,11 +164,9 @@ def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
         fig, axes = plt.subplots(1, len(tasks), figsize=(0.32 * (n_heads + 1) * len(tasks) + 1.6, 0.34 * n_layers + 1.3),
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            grid = np.full((n_layers, n_heads + 1), np.nan)
-            sig = np.zeros_like(grid, dtype=bool)
             t = hd[hd["task"] == task]
-            grid[t["layer"] - 1, t["head"] - 1] = 100 * t["delta_accuracy"]
-            sig[t["layer"] - 1, t["head"] - 1] = t["p_adj"] < 0.05
+            grid = _head_grid(t, 100 * t["delta_accuracy"], n_layers, n_heads, extra=1)
+            sig = _head_grid(t, t["p_adj"] < 0.05, n_layers, n_heads, extra=1) == 1
             w = whole[whole["task"] == task] if len(whole) else whole
             if len(w):
                 grid[w["layer"] - 1, n_heads] = 100 * w["delta_accuracy"]
@@ -240,8 +245,7 @@ def pattern_heatmaps(heads: pd.DataFrame) -> bytes:
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
             t = heads[heads["task"] == task]
-            grid = np.full((n_layers, n_heads), np.nan)
-            grid[t["layer"] - 1, t["head"] - 1] = [names.index(d) for d in t["dominant"]]
+            grid = _head_grid(t, [names.index(d) for d in t["dominant"]], n_layers, n_heads)
             ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto")
             _layer_head_axes(ax, n_layers, n_heads, task)
         axes[0, 0].set_ylabel("layer")
@@ -285,8 +289,7 @@ def finetune_heatmaps(fc: pd.DataFrame) -> bytes:
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
             t = heads[heads["task"] == task]
-            grid = np.full((n_layers, n_heads), np.nan)
-            grid[t["layer"] - 1, t["head"] - 1] = t["cosine"]
+            grid = _head_grid(t, t["cosine"], n_layers, n_heads)
             im = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=1.0, aspect="auto")
             _layer_head_axes(ax, n_layers, n_heads, task)
         axes[0, 0].set_ylabel("layer")

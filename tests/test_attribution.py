@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bertology import BertologyError
-from bertology.analysis.attribution import (SCOPES, SITE_OF, _sentence, _site, activation, attribute,
-                                            attribution_tables, decompose_layer, head_value_norms)
+from bertology.analysis.attribution import (SCOPES, SITE_OF, activation, attribute, attribution_tables,
+                                            decompose_layer, read_sentence)
 from bertology.extract.extraction import ExtractConfig, extract
 from bertology.extract.tasks import load_split
 from bertology.store import open_store
@@ -45,9 +45,8 @@ def test_every_scope_sums_to_its_stored_site_on_real_weights(real_store):
 
 def test_integrated_gradients_error_falls_with_steps(real_store):
     params = ModelParameters(real_store.attrs)
-    start, n, tokens, att = _sentence(real_store, 0)
-    x = _site(real_store, "ln2", 2, start, n)
-    ff = _site(real_store, "ff", 3, start, n)
+    sent = read_sentence(real_store, 0)
+    att, x, ff = sent.attention, sent.inputs(3), sent.site("ff", 3)
     errors = []
     for steps in (1, 4, 16, 64):
         res = decompose_layer(x, att[2], params.layer(3), ig_steps=steps)
@@ -62,8 +61,8 @@ def test_attention_vectors_equal_the_naive_per_head_tensor(real_store):
     """ATTN-N without the (heads, n, n, d) tensor equals the naive computation that forms it."""
     params = ModelParameters(real_store.attrs)
     p = params.layer(2)
-    start, n, tokens, att = _sentence(real_store, 1)
-    x = _site(real_store, "ln2", 1, start, n)
+    sent = read_sentence(real_store, 1)
+    att, x, n = sent.attention, sent.inputs(2), len(sent.tokens)
     res = decompose_layer(x, att[1], p)
     naive = np.zeros((att.shape[1], n, n, x.shape[1]))
     for h in range(att.shape[1]):
@@ -71,7 +70,7 @@ def test_attention_vectors_equal_the_naive_per_head_tensor(real_store):
         naive[h] = att[1, h][:, :, None] * f[None, :, :]
     np.testing.assert_allclose(res.vectors["ATTN-N"], naive.sum(axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(res.maps()["ATTN-N"], np.linalg.norm(naive.sum(axis=0), axis=-1), rtol=1e-9)
-    np.testing.assert_allclose(head_value_norms(x, p), np.linalg.norm(np.stack(
+    np.testing.assert_allclose(res.value_norms, np.linalg.norm(np.stack(
         [x @ p.W_V[h] @ p.W_O[h] for h in range(att.shape[1])]), axis=-1), rtol=1e-9)
 
 
