@@ -26,7 +26,12 @@ names the store). Tables (every row carries ``run_id``):
 - views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
-database is written beside the old one and renamed over it only when complete).
+database is written beside the old one and renamed over it only when complete). Duplicates cannot arise:
+``runs`` has the primary key ``run_id`` and the per-row tables their natural keys (:data:`PRIMARY_KEYS`), and
+each run's rows are inserted in one transaction with its ``runs`` row, so a run inserted twice fails as a
+whole. A build killed at any point leaves the previous database in place; its leftover temporary database
+and write-ahead log are removed before the next build starts. Builds of one database take a file lock
+(``DB.lock``): a second build waits for the first (up to ``wait`` seconds), then finds the work done.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from bertology import BertologyError
 from bertology.store import open_store
@@ -76,6 +82,14 @@ ANALYSIS_TABLES = {
     "ffn_outlier_dims": "ffn_outlier_dims",
 }
 RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
+#: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``).
+PRIMARY_KEYS = {
+    "runs": ("run_id",),
+    "samples": ("run_id", "sample_index"),
+    "layer_predictions": ("run_id", "sample_index", "layer"),
+    "token_strength": ("run_id", "sample", "position"),
+    "intervention_predictions": ("run_id", "intervention", "sample_index"),
+}
 VIEWS = {
     "errors": "SELECT * FROM samples WHERE NOT correct",
     "confident_errors": f"SELECT * FROM samples WHERE NOT correct AND margin > {CONFIDENT_MARGIN}",
@@ -145,7 +159,13 @@ def _append(con, table: str, df: pd.DataFrame) -> None:
     try:
         exists = con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'").fetchall()[0][0]
         if not exists:
-            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _incoming')
+            columns = con.sql("DESCRIBE SELECT * FROM _incoming").fetchall()
+            key = PRIMARY_KEYS.get(table, ())
+            ddl = [f'"{name}" {dtype}' for name, dtype, *_ in columns]
+            if key:
+                ddl.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in key) + ")")
+            con.execute(f'CREATE TABLE "{table}" ({", ".join(ddl)})')
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
             return
         have = {r[0] for r in con.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'").fetchall()}
         for name, dtype, *_ in con.sql("DESCRIBE SELECT * FROM _incoming").fetchall():
@@ -177,11 +197,40 @@ def _add_run(con, rid: str, store: Path, analysis: Path | None, fingerprint: str
             _append(con, table, pd.read_parquet(path).assign(run_id=rid, split=ds.attrs["split"]))
 
 
-def build_index(results: str | Path, db: str | Path) -> IndexReport:
-    """Index every complete store under ``results`` into ``db`` (see the module docstring)."""
+def _existing_runs(db: Path) -> dict[str, str]:
+    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet)."""
+    if not db.exists():
+        return {}
+    try:
+        with duckdb.connect(str(db), read_only=True) as con:
+            return dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall())
+    except duckdb.Error as e:
+        raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
+                             f"move it away or choose another --db") from None
+
+
+def build_index(results: str | Path, db: str | Path, wait: float = 600) -> IndexReport:
+    """Index every complete store under ``results`` into ``db`` (see the module docstring); wait up to
+    ``wait`` seconds for another build of ``db`` to finish first."""
     results, db = Path(results), Path(db)
     if not results.is_dir():
         raise BertologyError(f"{results}: no such results folder")
+    if not db.parent.is_dir():
+        raise BertologyError(f"{db}: its folder {db.parent} does not exist; create it or choose another --db")
+    _existing_runs(db)  # an unreadable database is refused before anything (the lock file too) is created
+    lock = FileLock(str(db) + ".lock")
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise BertologyError(f"{db}: another `bertology index` is building this database (lock {db}.lock held "
+                             f"for over {wait:g} s); wait for it to finish, or raise --wait") from None
+    try:
+        return _build(results, db)
+    finally:
+        lock.release()
+
+
+def _build(results: Path, db: Path) -> IndexReport:
     stores, analyses = _walk(results)
     by_store: dict[str, Path] = {}
     for a in analyses:
@@ -210,10 +259,7 @@ def build_index(results: str | Path, db: str | Path) -> IndexReport:
     if not wanted:
         raise BertologyError(f"{results}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
-    existing: dict[str, str] = {}
-    if db.exists():
-        with duckdb.connect(str(db), read_only=True) as con:
-            existing = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall())
+    existing = _existing_runs(db)
     for rid, (store, _, fp) in wanted.items():
         if rid not in existing:
             report.added.append(str(store))
@@ -225,24 +271,31 @@ def build_index(results: str | Path, db: str | Path) -> IndexReport:
     if not report.changed and db.exists():
         return report  # nothing new: the database file is not touched
     tmp = db.with_name(db.name + ".building")
-    tmp.unlink(missing_ok=True)
+    leftovers = (tmp, tmp.with_name(tmp.name + ".wal"))
+    for f in leftovers:  # a killed build's temporary database and its write-ahead log: never replayed
+        f.unlink(missing_ok=True)
     try:
         if db.exists():
             shutil.copyfile(db, tmp)
         with duckdb.connect(str(tmp)) as con:
             stale = [rid for rid in existing if rid not in wanted or existing[rid] != wanted[rid][2]]
             tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+            con.execute("BEGIN TRANSACTION")
             for rid in stale:
                 for table in ("runs",) + RUN_TABLES:
                     if table in tables:
                         con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [rid])
+            con.execute("COMMIT")
             for rid, (store, analysis, fp) in wanted.items():
                 if existing.get(rid) != fp:
+                    con.execute("BEGIN TRANSACTION")  # a run's rows go in together, or not at all
                     _add_run(con, rid, store, analysis, fp)
+                    con.execute("COMMIT")
             for name, query in VIEWS.items():
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
             con.execute("CHECKPOINT")
         os.replace(tmp, db)
     finally:
-        tmp.unlink(missing_ok=True)
+        for f in leftovers:
+            f.unlink(missing_ok=True)
     return report
