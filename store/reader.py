@@ -17,6 +17,7 @@ import zarr
 from bertology import BertologyError
 
 from . import schema as S
+from .integrity import reading_store
 
 # Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
@@ -60,7 +61,9 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False) -> xr.Datase
             f"{path}: extraction is incomplete ({progress.get('windows_done', 0)} windows written); "
             f"rerun the same `bertology extract` command to resume it"
         )
-    ds = xr.open_zarr(str(path), consolidated=False, chunks={})
+    fix = ("re-extract it (the same `bertology extract` command with --overwrite)" if progress.get("complete") else
+           "rerun the same `bertology extract` command to resume it, or add --overwrite to start again")
+    ds = xr.open_zarr(reading_store(path, fix), consolidated=False, chunks={})
     ds = ds.set_coords([c for c in S.SAMPLE_COORDS + S.TOKEN_COORDS if c in ds])
     ds.attrs = dict(attrs[S.META_KEY])
     ds.attrs["complete"] = bool(progress.get("complete"))

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import overwrite as replace
+from .integrity import ARRAY_CONFIG, CODECS, reading_store
 from .reader import StoreError
 
 FORMAT = "bertology-intervention-sweep"
@@ -33,9 +35,10 @@ def write_sweep(ds: xr.Dataset, path: str | Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    ds.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False)
-    if path.exists():
-        shutil.rmtree(path)
+    encoding = {name: {"compressors": CODECS} for name in ds.variables}
+    ds.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False, encoding=encoding,
+               write_empty_chunks=ARRAY_CONFIG["write_empty_chunks"])
+    replace.remove(path, "sweep", flag="writing the sweep")
     tmp.replace(path)
     return path
 
@@ -45,7 +48,8 @@ def open_sweep(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such intervention sweep; run `bertology intervene` first")
-    ds = xr.open_zarr(str(path), consolidated=False)
+    ds = xr.open_zarr(reading_store(path, "rerun `bertology intervene` with the same settings to write it again"),
+                      consolidated=False)
     if ds.attrs.get("format") != FORMAT:
         raise StoreError(f"{path}: not a bertology intervention sweep")
     if ds.attrs.get("version") != VERSION:

@@ -12,19 +12,17 @@ store becomes readable (``complete: true``) only after its last write.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
 
 from bertology import BertologyError
 
 from . import schema as S
-
-COMPRESSORS = (ZstdCodec(level=3),)
+from . import overwrite as replace
+from .integrity import ARRAY_CONFIG, CODECS
 
 
 @dataclass
@@ -91,7 +89,7 @@ class StoreWriter:
         self.windows_done = 0
         if self.path.exists():
             if overwrite:
-                shutil.rmtree(self.path)
+                replace.remove(self.path, "store")
             else:
                 self.windows_done = self._resume_point()
         if not self.path.exists():
@@ -124,7 +122,7 @@ class StoreWriter:
         g = self._g
         return g.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, dimension_names=list(dims),
-            fill_value=fill, compressors=COMPRESSORS if np.dtype(dtype).kind != "U" else "auto",
+            fill_value=fill, compressors=CODECS, config=ARRAY_CONFIG,
         )
 
     def _put(self, name, values, dims, chunks=None):
@@ -209,7 +207,8 @@ class StoreWriter:
             expected = span.stop - span.start
             if values.shape[0] != expected:
                 raise ValueError(f"{name}: window {w} has {expected} rows on {dims[0]}, got {values.shape[0]}")
-            g[name][span] = values.astype(g[name].dtype, copy=False)
+            with zarr.config.set({"array.write_empty_chunks": ARRAY_CONFIG["write_empty_chunks"]}):
+                g[name][span] = values.astype(g[name].dtype, copy=False)
 
     def commit(self, w: int) -> None:
         """Record that windows 0..w are fully written (the resume point)."""
