@@ -113,7 +113,8 @@ rule extract_pretrained:
         dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} --split dev "
-        "--glue-dir {params.glue_dir} --out {output} {params.limit} --attention-only --dtype {params.dtype} "
+        "--glue-dir {params.glue_dir} --out {output} {params.limit} --attention-only --allow-untrained-head "
+        "--dtype {params.dtype} "
         "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
 
 

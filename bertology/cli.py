@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 
 from bertology import BertologyError, __version__
@@ -14,6 +16,24 @@ def _csv(kind):
         items = [t for t in text.replace(",", " ").split() if t]
         return tuple(kind(t) for t in items)
     return parse
+
+
+def _number(kind, low, what):
+    """An argparse type: ``kind`` (int/float) of at least ``low``, refused with a message before any work."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+POSITIVE = _number(int, 1, "a positive integer")
+NON_NEGATIVE = _number(int, 0, "zero or a positive integer")
+POSITIVE_FLOAT = _number(float, 1e-300, "a positive number")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -36,19 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune an encoder on a GLUE task; writes a save_pretrained checkpoint")
     p.add_argument("--model", default="minilm-l6", help="HF id, local directory, or the embedded 'minilm-l6'")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--max-train", type=int, help="use a seeded random subset of N training examples")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-train", type=POSITIVE, help="use a seeded random subset of N training examples")
+    p.add_argument("--epochs", type=POSITIVE_FLOAT, default=3.0)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=5e-5)
     p.add_argument("--max-length", type=int, default=128)
     _add_data_args(p)
 
     p = sub.add_parser("init-model", help="write a randomly initialised tiny BERT classifier (the tiny profile's)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=64)
+    p.add_argument("--layers", type=POSITIVE, default=2)
+    p.add_argument("--hidden", type=POSITIVE, default=32)
+    p.add_argument("--heads", type=POSITIVE, default=4)
+    p.add_argument("--intermediate", type=POSITIVE, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer", default="minilm-l6", help="whose tokenizer (and vocabulary) to use")
 
@@ -56,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="minilm-l6", help="checkpoint directory, HF id, or 'minilm-l6'")
     p.add_argument("--split", default="dev", choices=("train", "dev"))
     p.add_argument("--out", required=True, help="store path (STORE.zarr)")
-    p.add_argument("--limit", type=int, help="only the first N examples")
+    p.add_argument("--limit", type=POSITIVE, help="only the first N examples")
     p.add_argument("--token-sites", type=_csv(str), default=None,
                    help="sites stored per token (default: all of embed attn res1 ln1 ff_act ff res2 ln2)")
     p.add_argument("--token-layers", type=_csv(int), default=None, help="layers stored per token (default: all)")
@@ -67,9 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store only the attention maps besides the [CLS] states (a reference store, e.g. the "
                         "pre-trained model on the dev samples, for the attention change through fine-tuning)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="tokens per sequence, special tokens included (within [3 or the pair minimum, the model's "
+                        "positions]; checked before any work)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing bertology store instead of resuming it (anything else is refused)")
+    p.add_argument("--allow-untrained-head", action="store_true",
+                   help="accept a checkpoint whose classifier head is newly initialised at load (its predictions "
+                        "are random; recorded in the store), e.g. for attention maps of a pre-trained model")
     _add_data_args(p)
 
     p = sub.add_parser("intervene", help="a dev store's samples under every intervention (partial forwards)")
@@ -78,17 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep folder to write (e.g. dev.sweep)")
     p.add_argument("--families", type=_csv(str), default=None,
                    help="intervention families (default: all of skip ffn attn heads head)")
-    p.add_argument("--train-limit", type=int, default=2000,
+    p.add_argument("--train-limit", type=POSITIVE, default=2000,
                    help="train examples for the layer-skip compensation classifier (default 2000)")
     p.add_argument("--skip-layers", default="all",
                    help="layers the skip family skips: all (default), candidates (the a-priori skip candidates "
                         "from the store's separability, as `analyze` picks them), or a list such as 2,5")
     p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"),
                    help="with --skip-layers candidates: as in `analyze`")
-    p.add_argument("--skip-k", type=int, default=1)
+    p.add_argument("--skip-k", type=POSITIVE, default=1)
     p.add_argument("--skip-statistic", default="fisher_trace",
                    choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--allow-untrained-head", action="store_true",
+                   help="accept a checkpoint whose classifier head is newly initialised at load")
     p.add_argument("--glue-dir", help="GLUE folder for the train split (default: $GLUE_DIR)")
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION")
     p.add_argument("--seed", type=int, default=0)
@@ -98,20 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="separability, skip candidates, FFN roles, token strength (parquet)")
     p.add_argument("store", help="a complete store (STORE.zarr)")
     p.add_argument("--out", required=True, help="folder for the parquet tables")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--resamples", type=_number(int, 10, "at least 10"), default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--correction", default="holm", choices=("holm", "fdr_bh"))
     p.add_argument("--ci", default="bca", choices=("bca", "percentile"), help="bootstrap interval (default BCa)")
     p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"))
-    p.add_argument("--skip-k", type=int, default=1, help="with --skip-rule k_lowest: how many layers")
+    p.add_argument("--skip-k", type=POSITIVE, default=1, help="with --skip-rule k_lowest: how many layers")
     p.add_argument("--skip-statistic", default="fisher_trace",
                    choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
     p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
-    p.add_argument("--permutations", type=int, default=200,
+    p.add_argument("--permutations", type=NON_NEGATIVE, default=200,
                    help="label permutations for the separability ratios' chance level (0: none)")
     p.add_argument("--mean-pooled", action="store_true",
                    help="also measure separability of mean-pooled tokens (needs token-level states)")
-    p.add_argument("--strength-layer", type=int, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
+    p.add_argument("--strength-layer", type=POSITIVE, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
     p.add_argument("--strength-site", default="ln2")
     p.add_argument("--train-store", help="--cls-only store of the train split (same checkpoint) to fit the "
                                          "per-layer probes on; without it they are cross-fitted on the store")
@@ -121,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained-store", help="the pre-trained model's store of the same samples (extract "
                                               "--attention-only): adds the attention change through fine-tuning")
     p.add_argument("--no-attention", action="store_true", help="skip the attention-head tables")
-    p.add_argument("--attribution-samples", type=int, default=50,
+    p.add_argument("--attribution-samples", type=NON_NEGATIVE, default=50,
                    help="norm-based attribution (Kobayashi et al.) on the first N samples (0: none; default 50)")
-    p.add_argument("--ig-steps", type=int, default=None,
+    p.add_argument("--ig-steps", type=POSITIVE, default=None,
                    help="integrated-gradient steps through the FFN activation (default: the exact integral)")
     p.add_argument("--checkpoint", help="the checkpoint directory the store was extracted with, if it moved "
                                         "(attribution reads its weights; their sha256 must match the store's)")
@@ -131,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
     p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
     p.add_argument("--db", default=None, help="database file (default: RESULTS/bertology.duckdb)")
+    p.add_argument("--wait", type=_number(float, 0, "zero or a positive number of seconds"), default=600,
+                   help="seconds to wait for another build of the same database to finish (default 600)")
 
     p = sub.add_parser("report", help="the HTML report, Markdown summary and CSV tables of a results folder")
     p.add_argument("results", help="results folder (analysed stores beneath it)")
@@ -144,12 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="results/bertology.duckdb")
     p.add_argument("--format", default="table", choices=("table", "csv", "json", "parquet"))
     p.add_argument("--output", help="file for --format parquet")
+    p.add_argument("--max-rows", type=POSITIVE, default=None,
+                   help="stop after this many rows (default 100000; the output says when it stopped early)")
+    p.add_argument("--timeout", type=POSITIVE_FLOAT, default=None,
+                   help="seconds a query may run before it is interrupted (default 60)")
 
     p = sub.add_parser("store", help="inspect stores")
     ssub = p.add_subparsers(dest="store_command", required=True)
     pi = ssub.add_parser("info", help="summarise a store")
     pi.add_argument("path")
     pi.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    pv = ssub.add_parser("verify", help="read every chunk of a store or sweep and report all damage (exit 1)")
+    pv.add_argument("path")
+    pv.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -204,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             token_layers=args.token_layers,
             attention=not (args.no_attention or args.cls_only),
             dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
-            extra_meta={"attention_only": True} if args.attention_only else {})
+            allow_untrained_head=args.allow_untrained_head, extra_meta={"attention_only": True} if args.attention_only else {})
         path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
                             carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet)
@@ -216,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         path = sweep(args.model, args.store, args.out, families=args.families or FAMILIES, glue_dir=args.glue_dir,
                      carve_train_from_dev=args.carve_train_from_dev, train_limit=args.train_limit,
                      batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet,
-                     skip_layers=skip_layers)
+                     skip_layers=skip_layers, allow_untrained_head=args.allow_untrained_head)
         print(f"wrote {path}")
     elif args.command == "analyze":
         from bertology.analysis.run import AnalyzeConfig, analyze
@@ -239,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         from bertology.analysis.index import build_index
 
         db = args.db or str(Path(args.results) / "bertology.duckdb")
-        rep = build_index(args.results, db)
+        rep = build_index(args.results, db, wait=args.wait)
         for what in ("added", "updated", "removed", "unchanged", "skipped"):
             for item in getattr(rep, what):
                 print(f"{what:9} {item}")
@@ -259,10 +296,28 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "sql":
         from bertology.analysis import sql
 
+        limits = sql.Limits.from_options(args.max_rows, args.timeout)
         if args.query is None:
-            sql.repl(args.db)
+            sql.repl(args.db, limits)
         else:
-            print(sql.render(sql.query(args.db, args.query), args.format, args.output))
+            result = sql.query(args.db, args.query, limits)
+            print(sql.render(result, args.format, args.output))
+            if result.attrs.get("truncated"):
+                print(f"bertology sql: stopped at {limits.max_rows} rows (--max-rows raises the limit)", file=sys.stderr)
+    elif args.command == "store" and args.store_command == "verify":
+        from bertology.store.integrity import verify
+
+        rep = verify(args.path, progress=not args.quiet)
+        for d in rep.damage:
+            print(f"DAMAGED  {args.path}: {d}")
+        if rep.unchecked_arrays:
+            print(f"{args.path}: {rep.unchecked_arrays} of {rep.arrays} arrays were written without chunk checksums "
+                  f"(before bertology 0.2): missing or changed chunks there cannot be detected; re-extract to add them")
+        if rep.damage:
+            print(f"{args.path}: {len(rep.damage)} damaged chunk(s) of {rep.chunks} in {rep.arrays} arrays; re-extract "
+                  f"the store (the same `bertology extract` command with --overwrite) or rerun `bertology intervene`")
+            return 1
+        print(f"{args.path}: ok, {rep.chunks} chunks in {rep.arrays} arrays verified")
     elif args.command == "store":
         from bertology.store.info import describe
         from bertology.store.reader import read_attrs
@@ -274,12 +329,53 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full: free space there, or write somewhere else",
+    errno.EDQUOT: "your disk quota is used up: free space, or write somewhere else",
+    errno.EACCES: "permission denied: choose a path you can write (or read), or fix its permissions",
+    errno.EPERM: "the operation is not permitted there: choose another path",
+    errno.EROFS: "the file system is read-only: choose a writable path",
+    errno.ENOENT: "no such file or folder: check the path (a parent folder may be missing)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "that is a folder, where a file was expected: check the path",
+    errno.EEXIST: "something already exists there: choose another path",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for a file-system error: the path, what happened, and what to do."""
+    where = e.filename if e.filename is not None else ""
+    if getattr(e, "filename2", None):
+        where = f"{where} -> {e.filename2}"
+    what = e.strerror or str(e)
+    fix = _OS_FIXES.get(e.errno, "check the path and try again")
+    return f"{where + ': ' if where else ''}{what} ({fix}); then rerun the same command"
+
+
 def main(argv=None) -> int:
+    """Run one command. A user's mistake ends in one line on stderr and exit 2 (1: damage found by
+    ``store verify``); ``BERTOLOGY_DEBUG=1`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("BERTOLOGY_DEBUG", "") not in ("", "0")
     try:
         return run(args)
+    except BrokenPipeError:
+        # the reader of our output went away (`bertology sql ... | head`): not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except BertologyError as e:
+        if debug:
+            raise
         print(f"bertology: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug:
+            raise
+        print(f"bertology: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertology: interrupted; rerun the same command to resume", file=sys.stderr)

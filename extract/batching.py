@@ -7,7 +7,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bertology import BertologyError
+
 from .tasks import Split
+
+
+def max_positions(config) -> int:
+    """The longest sequence the model's position embeddings cover (RoBERTa's start after its padding id)."""
+    n = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if getattr(config, "model_type", "") == "roberta":
+        n -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return n
+
+
+def check_max_length(tokenizer, config, max_length: int, pair: bool) -> None:
+    """Refuse a ``--max-length`` that truncation cannot honour: below the special tokens plus one token of each
+    text, or beyond the model's positions."""
+    low = tokenizer.num_special_tokens_to_add(pair=pair) + (2 if pair else 1)
+    high = max_positions(config)
+    if not low <= max_length <= high:
+        raise BertologyError(
+            f"--max-length {max_length}: must lie in [{low}, {high}] for this model "
+            f"({'sentence pairs need' if pair else 'a sentence needs'} {low - (2 if pair else 1)} special tokens plus "
+            f"at least one token per text; the model has {high} positions)")
 
 
 @dataclass

@@ -20,9 +20,9 @@ from bertology import BertologyError
 from bertology.store import schema as S
 from bertology.store.writer import StorePlan, StoreWriter
 
-from .batching import Encoded, collate, encode, length_batches
+from .batching import Encoded, check_max_length, collate, encode, length_batches
 from .capture import ATTENTION, LAYER_HOOKS, Capture
-from .models import LoadedModel, load_classifier
+from .models import LoadedModel, load_classifier, require_trained_head
 from .tasks import Split, load_split
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -40,6 +40,7 @@ class ExtractConfig:
     batch_size: int = 32
     window: int = 128
     seed: int = 0
+    allow_untrained_head: bool = False             # accept a classifier head newly initialised at load
     extra_meta: dict = field(default_factory=dict)
 
     def validate(self, n_layers: int) -> None:
@@ -52,8 +53,10 @@ class ExtractConfig:
                 raise BertologyError(f"token layer(s) {out} out of range; layers are numbered 1..{n_layers}")
         if self.dtype not in DTYPES:
             raise BertologyError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        if self.window % 64:
-            raise BertologyError(f"window must be a multiple of 64; got {self.window}")
+        if self.window <= 0 or self.window % 64:
+            raise BertologyError(f"window must be a positive multiple of 64; got {self.window}")
+        if self.batch_size <= 0:
+            raise BertologyError(f"--batch-size must be a positive number of sequences; got {self.batch_size}")
 
 
 def plan_store(lm: LoadedModel, split: Split, enc: Encoded, cfg: ExtractConfig) -> StorePlan:
@@ -96,6 +99,7 @@ def plan_store(lm: LoadedModel, split: Split, enc: Encoded, cfg: ExtractConfig) 
         "attention": cfg.attention,
         "batch_size": cfg.batch_size,
         "window": cfg.window,
+        "classifier_head": "trained" if lm.head_trained else "untrained",
         **cfg.extra_meta,
     }
     return StorePlan(
@@ -206,6 +210,8 @@ def extract(
         model, label_names=split.task.label_names, seed=cfg.seed, device=dev)
     lm.model.to(dev)
     cfg.validate(lm.model.config.num_hidden_layers)
+    require_trained_head(lm, cfg.allow_untrained_head, "Extract")
+    check_max_length(lm.tokenizer, lm.model.config, cfg.max_length, split.task.is_pair)
     enc = encode(lm.tokenizer, split, cfg.max_length)
     plan = plan_store(lm, split, enc, cfg)
     writer = StoreWriter(out, plan, overwrite=overwrite)

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 import bertology
 from bertology import BertologyError
 
-from .batching import Encoded, collate, encode, length_batches, shuffled_length_batches
+from .batching import Encoded, check_max_length, collate, encode, length_batches, shuffled_length_batches
 from .extraction import pick_device
-from .models import LoadedModel, load_classifier, quiet_transformers
+from .models import LoadedModel, check_checkpoint_out, load_classifier, quiet_transformers
 from .tasks import Split, load_split
 
 
@@ -69,10 +69,15 @@ def finetune(
 ) -> dict:
     """Fine-tune ``model`` on ``train``, score it on ``dev``, and save checkpoint + metrics to ``out``."""
     out = Path(out)
+    for name, value in (("--batch-size", batch_size), ("--epochs", epochs), ("--lr", lr)):
+        if not value > 0:
+            raise BertologyError(f"{name} must be positive; got {value}")
+    check_checkpoint_out(out)
     dev_ = pick_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     lm = load_classifier(model, label_names=train.task.label_names, seed=seed, device=dev_)
+    check_max_length(lm.tokenizer, lm.model.config, max_length, train.task.is_pair)
     enc_train = encode(lm.tokenizer, train, max_length)
     enc_dev = encode(lm.tokenizer, dev, max_length)
     pad = lm.tokenizer.pad_token_id or 0

@@ -29,6 +29,12 @@ class LoadedModel:
     path: Path                      # the local directory it was loaded from
     sha256: str                     # checksum of the weight files
     model_type: str
+    new_weights: tuple[str, ...] = ()  # parameters the checkpoint lacked, newly initialised at load
+
+    @property
+    def head_trained(self) -> bool:
+        """Whether the classifier head came from the checkpoint (not newly initialised at load)."""
+        return not self.new_weights
 
     @property
     def encoder_layers(self):
@@ -102,7 +108,11 @@ def load_classifier(
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve(ref)
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable or malformed config.json
+        raise BertologyError(f"{path}/config.json: not a valid model configuration ({type(e).__name__}: "
+                             f"{_first_line(e)}); it should be the config.json that save_pretrained wrote") from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise BertologyError(
             f"model {ref!r} has model_type {config.model_type!r}; bertology supports the post-LN BERT family "
@@ -119,11 +129,58 @@ def load_classifier(
     if want is not None and is_classifier and config.num_labels != want:
         raise BertologyError(f"model {ref!r} is a classifier with {config.num_labels} labels; the task has {want}")
     torch.manual_seed(seed)  # a missing head is initialised deterministically
-    with quiet_transformers():  # "newly initialised weights" is expected for a bare encoder; no load bars
-        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager", **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        with quiet_transformers():  # "newly initialised weights" is expected for a bare encoder; no load bars
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, attn_implementation="eager", output_loading_info=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - missing or truncated weights, bad tokenizer files: the user's files
+        raise BertologyError(
+            f"{path}: the checkpoint cannot be loaded ({type(e).__name__}: {_first_line(e)}); it needs config.json, "
+            f"the tokenizer files and complete weights ({', '.join(WEIGHT_PATTERNS)}), as save_pretrained writes "
+            f"them: copy the folder again or re-run `bertology finetune`") from None
+    new = sorted(set(info.get("missing_keys") or ()) | {str(k[0]) if isinstance(k, tuple) else str(k)
+                                                          for k in info.get("mismatched_keys") or ()})
+    prefix = f"{model.base_model_prefix}."
+    encoder_missing = [k for k in new if k.startswith(prefix) and ".pooler." not in f".{k}"]
+    if encoder_missing:
+        raise BertologyError(
+            f"{path}: the checkpoint lacks {len(encoder_missing)} encoder weight(s) (e.g. {encoder_missing[0]}); "
+            f"its weight files are incomplete: copy the folder again or re-run `bertology finetune`")
     model.eval().to(device)
-    return LoadedModel(model, tokenizer, ref, Path(path).resolve(), weights_sha256(path), config.model_type)
+    return LoadedModel(model, tokenizer, ref, Path(path).resolve(), weights_sha256(path), config.model_type,
+                       tuple(new))
+
+
+def check_checkpoint_out(out: str | Path) -> None:
+    """Refuse to replace anything at ``out`` but a checkpoint folder (a ``config.json`` beside weights)."""
+    out = Path(out)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if out.is_dir() and (out / "config.json").is_file() and any(out.glob(p) for p in WEIGHT_PATTERNS):
+        return
+    what = "a file" if out.is_file() else f"a folder that is not a model checkpoint ({len(list(out.iterdir()))} entries)"
+    raise BertologyError(f"{out}: is {what}; a checkpoint is written only over a checkpoint or an empty folder. "
+                         f"Choose another --out")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def require_trained_head(lm: LoadedModel, allow: bool, what: str) -> None:
+    """Refuse a classifier whose head was newly initialised at load, unless ``allow`` (``--allow-untrained-head``).
+
+    Its predictions would come from random weights: no accuracy, error or layer-skip number would mean anything.
+    """
+    if lm.head_trained or allow:
+        return
+    raise BertologyError(
+        f"{lm.ref}: has no trained classifier head ({', '.join(lm.new_weights[:4])} newly initialised at load), "
+        f"so its predictions would be random. {what} a fine-tuned checkpoint (`bertology finetune`), or pass "
+        f"--allow-untrained-head when the head does not matter (e.g. attention maps of a pre-trained model); "
+        f"it is then recorded in the store and shown in `store info` and the report")
 
 
 def init_random_bert(
@@ -153,6 +210,7 @@ def init_random_bert(
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     out = Path(out)
+    check_checkpoint_out(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

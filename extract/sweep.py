@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from bertology import BertologyError, __version__
 from bertology.store import open_store
+from bertology.store import overwrite as replace
 from bertology.store.sweep import write_sweep
 
 from .batching import collate, encode, length_batches
 from .extraction import pick_device
 from .interventions import Intervene, Intervention, first_layer
-from .models import load_classifier
+from .models import load_classifier, require_trained_head
 from .partial import LayerInputs, forward_from
 from .tasks import load_split
 
@@ -94,12 +95,18 @@ def skip_features(lm, enc, skips: list[int], batch_size: int, dev, progress: boo
 
 def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, glue_dir=None,
           carve_train_from_dev: float | None = None, train_limit: int | None = 2000, batch_size: int = 64,
-          seed: int = 0, device: str | None = None, progress: bool = True, skip_layers=None) -> Path:
+          seed: int = 0, device: str | None = None, progress: bool = True, skip_layers=None,
+          allow_untrained_head: bool = False) -> Path:
     """Run the sweep for the dev ``store`` with checkpoint ``model`` (the one the store was extracted with)
     and write it to ``out`` (see :mod:`bertology.store.sweep`)."""
+    for name, value in (("--batch-size", batch_size), ("--train-limit", train_limit if train_limit is not None else 1)):
+        if value <= 0:
+            raise BertologyError(f"{name} must be positive; got {value}")
     ds = open_store(store)
+    replace.check(out, "sweep", flag="intervene --out")
     dev = pick_device(device)
     lm = load_classifier(model, label_names=tuple(ds.attrs["label_names"]), device=dev)
+    require_trained_head(lm, allow_untrained_head, "Sweep")
     if lm.sha256 != ds.attrs["model_sha256"]:
         raise BertologyError(f"{model}: weights sha256 {lm.sha256[:12]}… differ from the checkpoint {store} was "
                              f"extracted with ({ds.attrs['model_sha256'][:12]}…); sweep with that checkpoint")
@@ -171,6 +178,7 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             "families": list(families), "skip_layers": skips, "train_file": train.source, "train_sha256": train.sha256,
             "train_carve_out": train.carve_out or {}, "train_n": len(train), "seed": seed,
             "device": str(dev), "bertology_version": __version__,
+            "classifier_head": "trained" if lm.head_trained else "untrained",
         },
     )
     return write_sweep(result, out)

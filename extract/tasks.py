@@ -166,6 +166,11 @@ def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
                 f"expected one of {', '.join(task.label_values)}"
             )
         texts = [cols[c].strip() for c in task.text_columns]
+        for c, t in zip(task.text_columns, texts):
+            if not t:
+                name = f" ({task.header[c]})" if task.header else ""
+                raise GlueFormatError(f"{path}:{lineno}: column {c + 1}{name} is empty or whitespace only; every "
+                                      f"example needs its text (remove or fill the line)")
         examples.append(
             Example(
                 sample_id=len(examples),
@@ -199,6 +204,8 @@ def _load_hf(task: TaskSpec, split: str) -> Split:  # pragma: no cover - needs n
     examples = []
     for i, row in enumerate(ds):
         texts = [str(row[f]).strip() for f in task.hf_text_fields]
+        if not all(texts):
+            raise GlueFormatError(f"hf:glue/{task.name}/{hf_split} row {i}: empty text; every example needs its text")
         examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, int(row["label"])))
     return Split(task, split, examples, source=f"hf:glue/{task.name}/{hf_split}", sha256=ds._fingerprint)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import bertology
+from bertology import BertologyError
 
 from . import figures
 from . import published as P
@@ -511,9 +512,21 @@ def _software() -> dict[str, str]:
     return out
 
 
+def _check_out(out: Path) -> None:
+    """A report replaces only a report (or an empty folder): never a folder that happens to be named."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if out.is_dir() and (out / "index.html").is_file() and (out / "summary.md").is_file():
+        return
+    what = "a file" if out.is_file() else "a folder that is not a bertology report"
+    raise BertologyError(f"{out}: is {what}; the report is written only over a report or an empty folder. "
+                         f"Choose another --out")
+
+
 def build_report(results: str | Path, out: str | Path, db: str | Path | None = None,
                  tasks: list[str] | None = None, workflow_config: dict | None = None) -> Path:
     """Write the report of ``results`` to ``out`` (see the module docstring); return ``out/index.html``."""
+    _check_out(Path(out))
     data = collect(results, db, tasks)
     tabs = T.all_tables(data)
     sections, md = _sections(data, tabs, workflow_config)

@@ -388,6 +388,7 @@ def provenance(data: ReportData) -> pd.DataFrame:
             "task": run.task, "bertology_version": bertology.__version__, "git_commit": commit,
             "torch": m["software"]["torch"], "transformers": m["software"]["transformers"],
             "checkpoint": _relative(m["model_path"], data.results), "model_type": m["model_type"],
+            "classifier_head": m.get("classifier_head", "not recorded"),
             "n_layers": m["n_layers"], "hidden": m["hidden"], "model_sha256": m["model_sha256"],
             "base_model": _relative(ft.get("base_model"), data.results), "base_model_sha256": ft.get("base_model_sha256", ""),
             "finetune_seed": ft.get("seed", np.nan), "data_file": Path(m["data_file"]).name if m.get("data_file") else "",

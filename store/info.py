@@ -20,6 +20,13 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _head(state: str | None) -> str:
+    if state == "untrained":
+        return ("UNTRAINED head (newly initialised at load, --allow-untrained-head): predictions, accuracy and "
+                "errors are those of random weights")
+    return "trained head" if state == "trained" else "head state not recorded (store older than bertology 0.2)"
+
+
 def describe(path: str | Path) -> str:
     """Summarise what a store holds: provenance, capture settings, variables, accuracy and size."""
     path = Path(path)
@@ -38,6 +45,7 @@ def describe(path: str | Path) -> str:
         f"  model        {m['model']}  ({m['model_type']}, {m['n_layers']} layers, {m['n_heads']} heads, "
         f"hidden {m['hidden']}, ff {m['ff_hidden']})",
         f"  checkpoint   {m['model_path']}  sha256 {m['model_sha256'][:16]}…",
+        f"  classifier   {_head(m.get('classifier_head'))}",
         f"  tokenizer    {m['tokenizer']}  max_length {m['max_length']}, segments: {m['segment_policy']}",
         f"  capture      dtype {m['dtype']}; cls at sites {' '.join(S.SITES)} + ff_act + embed; "
         f"token sites: {' '.join(m['token_sites']) or 'none'}"

@@ -77,3 +77,30 @@ def make_split(n: int, task: str = "sst2", seed: int = 0, max_words: int = 40) -
 
     examples = [Example(i, sentence(), sentence() if spec.is_pair else None, int(i % 2)) for i in range(n)]
     return Split(spec, "dev", examples, source="synthetic", sha256="0" * 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory, tiny_models) -> Path:
+    """A results folder with one analysed tiny-BERT SST-2 dev store (``sst2/dev.zarr``, ``sst2/analysis``).
+
+    Shared, read-only: a test that damages or changes files copies what it needs first.
+    """
+    from bertology.analysis.run import AnalyzeConfig, analyze
+    from bertology.extract.extraction import ExtractConfig, extract
+
+    root = tmp_path_factory.mktemp("tiny_results")
+    store = extract(str(tiny_models["bert"]), make_split(90, seed=3), root / "sst2" / "dev.zarr",
+                    ExtractConfig(window=64), progress=False)
+    analyze(store, root / "sst2" / "analysis", AnalyzeConfig(resamples=50, probe=False, permutations=0,
+                                                             attribution_samples=4))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_results, tmp_path_factory) -> Path:
+    """The DuckDB index of :func:`tiny_results` (read-only for tests)."""
+    from bertology.analysis.index import build_index
+
+    db = tmp_path_factory.mktemp("tiny_index") / "bertology.duckdb"
+    build_index(tiny_results, db)
+    return db

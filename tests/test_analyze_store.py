@@ -18,7 +18,8 @@ def real_store(tmp_path_factory, glue_dir):
     """MiniLM (real weights, seeded head) on the first 160 SST-2 dev sentences, full capture."""
     root = tmp_path_factory.mktemp("analyze")
     split = load_split("sst2", "dev", glue_dir, limit=160)
-    return extract("minilm-l6", split, root / "sst2.zarr", ExtractConfig(window=64), progress=False)
+    return extract("minilm-l6", split, root / "sst2.zarr", ExtractConfig(window=64, allow_untrained_head=True),
+                   progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from bertology.store.reader import StoreError
 def real_store(tmp_path_factory, glue_dir):
     """Four MRPC dev pairs through the real MiniLM weights, every site stored in float32."""
     split = load_split("mrpc", "dev", glue_dir, limit=4)
-    path = extract("minilm-l6", split, tmp_path_factory.mktemp("attr") / "mrpc.zarr", ExtractConfig(dtype="float32"),
-                   progress=False)
+    path = extract("minilm-l6", split, tmp_path_factory.mktemp("attr") / "mrpc.zarr",
+                   ExtractConfig(dtype="float32", allow_untrained_head=True), progress=False)
     return open_store(path)
 
 

@@ -28,7 +28,8 @@ def test_embedded_default_resolves_offline_to_a_real_bert():
 
 def test_store_equals_hf_on_real_weights(tmp_path, glue_dir):
     split = load_split("mrpc", "dev", glue_dir, limit=24)
-    store = extract("minilm-l6", split, tmp_path / "m.zarr", ExtractConfig(window=64), progress=False)
+    store = extract("minilm-l6", split, tmp_path / "m.zarr", ExtractConfig(window=64, allow_untrained_head=True),
+                    progress=False)
     ds = open_store(store)
     assert ds.attrs["model"] == "minilm-l6" and ds.attrs["n_layers"] == 6
     lengths = ds["length"].values
