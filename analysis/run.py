@@ -66,6 +66,13 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a reader never sees half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
             train_store: str | Path | None = None, sweep: str | Path | None = None,
             pretrained_store: str | Path | None = None, checkpoint: str | Path | None = None) -> dict[str, Path]:
@@ -81,6 +88,8 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     records (``checkpoint`` overrides its path; the weights' sha256 must match).
     """
     cfg = cfg or AnalyzeConfig()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BertologyError(f"{out}: is a file; --out names the folder the tables are written to")
     ds = open_store(store)
     train = open_store(train_store) if train_store else None
     task, model = ds.attrs["task"], ds.attrs["model"]
@@ -140,13 +149,15 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         df.to_parquet(tmp, index=False)
         tmp.replace(path)
         written[name] = path
-    (out / "analysis.json").write_text(json.dumps(
+    _write_text(out / "analysis.json", json.dumps(
         {"store": str(Path(store).resolve()),
          "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
          "train_store": str(Path(train_store).resolve()) if train_store else None,
          "sweep": str(Path(sweep).resolve()) if sweep else None,
          "pretrained_store": str(Path(pretrained_store).resolve()) if pretrained_store else None,
-         "attribution_cost": cost,
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
+    # measured wall time differs between identical runs: kept apart, so analysis.json (and the index's
+    # fingerprint of it) changes only when the results do
+    _write_text(out / "timings.json", json.dumps({"attribution_cost": cost}, indent=2) + "\n")
     return written
