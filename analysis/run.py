@@ -1,11 +1,20 @@
 """``bertology analyze STORE --out DIR``: every representation statistic of a store, as tidy parquet tables.
 
-Tables: ``task_metrics.parquet`` (accuracy, F1, MCC of the classifier on the stored samples),
-``separability.parquet``, ``skip_candidates.parquet``, ``ffn_roles.parquet``, ``token_strength.parquet``
-(plus ``token_buckets.parquet``, one row per token at the strength layer). Each has the columns ``task``,
-``model``, ``layer``, ``site``, ``statistic``, ``estimate``, ``ci_low``, ``ci_high``, ``n`` (``p`` and
-``p_adj`` where a test applies) and the columns the table needs beyond them. One bootstrap weight matrix,
-drawn from ``seed``, serves every statistic, so results are deterministic and layer differences paired.
+Always: ``task_metrics`` (accuracy, F1, MCC of the classifier on the stored samples), ``separability``,
+``skip_candidates``, ``ffn_roles``, ``errors`` (the confident-wrong summary) and ``layer_predictions`` (one row
+per sample and layer). With token states: ``token_strength`` and ``token_buckets`` (one row per token at the
+strength layer). With attention maps: ``attention_patterns``, ``attention_token_classes``,
+``attention_examples`` (and ``attention_finetune_change`` with a pre-trained store). With a full capture: the
+attribution tables ``attribution_similarity``, ``attribution_completeness``, ``ff_amp_pairs``,
+``ff_amp_wordsplit``, ``attention_norms``, ``attribution_example``, ``ff_norm_ratio``, ``ffn_outlier_dims``.
+With a sweep: ``interventions``, ``layer_skip``, ``apriori_validation``, ``intervention_predictions``.
+Beside them: ``analysis.json`` (inputs, settings) and ``timings.json`` (measured time, kept apart so that
+identical reruns give identical files).
+
+The statistics tables have the columns ``task``, ``model``, ``layer``, ``site``, ``statistic``, ``estimate``,
+``ci_low``, ``ci_high``, ``n`` (``p`` and ``p_adj`` where a test applies) and the columns the table needs
+beyond them. One bootstrap weight matrix, drawn from ``seed``, serves every statistic, so results are
+deterministic and layer differences paired.
 """
 
 from __future__ import annotations

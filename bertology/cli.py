@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("analyze", help="separability, skip candidates, FFN roles, token strength (parquet)")
+    p = sub.add_parser("analyze", help="every table of a store (parquet): metrics, separability, skip candidates, "
+                                       "FFN roles, errors, layer predictions, token strength, attention heads, "
+                                       "attribution, and with a sweep the interventions")
     p.add_argument("store", help="a complete store (STORE.zarr)")
     p.add_argument("--out", required=True, help="folder for the parquet tables")
     p.add_argument("--resamples", type=_number(int, 10, "at least 10"), default=1000, help="bootstrap resamples (default 1000)")

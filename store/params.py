@@ -1,7 +1,7 @@
 """A store's model parameters: the checkpoint the store records (``model_path``), verified by its checksum.
 
 Analyses that need weights (norm-based attribution) read them here, never by loading the model: the store's
-metadata names the checkpoint directory and the sha256 of its weight files, and :func:`model_parameters`
+metadata names the checkpoint directory and the sha256 of its weight files, and :class:`ModelParameters`
 refuses weights whose checksum differs. Parameters come back as numpy arrays in the papers' orientation
 (``x @ W``), split per head where the attention uses them per head.
 """
