@@ -4,11 +4,31 @@
 # Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
 # affects (and what depends on their outputs); a second run with nothing changed runs nothing.
 import json
+import os
+import sys
+from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
 
 configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
+
+# The rules call the `bertology` installed beside the Python that runs Snakemake, so `.venv/bin/snakemake`
+# works from a shell where nothing is activated.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+# The GLUE data, chosen and checked before any rule runs: config `glue_dir`, else GLUE_DIR, else
+# ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
+from bertology import BertologyError
+from bertology.extract.tasks import glue_source
+
+try:
+    GLUE = glue_source(config.get("glue_dir"), config["tasks"], config["carve_train_from_dev"])
+except BertologyError as e:
+    print(f"bertology: error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 R = config["results"]
 FT = config["finetune"]
@@ -63,7 +83,7 @@ rule finetune:
     resources: mem_mb=4000
     params:
         model=BASE_MODEL,
-        glue_dir=config["glue_dir"],
+        glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         max_train=lambda w: f"--max-train {ft(w.task, 'max_train')}" if ft(w.task, "max_train") else "",
         epochs=lambda w: ft(w.task, "epochs"),
@@ -86,7 +106,7 @@ rule extract_dev:
     threads: 2
     resources: mem_mb=6000
     params:
-        glue_dir=config["glue_dir"],
+        glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
         dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
@@ -107,7 +127,7 @@ rule extract_pretrained:
     resources: mem_mb=4000
     params:
         model=BASE_MODEL,
-        glue_dir=config["glue_dir"],
+        glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
         dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
@@ -126,7 +146,7 @@ rule extract_train:
     threads: 2
     resources: mem_mb=4000
     params:
-        glue_dir=config["glue_dir"],
+        glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         limit=lambda w: f"--limit {ft(w.task, 'max_train')}" if ft(w.task, "max_train") else "",
         dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
@@ -156,7 +176,7 @@ rule intervene:
     threads: 2
     resources: mem_mb=4000
     params:
-        glue_dir=config["glue_dir"],
+        glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         families=",".join(IV["families"]),
         train_limit=IV["train_limit"],

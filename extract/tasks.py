@@ -4,9 +4,11 @@ One entry of ``TASKS`` describes a task completely: where its files live in the 
 ``glue_data/<TASK>/{train,dev}.tsv`` layout, which columns hold the text(s) and the label, the raw label
 values in class-index order, the human label names, and the task's metric. Adding a task is one entry.
 
-Data comes from ``--glue-dir`` or the ``GLUE_DIR`` environment variable; with neither, from the Hugging
-Face ``datasets`` GLUE loader (needs network). Bad files stop with a :class:`GlueFormatError` that names the
-file, the line and what was expected.
+Data comes from ``--glue-dir`` or the ``GLUE_DIR`` environment variable: a classic GLUE folder, or
+``hf:REPO`` for a Hugging Face dataset repository in the layout of ``nyu-mll/glue`` (read by ``datasets``,
+online or from its cache; a local folder in that layout works too). With neither, the hub's ``nyu-mll/glue``.
+:func:`glue_source` is the workflow's choice and check, before any rule runs. Bad files stop with a
+:class:`GlueFormatError` that names the file, the line and what was expected.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 SPLITS = ("train", "dev")
+#: The Hugging Face hub's GLUE (its `validation` split is GLUE's dev).
+HF_GLUE = "hf:nyu-mll/glue"
+#: Where the workflow looks for a classic GLUE folder when GLUE_DIR is not set (beside the checkout).
+SHARED_GLUE = Path("../shared/glue")
+LAYOUT = ("the classic glue_data layout: <GLUE_DIR>/<TASK>/{train,dev}.tsv with TASK one of CoLA, SST-2, MRPC, "
+          "RTE, QNLI")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -102,10 +110,60 @@ class Split:
         return np.array([e.label for e in self.examples], dtype=np.int64)
 
 
-def glue_dir_from(glue_dir: str | os.PathLike | None) -> Path | None:
-    """The GLUE folder: the explicit argument, else ``GLUE_DIR``, else None (use the online loader)."""
+def glue_dir_from(glue_dir: str | os.PathLike | None) -> Path | str:
+    """The GLUE source: the explicit argument, else ``GLUE_DIR``, else the hub's GLUE; a folder as a Path,
+    a hub repository as ``'hf:REPO'``."""
     value = glue_dir if glue_dir is not None else os.environ.get("GLUE_DIR")
-    return Path(value) if value else None
+    if not value:
+        return HF_GLUE
+    return str(value) if str(value).startswith("hf:") else Path(value)
+
+
+def glue_source(explicit: str | None, tasks, carve: dict | None = None, hub_timeout: float = 10.0) -> str:
+    """The workflow's GLUE source, checked before any rule runs: ``explicit`` (config ``glue_dir``) if given,
+    else ``GLUE_DIR``, else ``../shared/glue`` if it exists, else the hub (``datasets`` and network needed).
+
+    Returns a folder path or ``'hf:REPO'``; raises :class:`BertologyError` naming GLUE_DIR and the layout
+    when the data cannot be had.
+    """
+    value = explicit or os.environ.get("GLUE_DIR") or (str(SHARED_GLUE) if SHARED_GLUE.is_dir() else HF_GLUE)
+    if value.startswith("hf:"):
+        fallback = not (explicit or os.environ.get("GLUE_DIR"))
+        _check_hub(value[3:], hub_timeout, f"no GLUE folder (GLUE_DIR unset, no {SHARED_GLUE}), and " if fallback else "")
+        return value
+    root = Path(value)
+    missing = []
+    for name in tasks:
+        spec = get_task(name)
+        for split in ("dev",) if (carve or {}).get(name) else SPLITS:
+            if not task_file(spec, split, root).is_file():
+                missing.append(str(task_file(spec, split, root)))
+    if missing:
+        raise BertologyError(
+            f"GLUE data not found: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} "
+            f"({'no such folder ' + str(root) if not root.is_dir() else 'missing files'}). Set GLUE_DIR to a folder "
+            f"in {LAYOUT}, or GLUE_DIR={HF_GLUE} for the Hugging Face hub (online)")
+    return str(root.resolve())
+
+
+def _check_hub(repo: str, timeout: float, why: str = "") -> None:
+    """Stop early (within ``timeout`` seconds) when the hub's GLUE cannot be read: no ``datasets``, or offline."""
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise BertologyError(f"{why}the `datasets` package that reads {repo} from the Hugging Face hub is not "
+                             f"installed: set GLUE_DIR to a folder in {LAYOUT}, or `pip install "
+                             f"'bertology[online]'`") from None
+    if Path(repo).is_dir():
+        return
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(repo, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - offline, DNS, proxy, HF_HUB_OFFLINE, ...
+        raise BertologyError(
+            f"{why}the Hugging Face hub's {repo} cannot be reached ({type(e).__name__}); set GLUE_DIR to a folder in "
+            f"{LAYOUT}") from None
 
 
 def task_file(task: TaskSpec, split: str, glue_dir: Path) -> Path:
@@ -184,30 +242,46 @@ def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
     return examples, hashlib.sha256(raw).hexdigest()
 
 
-def _load_hf(task: TaskSpec, split: str) -> Split:  # pragma: no cover - needs network
-    """Online fallback: the Hugging Face ``glue`` dataset (its `validation` split is GLUE's dev)."""
+def examples_from_hf(task: TaskSpec, rows, where: str) -> list[Example]:
+    """GLUE examples from the rows of a Hugging Face GLUE split (its text fields and integer ``label``).
+
+    Rows keep their order (``sample_id`` is the row index); a label outside the task's classes (the hub's
+    test splits have -1) or an empty text stops with the row named.
+    """
+    examples = []
+    for i, row in enumerate(rows):
+        texts = [str(row[f]).strip() for f in task.hf_text_fields]
+        if not all(texts):
+            raise GlueFormatError(f"{where} row {i}: empty text; every example needs its text")
+        label = int(row["label"])
+        if not 0 <= label < len(task.label_names):
+            raise GlueFormatError(f"{where} row {i}: label {label}; expected 0..{len(task.label_names) - 1} "
+                                  f"({', '.join(task.label_names)})")
+        examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, label))
+    return examples
+
+
+def _load_hf(task: TaskSpec, split: str, repo: str) -> Split:
+    """A split of a Hugging Face GLUE repository (``nyu-mll/glue`` layout: one config per task, the
+    `validation` split is GLUE's dev), read by ``datasets`` (online, or its cache)."""
     try:
         import datasets
     except ImportError as e:
         raise BertologyError(
-            "no GLUE folder given (--glue-dir or GLUE_DIR) and the `datasets` package is not installed; "
-            "set GLUE_DIR to a classic glue_data folder, or `pip install 'bertology[online]'`"
+            f"no GLUE folder given (--glue-dir or GLUE_DIR), and the `datasets` package that reads {repo} is not "
+            f"installed; set GLUE_DIR to a folder in {LAYOUT}, or `pip install 'bertology[online]'`"
         ) from e
     hf_split = {"train": "train", "dev": "validation"}[split]
     try:
-        ds = datasets.load_dataset("glue", task.name, split=hf_split)
+        ds = datasets.load_dataset(repo, task.name, split=hf_split)
     except Exception as e:  # noqa: BLE001 - offline, hub errors, ...
         raise BertologyError(
-            f"no GLUE folder given (--glue-dir or GLUE_DIR), and the Hugging Face `glue` dataset could not be "
-            f"loaded ({type(e).__name__}: {e}); set GLUE_DIR to a classic glue_data folder"
+            f"no GLUE folder given (--glue-dir or GLUE_DIR), and {repo} ({task.name}, {hf_split}) could not be "
+            f"loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); set GLUE_DIR to a folder in "
+            f"{LAYOUT}"
         ) from None
-    examples = []
-    for i, row in enumerate(ds):
-        texts = [str(row[f]).strip() for f in task.hf_text_fields]
-        if not all(texts):
-            raise GlueFormatError(f"hf:glue/{task.name}/{hf_split} row {i}: empty text; every example needs its text")
-        examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, int(row["label"])))
-    return Split(task, split, examples, source=f"hf:glue/{task.name}/{hf_split}", sha256=ds._fingerprint)
+    where = f"hf:{repo}/{task.name}/{hf_split}"
+    return Split(task, split, examples_from_hf(task, ds, where), source=where, sha256=ds._fingerprint)
 
 
 def carve(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -244,13 +318,15 @@ def load_split(
     if split not in SPLITS:
         raise BertologyError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     root = glue_dir_from(glue_dir)
-    if root is None:
-        if carve_train_from_dev:
-            raise BertologyError("--carve-train-from-dev applies to a GLUE folder on disk (--glue-dir or GLUE_DIR)")
-        result = _load_hf(spec, split)
+    if isinstance(root, str) and not carve_train_from_dev:  # a hub repository
+        result = _load_hf(spec, split, root[3:])
     elif carve_train_from_dev:
-        dev_path = task_file(spec, "dev", root)
-        examples, sha = read_tsv(spec, dev_path)
+        if isinstance(root, str):
+            dev = _load_hf(spec, "dev", root[3:])
+            dev_path, examples, sha = dev.source, dev.examples, dev.sha256
+        else:
+            dev_path = task_file(spec, "dev", root)
+            examples, sha = read_tsv(spec, dev_path)
         train_part, dev_part = carve(examples, carve_train_from_dev, carve_seed)
         carve_out = {
             "from": "dev",

@@ -28,8 +28,11 @@ RULES = ("init_model", "finetune", "extract_dev", "extract_pretrained", "extract
 
 
 def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(configfile),
+    # the venv's snakemake from a shell where nothing is activated: the workflow finds its own `bertology`
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    env = dict(os.environ, PATH=path)
+    cmd = [os.path.join(venv_bin, "snakemake"), "--cores", "2", "--configfile", str(configfile),
            "--config", f"glue_dir={glue_dir}", f"results={results}", *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 
