@@ -512,11 +512,19 @@ def _software() -> dict[str, str]:
     return out
 
 
+#: What a report folder holds; a folder holding nothing else is a (possibly partly removed) report.
+REPORT_ENTRIES = {"index.html", "summary.md", "tables"}
+
+
 def _check_out(out: Path) -> None:
-    """A report replaces only a report (or an empty folder): never a folder that happens to be named."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    """A report replaces only a report (or an empty folder): never a folder that happens to be named.
+
+    A report folder is one whose entries are all report entries: a workflow rerun has removed its
+    declared files (index.html, summary.md) and left ``tables/``, and that is still a report.
+    """
+    if not out.exists():
         return
-    if out.is_dir() and (out / "index.html").is_file() and (out / "summary.md").is_file():
+    if out.is_dir() and {p.name for p in out.iterdir()} <= REPORT_ENTRIES:
         return
     what = "a file" if out.is_file() else "a folder that is not a bertology report"
     raise BertologyError(f"{out}: is {what}; the report is written only over a report or an empty folder. "

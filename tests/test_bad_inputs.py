@@ -315,3 +315,13 @@ def test_max_length_at_the_pair_minimum_is_applied(ws):
     ds = open_store(out)
     assert ds.attrs["max_length"] == 5 and set(ds["length"].values.tolist()) == {5}
     assert ds["token_segment"].values.reshape(-1, 5).tolist()[0] == [0, 0, 0, 1, 1]
+
+
+def test_report_replaces_a_report_even_with_its_pages_removed(ws):
+    """A workflow rerun deletes the report's declared files and leaves tables/: that folder is still a report."""
+    out = ws.path("report")
+    assert main(["report", str(ws.results), "--out", str(out), "--db", str(ws.index)]) == 0
+    (out / "index.html").unlink()
+    (out / "summary.md").unlink()
+    assert main(["report", str(ws.results), "--out", str(out), "--db", str(ws.index)]) == 0
+    assert (out / "index.html").is_file() and (out / "tables").is_dir()
