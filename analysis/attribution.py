@@ -43,6 +43,7 @@ from scipy import stats as sps
 from bertology import BertologyError
 from bertology.store.params import LayerParams, ModelParameters
 from bertology.store.reader import sample_attention
+from bertology.store.schema import token_var
 
 from .attention_heads import TOKEN_CLASSES, token_classes
 from .bootstrap import Bootstrap, adjust, percentile_ci
@@ -175,7 +176,7 @@ def read_sentence(ds: xr.Dataset, i: int) -> Sentence:
     layers = list(range(1, ds.sizes["layer"] + 1))
     sites = {"embed": np.asarray(ds["token_embed"].isel(token=tokens).values, np.float64)}
     for site in SITE_OF.values():
-        sites[site] = np.asarray(ds[f"token_{site}"].isel(token=tokens).sel(token_layer=layers).values, np.float64)
+        sites[site] = np.asarray(ds[token_var(site)].isel(token=tokens).sel(token_layer=layers).values, np.float64)
     return Sentence([str(t) for t in ds["token_text"].values[tokens]],
                     np.asarray(sample_attention(ds, i).values, np.float64), sites)
 

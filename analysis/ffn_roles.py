@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bertology.store.schema import token_var
+
 from .bootstrap import Bootstrap, percentile_ci
 from .moments import SampleSums, energies_with_ci
 
@@ -36,7 +38,7 @@ def token_blocks(ds: xr.Dataset, idx: slice, max_tokens: int = 8192):
 
 
 def _tokens(ds, site, layer, t0, t1) -> np.ndarray:
-    return ds[f"token_{site}"].sel(token_layer=layer).isel(token=slice(t0, t1)).values.astype(np.float64)
+    return ds[token_var(site)].sel(token_layer=layer).isel(token=slice(t0, t1)).values.astype(np.float64)
 
 
 class ClsUpdateSource:
@@ -125,7 +127,7 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
     C = len(ds["class"])
     rows = []
     scopes = [("cls", ClsUpdateSource(ds))]
-    if tokens and all(f"token_{s}" in ds for s in ("ln1", "ff", "ln2")):
+    if tokens and all(token_var(s) in ds for s in ("ln1", "ff", "ln2")):
         scopes.append(("tokens", TokenUpdateSource(ds)))
     for scope, src in scopes:
         res = energies_with_ci(src, y, C, boot, method=ci)

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bertology.store.schema import token_var
+
 from .bootstrap import Bootstrap, adjust, bca_ci, bootstrap_p, percentile_ci
 from .moments import Estimates, SampleSums, energies_with_ci
 
@@ -56,7 +58,7 @@ class MeanPooledSource:
 
     def __init__(self, ds: xr.Dataset):
         self.ds = ds
-        sites = [s for s in (str(x) for x in ds["site"].values) if f"token_{s}" in ds]
+        sites = [s for s in (str(x) for x in ds["site"].values) if token_var(s) in ds]
         if not sites:
             raise ValueError("mean pooling needs token-level states; this store has none (--cls-only?)")
         self.keys = ([(0, "embed")] if "token_embed" in ds else []) + \
@@ -70,7 +72,7 @@ class MeanPooledSource:
         t0, t1 = int(starts[0]), int(starts[-1] + lengths[-1])
         out = []
         for layer, site in self.keys[ks]:
-            var = ds[f"token_{site}"].isel(token=slice(t0, t1))
+            var = ds[token_var(site)].isel(token=slice(t0, t1))
             x = (var if layer == 0 else var.sel(token_layer=layer)).values.astype(np.float64)
             out.append(np.add.reduceat(x, starts - t0, axis=0) / lengths[:, None])
         return np.stack(out, axis=1)

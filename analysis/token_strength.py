@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bertology.store.schema import token_var
+
 from .bootstrap import Bootstrap, percentile_ci
 
 CATEGORIES = ("content", "function", "punctuation", "special")
@@ -78,7 +80,7 @@ def word_ids(tokens: list[str], bpe: bool) -> np.ndarray:
 def strengths(ds: xr.Dataset, layer: int, site: str = "ln2", block: int = 16384) -> np.ndarray:
     """‖h‖ of every token at one layer and site, read a block of tokens at a time (float32: float16
     squares overflow)."""
-    var = f"token_{site}"
+    var = token_var(site)
     if var not in ds or layer not in ds["token_layer"].values:
         raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
     h = ds[var].sel(token_layer=layer)

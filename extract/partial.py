@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from bertology import BertologyError
-from bertology.store.schema import EMBED
+from bertology.store.schema import EMBED, token_var
 
 from .interventions import Intervene
 
@@ -66,7 +66,7 @@ class LayerInputs:
 
     def available(self, layer: int) -> bool:
         if layer == 1:
-            return f"token_{EMBED}" in self.ds
+            return token_var(EMBED) in self.ds
         return "token_ln2" in self.ds and (layer - 1) in set(self.ds["token_layer"].values.tolist())
 
     def rows(self, layer: int) -> np.ndarray:
@@ -75,7 +75,7 @@ class LayerInputs:
             if not self.available(layer):
                 raise BertologyError(f"the store has no token states entering layer {layer} (token_ln2 at layer "
                                      f"{layer - 1}, or token_embed for layer 1); extract with all token layers")
-            var = self.ds[f"token_{EMBED}"] if layer == 1 else self.ds["token_ln2"].sel(token_layer=layer - 1)
+            var = self.ds[token_var(EMBED)] if layer == 1 else self.ds["token_ln2"].sel(token_layer=layer - 1)
             self._rows, self._layer = np.asarray(var.values, dtype=np.float32), layer
         return self._rows
 
