@@ -143,7 +143,7 @@ def glue_source(explicit: str | None, tasks, carve: dict | None = None, hub_time
             f"GLUE data not found: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} "
             f"({'no such folder ' + str(root) if not root.is_dir() else 'missing files'}). Set GLUE_DIR to a folder "
             f"in {LAYOUT}, or GLUE_DIR={HF_GLUE} for the Hugging Face hub (online)")
-    return str(root.resolve())
+    return str(root)  # as given: a workflow param, stable when the checkout moves
 
 
 def _check_hub(repo: str, timeout: float, why: str = "") -> None:
