@@ -98,22 +98,38 @@ rule finetune:
         "--quiet > {log} 2>&1"
 
 
+# One extraction command; the three extraction rules differ in model, split and capture mode only.
+EXTRACT = (
+    "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} "
+    "--split {params.split} --glue-dir {params.glue_dir} --out {output} {params.limit} {params.mode} "
+    "--dtype {params.dtype} --max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite "
+    "--quiet > {log} 2>&1"
+)
+DEV_LIMIT = f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else ""
+
+
+def train_limit(w):
+    """The train store holds the examples fine-tuning used: the first `max_train` (all when unset)."""
+    n = ft(w.task, "max_train")
+    return f"--limit {n}" if n else ""
+
+
+def extract_params(split, mode, limit, model=None):
+    """The params of an extraction rule: everything the command uses, so a change reruns exactly it."""
+    return dict(model=model or (lambda w, input: input[0]), split=split, mode=mode, limit=limit, glue_dir=GLUE,
+                carve=lambda w: carve(w.task), dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"])
+
+
 rule extract_dev:
+    """The fine-tuned model on the dev samples: every site of every layer, per token, and the attention."""
     input: lambda w: checkpoint(w.task)
     output: directory(f"{R}/{{task}}/dev.zarr")
     log: f"{R}/logs/extract_dev_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_dev_{{task}}.tsv"
     threads: 2
     resources: mem_mb=6000
-    params:
-        glue_dir=GLUE,
-        carve=lambda w: carve(w.task),
-        limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
-        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
-    shell:
-        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split dev "
-        "--glue-dir {params.glue_dir} --out {output} {params.limit} --dtype {params.dtype} "
-        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
+    params: **extract_params("dev", "", DEV_LIMIT)
+    shell: EXTRACT
 
 
 rule extract_pretrained:
@@ -125,35 +141,20 @@ rule extract_pretrained:
     benchmark: f"{R}/benchmarks/extract_pretrained_{{task}}.tsv"
     threads: 2
     resources: mem_mb=4000
-    params:
-        model=BASE_MODEL,
-        glue_dir=GLUE,
-        carve=lambda w: carve(w.task),
-        limit=f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else "",
-        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
-    shell:
-        "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} --split dev "
-        "--glue-dir {params.glue_dir} --out {output} {params.limit} --attention-only --allow-untrained-head "
-        "--dtype {params.dtype} "
-        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
+    params: **extract_params("dev", "--attention-only --allow-untrained-head", DEV_LIMIT, model=BASE_MODEL)
+    shell: EXTRACT
 
 
 rule extract_train:
+    """The fine-tuned model on the train samples the probes are fitted on: [CLS] states only."""
     input: lambda w: checkpoint(w.task)
     output: directory(f"{R}/{{task}}/train.zarr")
     log: f"{R}/logs/extract_train_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_train_{{task}}.tsv"
     threads: 2
     resources: mem_mb=4000
-    params:
-        glue_dir=GLUE,
-        carve=lambda w: carve(w.task),
-        limit=lambda w: f"--limit {ft(w.task, 'max_train')}" if ft(w.task, "max_train") else "",
-        dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"],
-    shell:
-        "OMP_NUM_THREADS={threads} bertology extract --model {input} --task {wildcards.task} --split train "
-        "--glue-dir {params.glue_dir} --out {output} {params.limit} --cls-only --dtype {params.dtype} "
-        "--max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite --quiet > {log} 2>&1"
+    params: **extract_params("train", "--cls-only", train_limit)
+    shell: EXTRACT
 
 
 rule store_info:
