@@ -9,6 +9,7 @@ never leaves a half-written report.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,12 @@ def _layer_by_task(df: pd.DataFrame, tasks: list[str], value: str) -> tuple[list
                                               r[f"{value}_ci_high"].iloc[0]))
         rows.append(row)
     return header, rows
+
+
+def _layer_means(df: pd.DataFrame, tasks: list[str], value: str) -> tuple[list[str], list[list]]:
+    """:func:`_layer_by_task` of a table whose interval columns are the bare ``ci_low`` and ``ci_high``."""
+    return _layer_by_task(df.rename(columns={"ci_low": f"{value}_ci_low", "ci_high": f"{value}_ci_high"}), tasks,
+                          value)
 
 
 def _skip_rows(sk: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
@@ -134,7 +141,8 @@ def _hit(value) -> str:
     return "n/a (not every layer skipped)" if value is None or pd.isna(value) else ("yes" if value else "no")
 
 
-def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[list]]:
+def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
+    """Per task: the a-priori skip choice against the actual skips, with the published result as the last row."""
     header = ["task", "a-priori candidate", "best actual skip (original head / compensated)",
               "top-1 hit (original / compensated)", "lossless with compensation (Δ's 95% CI reaches 0)",
               "Spearman ρ, Δ separability vs Δ accuracy (original / compensated)"]
@@ -149,7 +157,8 @@ def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[l
                      f"{_hit(get('original_head', 'top1_hit'))} / {_hit(get('compensated', 'top1_hit'))}",
                      ("layers " + ", ".join(map(str, lossless))) if lossless else "no layer",
                      f"{num(get('original_head', 'spearman_rho'))} / {num(get('compensated', 'spearman_rho'))}"])
-    return header, rows
+    rows.append([P.LABEL, "", "", P.SKIP_APRIORI_HITS.value, P.SKIP_LOSSLESS.value, ""])
+    return header, rows, {len(rows) - 1}
 
 
 def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
@@ -232,273 +241,371 @@ def _run_time_rows(bench: pd.DataFrame) -> tuple[list[str], list[list], str]:
     return ["rule", "jobs", "seconds (sum)", "longest job (s)", "share"], rows, top
 
 
-def _sections(data: ReportData, tabs: dict[str, pd.DataFrame], config: dict | None) -> tuple[list, list[str]]:
-    """The HTML sections and the Markdown lines, section by section."""
-    tasks = data.tasks
-    html, md = [], []
-    csv = lambda name: f'<p class="sub">Table: <a href="tables/{name}.csv">tables/{name}.csv</a></p>'  # noqa: E731
+Tables = dict[str, pd.DataFrame]
 
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: its anchor and heading in the page, its HTML and its Markdown lines."""
+
+    key: str
+    title: str
+    html: str
+    md_lines: list[str]
+
+
+def _csv_link(name: str) -> str:
+    return f'<p class="sub">Table: <a href="tables/{name}.csv">tables/{name}.csv</a></p>'
+
+
+def _md(heading: str, header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown heading (with its ``#``s) and the table under it."""
+    return [heading, "", table_md(header, rows), ""]
+
+
+def section_metrics(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """How good each fine-tuned classifier is: accuracy, F1 and MCC on the analysed dev samples with their
+    95% CIs, beside the GLUE metric fine-tuning recorded on the whole dev split."""
     m = tabs.get("metrics")
-    if m is not None:
-        h, rows = _metric_rows(m)
-        inner = ("<p>The fine-tuned classifier on the dev samples that were analysed (95% bootstrap CIs), and "
-                 "on the whole dev split as recorded by fine-tuning. GLUE scores CoLA by MCC, MRPC by F1, the "
-                 "others by accuracy.</p>" + table_html(h, rows) + csv("metrics"))
-        html.append(("metrics", "Task metrics", inner))
-        md += ["## Task metrics", "", table_md(h, rows), ""]
+    if m is None:
+        return None
+    h, rows = _metric_rows(m)
+    inner = ("<p>The fine-tuned classifier on the dev samples that were analysed (95% bootstrap CIs), and "
+             "on the whole dev split as recorded by fine-tuning. GLUE scores CoLA by MCC, MRPC by F1, the "
+             "others by accuracy.</p>" + table_html(h, rows) + _csv_link("metrics"))
+    return Section("metrics", "Task metrics", inner, _md("## Task metrics", h, rows))
 
+
+def section_separability(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Finding 1's premise: how far each layer separates the classes in the [CLS] vector (Fisher trace
+    against its chance level, linear-probe accuracy), and the layers that separability, before any ablation,
+    names as a-priori skip candidates (those that add no separability)."""
     sep = tabs.get("separability")
-    if sep is not None:
-        sk = tabs.get("skip_candidates", pd.DataFrame())
-        png = figures.separability(sep, sk)
-        h, rows = _layer_by_task(sep, tasks, "fisher_trace")
-        h2, rows2 = _skip_rows(sk, tasks) if len(sk) else ([], [])
-        inner = ("<p>Class separability of the [CLS] vector after each layer (site <code>ln2</code>; layer 0 is "
-                 "the embedding output): tr(S<sub>B</sub>)/tr(S<sub>W</sub>), between-class over within-class "
-                 "scatter, with its 95% BCa band and its chance level under label permutations (dotted); below, "
-                 "the accuracy of a linear probe per layer. Circled: the a-priori skip candidates, layers whose "
-                 "Δ from the layer below is ≤ 0 (or the lowest, when none is), chosen before any ablation.</p>"
-                 + image_html(png, "separability by layer") + "<h3>Fisher trace by layer [95% CI]</h3>"
-                 + table_html(h, rows) + csv("separability")
-                 + ("<h3>A-priori skip candidates</h3>" + table_html(h2, rows2) + csv("skip_candidates")
-                    if rows2 else ""))
-        html.append(("separability", "Layer separability and skip candidates", inner))
-        md += ["## Layer separability (Fisher trace of [CLS] at ln2) [95% CI]", "", table_md(h, rows), ""]
-        if rows2:
-            md += ["### A-priori skip candidates", "", table_md(h2, rows2), ""]
+    if sep is None:
+        return None
+    sk = tabs.get("skip_candidates", pd.DataFrame())
+    png = figures.separability(sep, sk)
+    h, rows = _layer_by_task(sep, data.tasks, "fisher_trace")
+    h2, rows2 = _skip_rows(sk, data.tasks) if len(sk) else ([], [])
+    inner = ("<p>Class separability of the [CLS] vector after each layer (site <code>ln2</code>; layer 0 is "
+             "the embedding output): tr(S<sub>B</sub>)/tr(S<sub>W</sub>), between-class over within-class "
+             "scatter, with its 95% BCa band and its chance level under label permutations (dotted); below, "
+             "the accuracy of a linear probe per layer. Circled: the a-priori skip candidates, layers whose "
+             "Δ from the layer below is ≤ 0 (or the lowest, when none is), chosen before any ablation.</p>"
+             + image_html(png, "separability by layer") + "<h3>Fisher trace by layer [95% CI]</h3>"
+             + table_html(h, rows) + _csv_link("separability")
+             + ("<h3>A-priori skip candidates</h3>" + table_html(h2, rows2) + _csv_link("skip_candidates")
+                if rows2 else ""))
+    md = _md("## Layer separability (Fisher trace of [CLS] at ln2) [95% CI]", h, rows)
+    if rows2:
+        md += _md("### A-priori skip candidates", h2, rows2)
+    return Section("separability", "Layer separability and skip candidates", inner, md)
 
+
+def section_skip(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Finding 1: what skipping each layer costs, with the model's own head and with a small compensation
+    classifier retrained on the skipped model's [CLS], what it saves in FLOPs and time, and per task whether
+    the a-priori candidate was the best actual skip and which skips are lossless."""
     ls = tabs.get("layer_skip")
-    if ls is not None:
-        h, rows = _skip_table(ls, data.table("layer_skip"))
-        av = tabs.get("apriori_validation", pd.DataFrame())
-        h2, rows2 = _apriori_rows(av, ls)
-        pub_rows = {len(rows2)}
-        rows2.append([P.LABEL, "", "", P.SKIP_APRIORI_HITS.value, P.SKIP_LOSSLESS.value, ""])
-        inner = ("<p>Each layer skipped in turn (its output := its input). <i>Original head</i>: the skipped model "
-                 "with its own classifier. <i>Compensated</i>: a one-hidden-layer MLP (4, 8 or 16 units, chosen on a "
-                 "validation part of train) trained on the skipped model's final [CLS] over train examples; Δ is "
-                 "its dev accuracy minus the unskipped model's, with a 95% CI and the exact McNemar test (Holm "
-                 "across layers). Layer 0 is the control: the same MLP on the unskipped model. The a-priori "
-                 "candidate (★) was chosen from separability before any of these runs. FLOPs saved counts the "
-                 "encoder's multiply-adds on these samples; wall time saved is measured on this machine (shown "
-                 "here, not in the reproducible CSV).</p>"
-                 + "<h3>Per task: a-priori choice against the actual skips</h3>" + table_html(h2, rows2, pub_rows=pub_rows)
-                 + csv("apriori_validation") + "<h3>Every skip</h3>" + table_html(h, rows) + csv("layer_skip"))
-        html.append(("skip", "Layer skipping with a compensation classifier", inner))
-        md += ["## Layer skipping: a-priori choice against the actual skips", "", table_md(h2, rows2), "",
-               "## Layer skipping with a compensation classifier", "", table_md(h, rows), ""]
+    if ls is None:
+        return None
+    h, rows = _skip_table(ls, data.table("layer_skip"))
+    h2, rows2, pub = _apriori_rows(tabs.get("apriori_validation", pd.DataFrame()), ls)
+    inner = ("<p>Each layer skipped in turn (its output := its input). <i>Original head</i>: the skipped model "
+             "with its own classifier. <i>Compensated</i>: a one-hidden-layer MLP (4, 8 or 16 units, chosen on a "
+             "validation part of train) trained on the skipped model's final [CLS] over train examples; Δ is "
+             "its dev accuracy minus the unskipped model's, with a 95% CI and the exact McNemar test (Holm "
+             "across layers). Layer 0 is the control: the same MLP on the unskipped model. The a-priori "
+             "candidate (★) was chosen from separability before any of these runs. FLOPs saved counts the "
+             "encoder's multiply-adds on these samples; wall time saved is measured on this machine (shown "
+             "here, not in the reproducible CSV).</p>"
+             + "<h3>Per task: a-priori choice against the actual skips</h3>" + table_html(h2, rows2, pub_rows=pub)
+             + _csv_link("apriori_validation") + "<h3>Every skip</h3>" + table_html(h, rows) + _csv_link("layer_skip"))
+    md = (_md("## Layer skipping: a-priori choice against the actual skips", h2, rows2)
+          + _md("## Layer skipping with a compensation classifier", h, rows))
+    return Section("skip", "Layer skipping with a compensation classifier", inner, md)
 
+
+def section_removals(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Which parts of each layer the fine-tuned model needs: the accuracy change when the whole layer is
+    skipped, its FFN or its attention removed, or its heads made uniform, and when single heads are
+    disabled (Kovaleva et al. 2019)."""
     rm = tabs.get("removals")
-    if rm is not None:
-        h, rows = _removal_rows(rm, tasks)
-        inner = ("<p>Δ accuracy from the plain model when a layer is skipped, its FFN removed (<code>ff</code> := 0; "
-                 "residual and LN2 kept), its attention removed (<code>attn</code> := 0), or every head made "
-                 "uniform over the real tokens (a = 1/n, as Kovaleva et al.; not zeroing). 95% CIs; * marks "
-                 "p &lt; 0.05 after Holm correction within each kind.</p>"
-                 + image_html(figures.removals(rm), "removals by layer") + table_html(h, rows) + csv("removals"))
-        hd = tabs.get("heads")
-        if hd is not None:
-            n_sig = int((hd["p_adj"] < 0.05).sum())
-            better = hd[(hd["delta_accuracy"] > 0)]
-            inner += ("<h3>Disabling single heads</h3><p>Δ accuracy (points) per head, layer × head, and all heads of "
-                      f"the layer in the last column; a dot marks p &lt; 0.05 after correction ({n_sig} of {len(hd)} "
-                      f"head × task cells). {len(better)} of {len(hd)} single-head removals raise accuracy "
-                      "(Kovaleva et al. also find removals that help).</p>"
-                      + image_html(figures.head_heatmaps(hd, rm), "head disabling heatmaps") + csv("heads"))
-        html.append(("removals", "Removing FFNs, attention and heads", inner))
-        md += ["## Removals: Δ accuracy by layer [95% CI]", "", table_md(h, rows), ""]
+    if rm is None:
+        return None
+    h, rows = _removal_rows(rm, data.tasks)
+    inner = ("<p>Δ accuracy from the plain model when a layer is skipped, its FFN removed (<code>ff</code> := 0; "
+             "residual and LN2 kept), its attention removed (<code>attn</code> := 0), or every head made "
+             "uniform over the real tokens (a = 1/n, as Kovaleva et al.; not zeroing). 95% CIs; * marks "
+             "p &lt; 0.05 after Holm correction within each kind.</p>"
+             + image_html(figures.removals(rm), "removals by layer") + table_html(h, rows) + _csv_link("removals"))
+    hd = tabs.get("heads")
+    if hd is not None:
+        n_sig = int((hd["p_adj"] < 0.05).sum())
+        better = hd[(hd["delta_accuracy"] > 0)]
+        inner += ("<h3>Disabling single heads</h3><p>Δ accuracy (points) per head, layer × head, and all heads of "
+                  f"the layer in the last column; a dot marks p &lt; 0.05 after correction ({n_sig} of {len(hd)} "
+                  f"head × task cells). {len(better)} of {len(hd)} single-head removals raise accuracy "
+                  "(Kovaleva et al. also find removals that help).</p>"
+                  + image_html(figures.head_heatmaps(hd, rm), "head disabling heatmaps") + _csv_link("heads"))
+    return Section("removals", "Removing FFNs, attention and heads", inner,
+                   _md("## Removals: Δ accuracy by layer [95% CI]", h, rows))
 
+
+def section_attention(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Kovaleva et al. (2019) on this model: how often each head's attention map is of each pattern type
+    (vertical, diagonal, block, heterogeneous), the dominant type per head, how much attention goes to [CLS],
+    [SEP] and punctuation layer by layer, and how much fine-tuning changed the maps."""
     ps = tabs.get("attention_patterns")
-    if ps is not None:
-        h, rows, pub = _pattern_rows(ps)
-        inner = ("<p>Each head's attention map on each dev sample, typed as Kovaleva et al. (2019) type them, by "
-                 "explicit features (shares of attention mass, averaged over the queries): <i>vertical</i>, mass on "
-                 "the [CLS]/[SEP] columns; <i>diagonal</i>, mass on the neighbours i±1; <i>vertical+diagonal</i>, "
-                 "both; <i>block</i>, mass within the query's own sentence of a pair; <i>heterogeneous</i>, none of "
-                 f"these. Thresholds: <code>{esc(str(ps['thresholds'].iloc[0]))}</code> (documented in "
-                 "<code>analysis/attention_heads.py</code>; calibrate them on labelled maps with "
-                 "<code>PatternClassifier.fit</code>). Block is defined for sentence pairs only.</p>"
-                 + image_html(figures.pattern_shares(ps), "pattern type shares")
-                 + table_html(h, rows, pub_rows=pub) + csv("attention_patterns"))
-        hd = tabs.get("attention_heads")
-        if hd is not None:
-            inner += ("<h3>Dominant pattern per head</h3>" + image_html(figures.pattern_heatmaps(hd), "pattern per head")
-                      + csv("attention_heads"))
-        ex = data.table("attention_examples")
-        if len(ex):
-            ex = _ordered_examples(ex, data)                                  # each type from the first task with it
-            inner += ("<h3>One map of each type, from the data</h3><p class=\"sub\">The clearest map of each type "
-                      "(largest margin over its threshold) among samples of at most 40 tokens.</p>"
-                      + image_html(figures.example_maps(ex), "example attention maps"))
-        tc = tabs.get("attention_token_classes")
-        if tc is not None:
-            inner += ("<h3>Attention to [CLS], [SEP] and punctuation, by layer</h3><p>Attention mass each query "
-                      "gives to the token class, averaged over queries (which normalises by sequence length, as "
-                      "in the paper) and over samples; mean over the heads of the layer, 95% CI; dotted, the mass "
-                      "uniform attention would give. Kovaleva et al. find [CLS] attention high in early layers and "
-                      "[SEP] attention rising in the middle layers of BERT-base.</p>"
-                      + image_html(figures.token_class_trend(tc), "attention to token classes")
-                      + csv("attention_token_classes"))
-        fc = tabs.get("attention_finetune")
-        if fc is not None:
-            h2, rows2 = _layer_by_task(fc[fc["head"] == 0].rename(columns={"ci_low": "cosine_ci_low",
-                                                                            "ci_high": "cosine_ci_high"}),
-                                       data.tasks, "cosine")
-            inner += ("<h3>Change through fine-tuning</h3><p>Cosine similarity between the flattened attention "
-                      "maps of the pre-trained model (the checkpoint fine-tuning started from) and the fine-tuned "
-                      "model on the same dev samples, averaged over samples (1: unchanged). "
-                      f"{esc(P.LABEL)}: {esc(P.FINETUNE_CHANGE.value)} change.</p>"
-                      + image_html(figures.finetune_heatmaps(fc), "fine-tuning change per head")
-                      + "<h3>Mean over the heads of each layer [95% CI]</h3>" + table_html(h2, rows2)
-                      + csv("attention_finetune"))
-            md += ["## Attention change through fine-tuning (cosine, pre-trained vs fine-tuned) [95% CI]", "",
-                   table_md(h2, rows2), ""]
-        html.append(("attention", "Attention heads: pattern types, special tokens, fine-tuning", inner))
-        md += ["## Attention pattern types (share of head × sample maps) [95% CI]", "", table_md(h, rows), ""]
+    if ps is None:
+        return None
+    h, rows, pub = _pattern_rows(ps)
+    inner = ("<p>Each head's attention map on each dev sample, typed as Kovaleva et al. (2019) type them, by "
+             "explicit features (shares of attention mass, averaged over the queries): <i>vertical</i>, mass on "
+             "the [CLS]/[SEP] columns; <i>diagonal</i>, mass on the neighbours i±1; <i>vertical+diagonal</i>, "
+             "both; <i>block</i>, mass within the query's own sentence of a pair; <i>heterogeneous</i>, none of "
+             f"these. Thresholds: <code>{esc(str(ps['thresholds'].iloc[0]))}</code> (documented in "
+             "<code>analysis/attention_heads.py</code>; calibrate them on labelled maps with "
+             "<code>PatternClassifier.fit</code>). Block is defined for sentence pairs only.</p>"
+             + image_html(figures.pattern_shares(ps), "pattern type shares")
+             + table_html(h, rows, pub_rows=pub) + _csv_link("attention_patterns"))
+    hd = tabs.get("attention_heads")
+    if hd is not None:
+        inner += ("<h3>Dominant pattern per head</h3>" + image_html(figures.pattern_heatmaps(hd), "pattern per head")
+                  + _csv_link("attention_heads"))
+    ex = data.table("attention_examples")
+    if len(ex):
+        inner += ("<h3>One map of each type, from the data</h3><p class=\"sub\">The clearest map of each type "
+                  "(largest margin over its threshold) among samples of at most 40 tokens.</p>"
+                  + image_html(figures.example_maps(_ordered_examples(ex, data)), "example attention maps"))
+    tc = tabs.get("attention_token_classes")
+    if tc is not None:
+        inner += ("<h3>Attention to [CLS], [SEP] and punctuation, by layer</h3><p>Attention mass each query "
+                  "gives to the token class, averaged over queries (which normalises by sequence length, as "
+                  "in the paper) and over samples; mean over the heads of the layer, 95% CI; dotted, the mass "
+                  "uniform attention would give. Kovaleva et al. find [CLS] attention high in early layers and "
+                  "[SEP] attention rising in the middle layers of BERT-base.</p>"
+                  + image_html(figures.token_class_trend(tc), "attention to token classes")
+                  + _csv_link("attention_token_classes"))
+    md = []
+    fc = tabs.get("attention_finetune")
+    if fc is not None:
+        h2, rows2 = _layer_means(fc[fc["head"] == 0], data.tasks, "cosine")
+        inner += ("<h3>Change through fine-tuning</h3><p>Cosine similarity between the flattened attention "
+                  "maps of the pre-trained model (the checkpoint fine-tuning started from) and the fine-tuned "
+                  "model on the same dev samples, averaged over samples (1: unchanged). "
+                  f"{esc(P.LABEL)}: {esc(P.FINETUNE_CHANGE.value)} change.</p>"
+                  + image_html(figures.finetune_heatmaps(fc), "fine-tuning change per head")
+                  + "<h3>Mean over the heads of each layer [95% CI]</h3>" + table_html(h2, rows2)
+                  + _csv_link("attention_finetune"))
+        md = _md("## Attention change through fine-tuning (cosine, pre-trained vs fine-tuned) [95% CI]", h2, rows2)
+    md += _md("## Attention pattern types (share of head × sample maps) [95% CI]", h, rows)
+    return Section("attention", "Attention heads: pattern types, special tokens, fine-tuning", inner, md)
 
+
+def _attribution_example_html(data: ReportData) -> str:
+    """The maps of one sentence at every scope: the first analysed sentence of the first task that has one,
+    at the middle layer."""
+    ex = data.table("attribution_example")
+    if not len(ex):
+        return ""
+    first = ex[ex["run_id"] == next(r.run_id for r in data.runs if (ex["run_id"] == r.run_id).any())]
+    layer = int(first["layer"].max() + 1) // 2
+    one = first[first["layer"] == layer]
+    task = next(r.task for r in data.runs if r.run_id == one["run_id"].iloc[0])
+    return (f"<h3>One sentence at each scope ({esc(task.upper())} dev #{int(one['sample_id'].iloc[0])}, "
+            f"layer {layer})</h3>" + image_html(figures.attribution_maps(
+                one.assign(_s=one["scope"].map({s: i for i, s in enumerate(T.SCOPES)})).sort_values(
+                    ["_s", "output", "input"])), "attribution maps by scope"))
+
+
+def _ffn_attribution_html(data: ReportData, tabs: Tables) -> str:
+    """What the FFN adds to the attribution maps: FF-amp of word-split pairs, the most amplified subword
+    pairs, the FFN output's norm beside its bypass, and attention weights against norms by token class."""
+    inner = ""
+    ws = tabs.get("ff_amp_wordsplit")
+    if ws is not None:
+        inner += ("<h3>What the FFN amplifies</h3><p>FF-amp: the map after the FFN minus the map before it "
+                  "(ATTNRESLN-N), both normalised per output token. Word-split pairs (two subwords of one word) "
+                  "against other pairs at the same distances: the difference of mean FF-amp, with an unpaired "
+                  "bootstrap CI and p (Holm across layers). After RES2 and LN2 the same difference shows how much "
+                  "of the amplification survives (Kobayashi et al. 2023 find it partly cancelled).</p>"
+                  + image_html(figures.ff_amp_wordsplit(ws), "FF-amp word-split pairs")
+                  + _csv_link("ff_amp_wordsplit"))
+    pr = tabs.get("ff_amp_pairs")
+    if pr is not None:
+        h, rows = _amp_pair_rows(pr)
+        inner += ("<h3>Most amplified (input → output) subword pairs, top 3 per layer</h3>"
+                  + table_html(h, rows, left=3) + _csv_link("ff_amp_pairs"))
+    fn = tabs.get("ffn_norms")
+    if fn is not None:
+        h, rows = _layer_means(fn, data.tasks, "ff_over_bypass")
+        inner += ("<h3>FFN output beside the vector it bypasses</h3><p>‖ff‖ / ‖ln1‖ per token, mean over "
+                  "tokens (95% CI). The FFN output's outlier dimensions and LN2's γ at them are in the CSV.</p>"
+                  + table_html(h, rows) + _csv_link("ffn_norms"))
+    an = tabs.get("attention_norms")
+    if an is not None:
+        inner += ("<h3>Attention weights vs norms by token class (Kobayashi et al. 2020)</h3><p>Mean over "
+                  "heads and tasks: the attention weight a token of the class receives, the norm of its "
+                  "transformed vector ‖f(x)‖, and ‖α f(x)‖. The 2020 paper finds [SEP], [CLS] and punctuation "
+                  "receive large weights but carry small ‖f(x)‖.</p>"
+                  + image_html(figures.attention_norms(an), "attention weights and norms")
+                  + _csv_link("attention_norms"))
+    return inner
+
+
+def section_attribution(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Kobayashi et al. (2020, 2021, 2023) on this model: norm-based attribution maps through each scope of a
+    layer (attention, residuals, LayerNorms, FFN), how much each scope reorders the previous one's map, and
+    what the FFN amplifies."""
     sim = tabs.get("attribution_similarity")
-    if sim is not None:
-        h, rows, pub = _similarity_rows(sim)
-        inner = ("<p>Norm-based attribution through the whole layer (Kobayashi et al. 2020, 2021, 2023): each site "
-                 "of a layer is a sum of one vector per input token plus a bias term, so output token i's "
-                 "attribution to input token j is the norm of j's vector, scope by scope: the attention weights "
-                 "(ATTN-W), the attention's transformed vectors (ATTN-N), + residual (RES), + LayerNorm 1 (LN, "
-                 "exact, with the actual standard deviation), + FFN (integrated gradients through the activation, "
-                 "zero baseline), + RES2, + LN2. Completeness is checked on every sentence and layer: the vectors "
-                 "plus the bias sum to the stored site (largest relative error below). The maps are computed on "
-                 "the first analysed dev sentences of each task.</p>")
-        ex = data.table("attribution_example")
-        if len(ex):
-            first = ex[ex["run_id"] == next(r.run_id for r in data.runs if (ex["run_id"] == r.run_id).any())]
-            layer = int(first["layer"].max() + 1) // 2
-            one = first[first["layer"] == layer]
-            task = next(r.task for r in data.runs if r.run_id == one["run_id"].iloc[0])
-            inner += (f"<h3>One sentence at each scope ({esc(task.upper())} dev #{int(one['sample_id'].iloc[0])}, "
-                      f"layer {layer})</h3>" + image_html(figures.attribution_maps(
-                          one.assign(_s=one["scope"].map({s: i for i, s in enumerate(T.SCOPES)})).sort_values(
-                              ["_s", "output", "input"])), "attribution maps by scope"))
-        inner += ("<h3>Similarity of consecutive scopes</h3><p>Spearman ρ between the flattened map of each scope "
-                  "and the previous scope's, per sentence and layer, averaged (95% CI). <i>norm</i>: the raw norms; "
-                  "<i>row-normalised</i>: each output token's attributions scaled to sum 1 first. On raw norms a "
-                  "residual only raises the diagonal, leaving the ranks of the other n² − n pairs in place.</p>"
-                  + table_html(h, rows, pub_rows=pub) + csv("attribution_similarity"))
-        md += ["## Attribution: Spearman ρ with the previous scope [95% CI]", "", table_md(h, rows), ""]
-        cp = tabs.get("attribution_completeness")
-        if cp is not None:
-            worst = cp.groupby("scope", sort=False)["max_relative_error"].max()
-            inner += ("<p class=\"sub\">Completeness, largest relative error ‖Σ<sub>j</sub> v<sub>ij</sub> + b<sub>i</sub> − "
-                      "site<sub>i</sub>‖ / ‖site<sub>i</sub>‖ over every task, sentence and layer: "
-                      + "; ".join(f"{esc(k)} {v:.1e}" for k, v in worst.items())
-                      + " (the stores hold float16 states).</p>" + csv("attribution_completeness"))
-        ws = tabs.get("ff_amp_wordsplit")
-        if ws is not None:
-            inner += ("<h3>What the FFN amplifies</h3><p>FF-amp: the map after the FFN minus the map before it "
-                      "(ATTNRESLN-N), both normalised per output token. Word-split pairs (two subwords of one word) "
-                      "against other pairs at the same distances: the difference of mean FF-amp, with an unpaired "
-                      "bootstrap CI and p (Holm across layers). After RES2 and LN2 the same difference shows how much "
-                      "of the amplification survives (Kobayashi et al. 2023 find it partly cancelled).</p>"
-                      + image_html(figures.ff_amp_wordsplit(ws), "FF-amp word-split pairs") + csv("ff_amp_wordsplit"))
-        pr = tabs.get("ff_amp_pairs")
-        if pr is not None:
-            h2, rows2 = _amp_pair_rows(pr)
-            inner += ("<h3>Most amplified (input → output) subword pairs, top 3 per layer</h3>"
-                      + table_html(h2, rows2, left=3) + csv("ff_amp_pairs"))
-        fn = tabs.get("ffn_norms")
-        if fn is not None:
-            h3, rows3 = _layer_by_task(fn.rename(columns={"ci_low": "ff_over_bypass_ci_low",
-                                                          "ci_high": "ff_over_bypass_ci_high"}), data.tasks,
-                                       "ff_over_bypass")
-            inner += ("<h3>FFN output beside the vector it bypasses</h3><p>‖ff‖ / ‖ln1‖ per token, mean over "
-                      "tokens (95% CI). The FFN output's outlier dimensions and LN2's γ at them are in the CSV.</p>"
-                      + table_html(h3, rows3) + csv("ffn_norms"))
-        an = tabs.get("attention_norms")
-        if an is not None:
-            inner += ("<h3>Attention weights vs norms by token class (Kobayashi et al. 2020)</h3><p>Mean over "
-                      "heads and tasks: the attention weight a token of the class receives, the norm of its "
-                      "transformed vector ‖f(x)‖, and ‖α f(x)‖. The 2020 paper finds [SEP], [CLS] and punctuation "
-                      "receive large weights but carry small ‖f(x)‖.</p>"
-                      + image_html(figures.attention_norms(an), "attention weights and norms") + csv("attention_norms"))
-        html.append(("attribution", "Norm-based attribution through the layer", inner))
+    if sim is None:
+        return None
+    h, rows, pub = _similarity_rows(sim)
+    inner = ("<p>Norm-based attribution through the whole layer (Kobayashi et al. 2020, 2021, 2023): each site "
+             "of a layer is a sum of one vector per input token plus a bias term, so output token i's "
+             "attribution to input token j is the norm of j's vector, scope by scope: the attention weights "
+             "(ATTN-W), the attention's transformed vectors (ATTN-N), + residual (RES), + LayerNorm 1 (LN, "
+             "exact, with the actual standard deviation), + FFN (integrated gradients through the activation, "
+             "zero baseline), + RES2, + LN2. Completeness is checked on every sentence and layer: the vectors "
+             "plus the bias sum to the stored site (largest relative error below). The maps are computed on "
+             "the first analysed dev sentences of each task.</p>" + _attribution_example_html(data))
+    inner += ("<h3>Similarity of consecutive scopes</h3><p>Spearman ρ between the flattened map of each scope "
+              "and the previous scope's, per sentence and layer, averaged (95% CI). <i>norm</i>: the raw norms; "
+              "<i>row-normalised</i>: each output token's attributions scaled to sum 1 first. On raw norms a "
+              "residual only raises the diagonal, leaving the ranks of the other n² − n pairs in place.</p>"
+              + table_html(h, rows, pub_rows=pub) + _csv_link("attribution_similarity"))
+    cp = tabs.get("attribution_completeness")
+    if cp is not None:
+        worst = cp.groupby("scope", sort=False)["max_relative_error"].max()
+        inner += ("<p class=\"sub\">Completeness, largest relative error ‖Σ<sub>j</sub> v<sub>ij</sub> + b<sub>i</sub> − "
+                  "site<sub>i</sub>‖ / ‖site<sub>i</sub>‖ over every task, sentence and layer: "
+                  + "; ".join(f"{esc(k)} {v:.1e}" for k, v in worst.items())
+                  + " (the stores hold float16 states).</p>" + _csv_link("attribution_completeness"))
+    inner += _ffn_attribution_html(data, tabs)
+    return Section("attribution", "Norm-based attribution through the layer", inner,
+                   _md("## Attribution: Spearman ρ with the previous scope [95% CI]", h, rows))
 
-    if "ffn_ratio_cls" in tabs or "ffn_ratio_tokens" in tabs:
-        scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}
-        png = figures.ffn_ratio(scopes, tasks)
-        inner = ("<p>Each FFN block's update Δ = <code>ln2</code> − <code>ln1</code> split into a class-common "
-                 "mean (structural), class-specific mean shifts (classification) and a within-class residual; "
-                 "the ratio is the structural over the classification energy, ‖μ‖² / Σ<sub>c</sub> "
-                 "π<sub>c</sub>‖μ<sub>c</sub> − μ‖². A ratio far above 1 means the FFN mostly writes the same "
-                 "vector for every input of the task: structure the later layers rely on, so removing the FFN "
-                 "breaks the model even where its class-specific part looks unhelpful.</p>"
-                 + image_html(png, "FFN structural/classification ratio") + f"<p class=\"note\">{esc(PUBLISHED_NOTE)} "
-                 "Where the classification energy is near zero, resampling inflates it, and the interval is the "
-                 "basic bootstrap interval, which corrects that bias and can lie beside the plug-in estimate.</p>")
-        for scope, title in (("cls", "over the [CLS] vector"), ("tokens", "over all tokens")):
-            if scope not in scopes:
-                continue
-            h, rows, _ = _ffn_rows(scopes[scope], tasks)
-            hs, rows_s, _ = _ffn_rows(scopes[scope], tasks, "structural_share")
-            inner += (f"<h3>Structural / classification ratio, {title} [95% CI]</h3>" + table_html(h, rows)
-                      + f"<h3>Structural share of the update's energy, {title}</h3>"
-                      + table_html(hs, rows_s) + csv(f"ffn_ratio_{scope}"))
-            md += [f"## FFN structural / classification ratio, {title} [95% CI]", "", table_md(h, rows), ""]
-        inner += (f"<p class=\"sub\">Published for BERT-base: structural share "
-                  f"{esc(P.FFN_STRUCTURAL_SHARE_FRONT.value)}.</p>")
-        html.append(("ffn", "The FFN's dual role", inner))
 
+def section_ffn(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Finding 2: the FFN's dual role. Per layer, the structural (class-common) energy of the FFN block's
+    update over its classification (class-specific) energy, over [CLS] and over all tokens, beside the
+    published BERT-base ratios."""
+    scopes = {k.split("_")[-1]: v for k, v in tabs.items() if k.startswith("ffn_ratio_")}
+    if "cls" not in scopes and "tokens" not in scopes:
+        return None
+    inner = ("<p>Each FFN block's update Δ = <code>ln2</code> − <code>ln1</code> split into a class-common "
+             "mean (structural), class-specific mean shifts (classification) and a within-class residual; "
+             "the ratio is the structural over the classification energy, ‖μ‖² / Σ<sub>c</sub> "
+             "π<sub>c</sub>‖μ<sub>c</sub> − μ‖². A ratio far above 1 means the FFN mostly writes the same "
+             "vector for every input of the task: structure the later layers rely on, so removing the FFN "
+             "breaks the model even where its class-specific part looks unhelpful.</p>"
+             + image_html(figures.ffn_ratio(scopes, data.tasks), "FFN structural/classification ratio")
+             + f"<p class=\"note\">{esc(PUBLISHED_NOTE)} "
+             "Where the classification energy is near zero, resampling inflates it, and the interval is the "
+             "basic bootstrap interval, which corrects that bias and can lie beside the plug-in estimate.</p>")
+    md = []
+    for scope, title in (("cls", "over the [CLS] vector"), ("tokens", "over all tokens")):
+        if scope not in scopes:
+            continue
+        h, rows, _ = _ffn_rows(scopes[scope], data.tasks)
+        hs, rows_s, _ = _ffn_rows(scopes[scope], data.tasks, "structural_share")
+        inner += (f"<h3>Structural / classification ratio, {title} [95% CI]</h3>" + table_html(h, rows)
+                  + f"<h3>Structural share of the update's energy, {title}</h3>"
+                  + table_html(hs, rows_s) + _csv_link(f"ffn_ratio_{scope}"))
+        md += _md(f"## FFN structural / classification ratio, {title} [95% CI]", h, rows)
+    inner += (f"<p class=\"sub\">Published for BERT-base: structural share "
+              f"{esc(P.FFN_STRUCTURAL_SHARE_FRONT.value)}.</p>")
+    return Section("ffn", "The FFN's dual role", inner, md)
+
+
+def section_errors(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Finding 3: how many of the classifier's errors are confident (large margin for the wrong class), and
+    how many no layer's linear probe gets right, beside the published confident share."""
     cw = tabs.get("confident_wrong")
-    if cw is not None:
-        h, rows, pub = _confident_rows(cw)
-        thr = cw["margin_threshold"].iloc[0]
-        inner = (f"<p>Misclassified dev samples; an error is high-confidence when its margin p(predicted) − "
-                 f"p(true) exceeds {thr:g}. \"No layer right\": the share of errors that no layer's linear probe "
-                 f"(layers 0…L) classifies correctly, where the representation, not the head, is the limit.</p>"
-                 + image_html(figures.confident_wrong(cw), "confident-wrong share") + table_html(h, rows, pub_rows=pub)
-                 + csv("confident_wrong"))
-        html.append(("errors", "Confident-wrong errors", inner))
-        md += [f"## Confident-wrong errors (margin > {thr:g}) [95% CI]", "", table_md(h, rows), ""]
+    if cw is None:
+        return None
+    h, rows, pub = _confident_rows(cw)
+    thr = cw["margin_threshold"].iloc[0]
+    inner = (f"<p>Misclassified dev samples; an error is high-confidence when its margin p(predicted) − "
+             f"p(true) exceeds {thr:g}. \"No layer right\": the share of errors that no layer's linear probe "
+             f"(layers 0…L) classifies correctly, where the representation, not the head, is the limit.</p>"
+             + image_html(figures.confident_wrong(cw), "confident-wrong share") + table_html(h, rows, pub_rows=pub)
+             + _csv_link("confident_wrong"))
+    return Section("errors", "Confident-wrong errors", inner,
+                   _md(f"## Confident-wrong errors (margin > {thr:g}) [95% CI]", h, rows))
 
+
+def _example_sentences_html(data: ReportData) -> str:
+    """The example sentences with their HIGH tokens marked, each under its gold and predicted label."""
+    if not len(data.samples):
+        return ""
+    inner = "<h3>Example sentences (HIGH tokens marked; hover for ‖h‖)</h3>"
+    for s in data.samples.itertuples():
+        toks = data.examples[(data.examples["run_id"] == s.run_id) & (data.examples["sample"] == s.sample_index)]
+        verdict = "correct" if s.correct else f"wrong, margin {s.margin:.2f}"
+        inner += (f'<p class="sub">{esc(s.task.upper())} dev #{int(s.sample_id)}: gold '
+                  f'{esc(s.label_name)}, predicted {esc(s.pred_name)} ({verdict})</p>' + sentence_html(toks))
+    return inner
+
+
+def section_tokens(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """Which tokens the model activates strongly: the shares of content words, function words and
+    punctuation among the HIGH (upper-quartile ‖h‖) and LOW tokens of the strength layer, with example
+    sentences."""
     ts = tabs.get("token_strength")
-    if ts is not None:
-        h, rows = _token_rows(ts, tasks)
-        layer_note = ", ".join(f"{t.upper()} layer {int(ts[ts['task'] == t]['layer'].iloc[0])}" for t in tasks
-                               if (ts["task"] == t).any())
-        inner = ("<p>Token activation strength ‖h‖ at <code>ln2</code> of the strength layer (" + esc(layer_note)
-                 + "); tokens above the corpus-wide upper quartile are HIGH. Shares of content words, function "
-                 "words and punctuation among HIGH and LOW subword tokens ([CLS]/[SEP] counted apart).</p>"
-                 + image_html(figures.token_strength(ts), "token strength") + table_html(h, rows)
-                 + csv("token_strength"))
-        if len(data.samples):
-            inner += "<h3>Example sentences (HIGH tokens marked; hover for ‖h‖)</h3>"
-            for s in data.samples.itertuples():
-                toks = data.examples[(data.examples["run_id"] == s.run_id)
-                                     & (data.examples["sample"] == s.sample_index)]
-                verdict = "correct" if s.correct else f"wrong, margin {s.margin:.2f}"
-                inner += (f'<p class="sub">{esc(s.task.upper())} dev #{int(s.sample_id)}: gold '
-                          f'{esc(s.label_name)}, predicted {esc(s.pred_name)} ({verdict})</p>' + sentence_html(toks))
-        html.append(("tokens", "Token activation strength", inner))
-        md += ["## Token activation strength (subwords, corpus-wide upper quartile) [95% CI]", "",
-               table_md(h, rows), ""]
+    if ts is None:
+        return None
+    h, rows = _token_rows(ts, data.tasks)
+    layer_note = ", ".join(f"{t.upper()} layer {int(ts[ts['task'] == t]['layer'].iloc[0])}" for t in data.tasks
+                           if (ts["task"] == t).any())
+    inner = ("<p>Token activation strength ‖h‖ at <code>ln2</code> of the strength layer (" + esc(layer_note)
+             + "); tokens above the corpus-wide upper quartile are HIGH. Shares of content words, function "
+             "words and punctuation among HIGH and LOW subword tokens ([CLS]/[SEP] counted apart).</p>"
+             + image_html(figures.token_strength(ts), "token strength") + table_html(h, rows)
+             + _csv_link("token_strength") + _example_sentences_html(data))
+    return Section("tokens", "Token activation strength", inner,
+                   _md("## Token activation strength (subwords, corpus-wide upper quartile) [95% CI]", h, rows))
 
-    pv = tabs["provenance"]
+
+def section_provenance(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """What produced the numbers: software versions and commit, checkpoints and data with their checksums,
+    seeds and bootstrap settings per task, and the workflow configuration."""
+    pv = tabs.get("provenance")
+    if pv is None:
+        return None
     h, rows = _provenance_rows(pv)
     versions = ", ".join(f"{k} {v}" for k, v in _software().items())
     inner = (f"<p>bertology {esc(bertology.__version__)}, commit <code>{esc(pv['git_commit'].iloc[0])}</code>; "
-             f"{esc(versions)}.</p>" + table_html(h, rows) + csv("provenance"))
+             f"{esc(versions)}.</p>" + table_html(h, rows) + _csv_link("provenance"))
     if config:
         inner += "<h3>Workflow configuration</h3><pre>" + esc(config_block(config)) + "</pre>"
-    html.append(("provenance", "Provenance", inner))
-    md += ["## Provenance", "", table_md(h, rows), ""]
+    return Section("provenance", "Provenance", inner, _md("## Provenance", h, rows))
 
-    if len(data.benchmarks):
-        h, rows, top = _run_time_rows(data.benchmarks)
-        total = data.benchmarks["seconds"].sum()
-        inner = (f"<p>Wall time of the workflow's jobs (Snakemake benchmark files), {total:.0f} s summed over "
-                 f"{len(data.benchmarks)} jobs; <b>{esc(top)}</b> dominates. Times are not part of the "
-                 f"reproducible tables.</p>" + table_html(h, rows))
-        html.append(("runtime", "Run times", inner))
-        md += ["## Run times (Snakemake benchmarks)", "", table_md(h, rows), ""]
-    return html, md
 
+def section_run_times(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
+    """What the run cost: the workflow's wall time per rule from the Snakemake benchmarks (not part of the
+    reproducible tables)."""
+    if not len(data.benchmarks):
+        return None
+    h, rows, top = _run_time_rows(data.benchmarks)
+    total = data.benchmarks["seconds"].sum()
+    inner = (f"<p>Wall time of the workflow's jobs (Snakemake benchmark files), {total:.0f} s summed over "
+             f"{len(data.benchmarks)} jobs; <b>{esc(top)}</b> dominates. Times are not part of the "
+             f"reproducible tables.</p>" + table_html(h, rows))
+    return Section("runtime", "Run times", inner, _md("## Run times (Snakemake benchmarks)", h, rows))
+
+
+#: The report's sections in page order; each takes (data, tables, workflow config) and returns None when
+#: the results hold nothing for it.
+SECTIONS = (section_metrics, section_separability, section_skip, section_removals, section_attention,
+            section_attribution, section_ffn, section_errors, section_tokens, section_provenance,
+            section_run_times)
+
+
+def _sections(data: ReportData, tabs: Tables, config: dict | None) -> list[Section]:
+    """The sections the results hold, in page order."""
+    return [s for make in SECTIONS if (s := make(data, tabs, config)) is not None]
 
 def _software() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
@@ -537,7 +644,7 @@ def build_report(results: str | Path, out: str | Path, db: str | Path | None = N
     _check_out(Path(out))
     data = collect(results, db, tasks)
     tabs = T.all_tables(data)
-    sections, md = _sections(data, tabs, workflow_config)
+    sections = _sections(data, tabs, workflow_config)
     models = sorted({r.meta["model_type"] + f" ({r.n_layers} layers, hidden {r.meta['hidden']})" for r in data.runs})
     subtitle = (f"{', '.join(t.upper() for t in data.tasks)} · {'; '.join(models)} · every estimate with its 95% "
                 f"bootstrap CI")
@@ -548,10 +655,11 @@ def build_report(results: str | Path, out: str | Path, db: str | Path | None = N
     (tmp / "tables").mkdir(parents=True)
     for name, df in tabs.items():
         (tmp / "tables" / f"{name}.csv").write_bytes(T.to_csv_bytes(df))
-    (tmp / "index.html").write_text(page(TITLE, subtitle, sections), encoding="utf-8")
-    (tmp / "summary.md").write_text("\n".join([f"# {TITLE}", "", subtitle, "",
-                                               "Figures and example sentences: index.html. Tables as CSV: tables/.",
-                                               "", *md]), encoding="utf-8")
+    (tmp / "index.html").write_text(page(TITLE, subtitle, [(s.key, s.title, s.html) for s in sections]),
+                                    encoding="utf-8")
+    md = [f"# {TITLE}", "", subtitle, "", "Figures and example sentences: index.html. Tables as CSV: tables/.", ""]
+    md += [line for s in sections for line in s.md_lines]
+    (tmp / "summary.md").write_text("\n".join(md), encoding="utf-8")
     if out.exists():
         old = out.with_name(out.name + ".old")
         if old.exists():
