@@ -53,8 +53,9 @@ def tables(db: Path) -> dict[str, pd.DataFrame]:
         return out
 
 
-def assert_same_rows(db: Path, reference: Path) -> None:
-    got, want = tables(db), tables(reference)
+def assert_same_rows(db: Path, reference: Path | None, want: dict[str, pd.DataFrame] | None = None) -> None:
+    """``db`` holds exactly the rows of ``reference`` (or of the tables ``want``), and no duplicates."""
+    got, want = tables(db), (want if want is not None else tables(reference))
     assert sorted(got) == sorted(want)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], check_like=True, obj=name)
@@ -85,23 +86,54 @@ def drop_runs(db: Path, run_ids: list[str]) -> None:
                 con.execute(f'DELETE FROM "{t}" WHERE run_id IN (SELECT unnest(?))', [run_ids])
 
 
-@pytest.mark.parametrize("incremental,delay", [(False, 0.0), (False, 1.5), (True, 0.3), (True, 2.0)],
-                         ids=["fresh-at-start", "fresh-after-1.5s", "incremental-at-start", "incremental-after-2s"])
-def test_kill_9_then_rebuild_equals_a_clean_build(many_runs, clean_db, tmp_path, incremental, delay):
+def half_index(clean_db: Path, db: Path) -> dict[str, pd.DataFrame]:
+    """Make ``db`` an index of the first half of the runs, as if the rest had not been analysed yet."""
+    shutil.copyfile(clean_db, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY store_path").fetchall()]
+    drop_runs(db, ids[N_RUNS // 2:])
+    return tables(db)
+
+
+@pytest.fixture(scope="module")
+def build_seconds(many_runs, clean_db, tmp_path_factory) -> dict[bool, float]:
+    """How long a build's temporary database lives on this machine (fresh and incremental builds): the window
+    a kill must land in. The kill points below are fractions of it, so they hold on a slow or a fast machine."""
+    out = {}
+    for incremental in (False, True):
+        db = tmp_path_factory.mktemp("timing") / "index.duckdb"
+        if incremental:
+            half_index(clean_db, db)
+        tmp = db.with_name(db.name + ".building")
+        proc = subprocess.Popen(index_cmd(many_runs, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(tmp)
+        t0 = time.monotonic()
+        while tmp.exists():
+            time.sleep(0.01)
+        out[incremental] = time.monotonic() - t0
+        assert proc.wait(timeout=300) == 0
+    return out
+
+
+@pytest.mark.parametrize("incremental,fraction", [(False, 0.0), (False, 0.5), (True, 0.0), (True, 0.5)],
+                         ids=["fresh-at-start", "fresh-half-way", "incremental-at-start", "incremental-half-way"])
+def test_kill_9_then_rebuild_equals_a_clean_build(many_runs, clean_db, build_seconds, tmp_path, incremental,
+                                                   fraction):
     db = tmp_path / "index.duckdb"
-    if incremental:  # an index of half the runs exists; the killed build adds the rest
-        shutil.copyfile(clean_db, db)
-        with duckdb.connect(str(db), read_only=True) as con:
-            ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY store_path").fetchall()]
-        drop_runs(db, ids[N_RUNS // 2:])
-        previous = tables(db)
+    tmp = db.with_name(db.name + ".building")
+    previous = half_index(clean_db, db) if incremental else None
     proc = subprocess.Popen(index_cmd(many_runs, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(db.with_name(db.name + ".building"))
-    time.sleep(delay)
+    wait_for(tmp)
+    time.sleep(fraction * build_seconds[incremental])
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the build finished before it was killed: make the results larger"
-    if incremental:  # the old database is still whole
-        pd.testing.assert_frame_equal(tables(db)["runs"], previous["runs"])
+    if tmp.exists():  # killed before the new database was renamed into place: the old one is still whole
+        if incremental:
+            assert_same_rows(db, None, want=previous)
+        else:
+            assert not db.exists()
+    else:  # killed after the rename, while exiting: the new database is whole
+        assert_same_rows(db, clean_db)
     rebuilt = subprocess.run(index_cmd(many_runs, db), capture_output=True, text=True, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert_same_rows(db, clean_db)
