@@ -22,6 +22,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # The GLUE data, chosen and checked before any rule runs: config `glue_dir`, else GLUE_DIR, else
 # ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
 from bertology import BertologyError
+from bertology.analysis.catalog import tables_for
 from bertology.extract.tasks import glue_source
 
 try:
@@ -38,6 +39,8 @@ IV = config["intervene"]
 TASKS = config["tasks"]
 RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], dict) else None
 BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
+ANALYSIS_TABLES = tables_for(tokens=True, attention=True, pretrained=AN["attention_change"],
+                             full=AN["attribution_samples"] > 0, sweep=IV["enabled"])
 
 
 def carve(task):
@@ -198,14 +201,9 @@ rule analyze:
         train=f"{R}/{{task}}/train.zarr",
     output:
         f"{R}/{{task}}/analysis/analysis.json",
-        f"{R}/{{task}}/analysis/task_metrics.parquet",
-        f"{R}/{{task}}/analysis/separability.parquet",
-        f"{R}/{{task}}/analysis/skip_candidates.parquet",
-        f"{R}/{{task}}/analysis/ffn_roles.parquet",
-        f"{R}/{{task}}/analysis/token_strength.parquet",
-        f"{R}/{{task}}/analysis/token_buckets.parquet",
-        f"{R}/{{task}}/analysis/errors.parquet",
-        f"{R}/{{task}}/analysis/layer_predictions.parquet",
+        f"{R}/{{task}}/analysis/timings.json",
+        # every table these settings make (the dev store is a full capture): analysis.catalog lists them
+        expand(f"{R}/{{{{task}}}}/analysis/{{table}}.parquet", table=ANALYSIS_TABLES),
     log: f"{R}/logs/analyze_{{task}}.log"
     benchmark: f"{R}/benchmarks/analyze_{{task}}.tsv"
     threads: 2
@@ -223,13 +221,18 @@ rule analyze:
 
 
 rule index:
-    input: expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS)
+    """The DuckDB index of exactly the runs this workflow made: each task's dev and train stores and the dev
+    store's analysis."""
+    input:
+        stores=expand(f"{R}/{{task}}/{{split}}.zarr", task=TASKS, split=("dev", "train")),
+        analyses=expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS),
     output: f"{R}/bertology.duckdb"
     log: f"{R}/logs/index.log"
     benchmark: f"{R}/benchmarks/index.tsv"
     threads: 1
     resources: mem_mb=4000
-    shell: "OMP_NUM_THREADS={threads} bertology index {R} --db {output} > {log} 2>&1"
+    params: analyses=lambda w, input: [os.path.dirname(a) for a in input.analyses]
+    shell: "OMP_NUM_THREADS={threads} bertology index {input.stores} {params.analyses} --db {output} > {log} 2>&1"
 
 
 rule report:

@@ -42,9 +42,8 @@ from bertology.store.reader import sample_attention
 
 from .bootstrap import Bootstrap, percentile_ci
 from .token_strength import is_punctuation, is_special
+from .vocabulary import PATTERNS, TOKEN_CLASSES  # noqa: F401  (re-exported)
 
-PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
-TOKEN_CLASSES = ("cls", "sep", "punct", "other")
 FEATURES = ("vertical", "diagonal", "block", "self") + tuple(f"attention_to_{c}" for c in TOKEN_CLASSES)
 #: Kovaleva et al.'s share of heterogeneous heads, BERT-base, lowest and highest over their GLUE tasks.
 PUBLISHED_HETEROGENEOUS = {"low": 0.32, "low_task": "MRPC", "high": 0.61, "high_task": "QQP"}
@@ -190,22 +189,24 @@ def _mean_rows(values: np.ndarray, boot: Bootstrap, keys: list[dict], statistic:
                  n=int(n[j])) for j, k in enumerate(keys)]
 
 
-def _scopes(per_sample: np.ndarray, layers, heads) -> tuple[np.ndarray, list[dict]]:
+def _units(per_sample: np.ndarray, layers, heads) -> tuple[np.ndarray, list[dict]]:
     """(n, L, h) per-sample values → (n, L·h + L + 1) columns: each head, each layer's mean over its heads,
-    and the mean over the model; with their keys (``head`` 0: every head of the layer; ``layer`` 0: all)."""
+    and the mean over the model; with their keys (``unit`` head, layer or model; ``head`` is NULL for a
+    layer's mean, ``layer`` and ``head`` for the model's)."""
     n, L, H = per_sample.shape
     with warnings.catch_warnings():                       # block on single sentences: all NaN, stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         cols = [per_sample.reshape(n, L * H), np.nanmean(per_sample, axis=2),
                 np.nanmean(per_sample.reshape(n, -1), axis=1, keepdims=True)]
-    keys = ([dict(scope="head", layer=int(l), head=int(h)) for l in layers for h in heads]
-            + [dict(scope="layer", layer=int(l), head=0) for l in layers] + [dict(scope="model", layer=0, head=0)])
+    keys = ([dict(unit="head", layer=int(l), head=int(h)) for l in layers for h in heads]
+            + [dict(unit="layer", layer=int(l), head=None) for l in layers]
+            + [dict(unit="model", layer=None, head=None)])
     return np.concatenate(cols, axis=1), keys
 
 
 def pattern_table(feats: xr.DataArray, boot: Bootstrap, classifier: PatternClassifier | None = None) -> pd.DataFrame:
     """Share of each pattern type per head, per layer and over the model (``share_<type>``), the mean of every
-    feature at the same scopes (``feature_<name>``), and per head its ``dominant`` type."""
+    feature at the same units (``feature_<name>``), and per head its ``dominant`` type."""
     clf = classifier or PatternClassifier()
     f = feats.sel(feature=["vertical", "diagonal", "block"]).values
     codes = clf.predict(f[..., 0], f[..., 1], f[..., 2])              # (n, L, h)
@@ -215,17 +216,17 @@ def pattern_table(feats: xr.DataArray, boot: Bootstrap, classifier: PatternClass
     for k, name in enumerate(PATTERNS):
         if name == "block" and not pair_task:
             continue                                                  # undefined without a second segment
-        values, keys = _scopes((codes == k).astype(np.float64), layers, heads)
+        values, keys = _units((codes == k).astype(np.float64), layers, heads)
         rows += _mean_rows(values, boot, keys, f"share_{name}")
     for name in FEATURES:
-        values, keys = _scopes(feats.sel(feature=name).values, layers, heads)
+        values, keys = _units(feats.sel(feature=name).values, layers, heads)
         if np.isfinite(values).any():
             rows += _mean_rows(values, boot, keys, f"feature_{name}")
     df = pd.DataFrame(rows)
-    shares = df[(df["scope"] == "head") & df["statistic"].str.startswith("share_")]
+    shares = df[(df["unit"] == "head") & df["statistic"].str.startswith("share_")]
     dom = shares.loc[shares.groupby(["layer", "head"])["estimate"].idxmax()]
     dominant = {(r.layer, r.head): r.statistic.removeprefix("share_") for r in dom.itertuples()}
-    df["dominant"] = [dominant.get((r.layer, r.head)) if r.scope == "head" else None for r in df.itertuples()]
+    df["dominant"] = [dominant.get((r.layer, r.head)) if r.unit == "head" else None for r in df.itertuples()]
     thresholds = asdict(clf.thresholds)
     df["thresholds"] = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
     return df
@@ -237,7 +238,7 @@ def token_class_table(feats: xr.DataArray, shares: np.ndarray, boot: Bootstrap) 
     layers, heads = feats["layer"].values, feats["head"].values
     rows = []
     for k, c in enumerate(TOKEN_CLASSES):
-        values, keys = _scopes(feats.sel(feature=f"attention_to_{c}").values, layers, heads)
+        values, keys = _units(feats.sel(feature=f"attention_to_{c}").values, layers, heads)
         part = pd.DataFrame(_mean_rows(values, boot, keys, f"attention_to_{c}"))
         part["token_class"] = c
         part["uniform"] = float(shares[:, k].mean())
@@ -265,7 +266,7 @@ def finetune_cosine(ds: xr.Dataset, pretrained: xr.Dataset) -> xr.DataArray:
 
 def finetune_table(cos: xr.DataArray, boot: Bootstrap) -> pd.DataFrame:
     """Mean cosine similarity between pre-trained and fine-tuned maps per head, per layer and overall."""
-    values, keys = _scopes(cos.values, cos["layer"].values, cos["head"].values)
+    values, keys = _units(cos.values, cos["layer"].values, cos["head"].values)
     return pd.DataFrame(_mean_rows(values, boot, keys, "cosine_pretrained_finetuned"))
 
 
@@ -278,12 +279,9 @@ def example_maps(ds: xr.Dataset, feats: xr.DataArray, classifier: PatternClassif
     f = feats.sel(feature=["vertical", "diagonal", "block"]).values
     codes = clf.predict(f[..., 0], f[..., 1], f[..., 2])
     short = (ds["length"].values <= max_tokens)[:, None, None]
-    score = {
-        "vertical": f[..., 0] - t.vertical, "diagonal": f[..., 1] - t.diagonal,
-        "vertical+diagonal": np.minimum(f[..., 0], f[..., 1]) - t.mixed_each,
-        "block": np.nan_to_num(f[..., 2], nan=-9.0) - t.block,
-        "heterogeneous": -np.maximum(f[..., 0], f[..., 1]),
-    }
+    score = dict(zip(PATTERNS, (  # how clearly a map is of its type: the margin over the type's threshold
+        f[..., 0] - t.vertical, f[..., 1] - t.diagonal, np.minimum(f[..., 0], f[..., 1]) - t.mixed_each,
+        np.nan_to_num(f[..., 2], nan=-9.0) - t.block, -np.maximum(f[..., 0], f[..., 1]))))
     rows = []
     for k, name in enumerate(PATTERNS):
         s = np.where((codes == k) & short, score[name], -np.inf)

@@ -45,16 +45,14 @@ from bertology.store.params import LayerParams, ModelParameters
 from bertology.store.reader import sample_attention
 from bertology.store.schema import token_var
 
-from .attention_heads import TOKEN_CLASSES, token_classes
+from .attention_heads import token_classes
+from .published import SCOPE_SIMILARITY
 from .bootstrap import Bootstrap, adjust, percentile_ci
 from .token_strength import is_special, word_ids
+from .vocabulary import SCOPE_SITE, SCOPES, TOKEN_CLASSES
 
-SCOPES = ("ATTN-W", "ATTN-N", "ATTNRES-N", "ATTNRESLN-N", "ATTNRESLNFF-N", "ATTNRESLNFFRES-N", "ATTNRESLNFFRESLN-N")
 #: the store site each vector scope sums to
-SITE_OF = {"ATTN-N": "attn", "ATTNRES-N": "res1", "ATTNRESLN-N": "ln1", "ATTNRESLNFF-N": "ff",
-           "ATTNRESLNFFRES-N": "res2", "ATTNRESLNFFRESLN-N": "ln2"}
-#: Kobayashi et al. 2023, BERT-base on Wikipedia: Spearman ρ of each scope's map with the previous scope's
-PUBLISHED_SIMILARITY = dict(zip(SCOPES[1:], (0.48, 0.41, 0.91, 0.79, 0.96, 0.73)))
+SITE_OF = SCOPE_SITE
 AMP_STAGES = {"ff": "ATTNRESLNFF-N", "ffres": "ATTNRESLNFFRES-N", "ffresln": "ATTNRESLNFFRESLN-N"}
 
 
@@ -141,10 +139,8 @@ def decompose_layer(x: np.ndarray, alpha: np.ndarray, p: LayerParams, ig_steps: 
     ig_seconds = time.perf_counter() - t0
     R2, b_res2 = z + F, b_ln1 + b_ff
     Z2, b_ln2 = _ln_parts(R2, b_res2, p.ln2_gamma, p.ln2_beta, p.eps)
-    vectors = {"ATTN-N": a, "ATTNRES-N": r, "ATTNRESLN-N": z, "ATTNRESLNFF-N": F, "ATTNRESLNFFRES-N": R2,
-               "ATTNRESLNFFRESLN-N": Z2}
-    bias = {"ATTN-N": b_attn, "ATTNRES-N": b_attn, "ATTNRESLN-N": b_ln1, "ATTNRESLNFF-N": b_ff,
-            "ATTNRESLNFFRES-N": b_res2, "ATTNRESLNFFRESLN-N": b_ln2}
+    vectors = dict(zip(SCOPES[1:], (a, r, z, F, R2, Z2)))
+    bias = dict(zip(SCOPES[1:], (b_attn, b_attn, b_ln1, b_ff, b_res2, b_ln2)))
     return LayerAttribution(vectors, bias, alpha.mean(axis=0), np.linalg.norm(f, axis=-1).astype(np.float64),
                             ig_seconds)
 
@@ -288,15 +284,15 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
 
 def _similarity_table(sims: np.ndarray, boot: Bootstrap) -> pd.DataFrame:
     """Spearman ρ of each scope's flattened map with the previous scope's, per sentence, averaged; per layer
-    and over layers (layer 0). ``maps``: ``norm`` (the raw norms) or ``row_normalised`` (each output token's
-    attributions scaled to sum 1 first). A residual adds to the diagonal only, so on raw norms it leaves the
+    (``unit`` layer) and over layers (``unit`` model, ``layer`` NULL). ``maps``: ``norm`` (the raw norms) or
+    ``row_normalised`` (each output token's attributions scaled to sum 1 first). A residual adds to the diagonal only, so on raw norms it leaves the
     off-diagonal ranks — nearly all of the n² — in place; row normalisation lets it rescale whole rows."""
     rows = []
     for variant, sim in zip(("norm", "row_normalised"), sims):
         rows += _similarity_rows(sim, boot, variant)
     order = {s: i for i, s in enumerate(SCOPES)}
-    return pd.DataFrame(rows).assign(_s=lambda d: d["scope"].map(order)).sort_values(
-        ["maps", "layer", "_s"]).drop(columns="_s").reset_index(drop=True)
+    return pd.DataFrame(rows).assign(_s=lambda d: d["scope"].map(order), _l=lambda d: d["layer"].fillna(0)) \
+        .sort_values(["maps", "_l", "_s"]).drop(columns=["_s", "_l"]).reset_index(drop=True)
 
 
 def _similarity_rows(sim: np.ndarray, boot: Bootstrap, variant: str) -> list[dict]:
@@ -309,9 +305,10 @@ def _similarity_rows(sim: np.ndarray, boot: Bootstrap, variant: str) -> list[dic
         est, bs = boot.ratio(np.where(ok, values, 0.0), ok.astype(float))
         lo, hi = percentile_ci(bs)
         for j in range(L + 1):
-            rows.append(dict(layer=(j + 1) % (L + 1), scope=SCOPES[k + 1], previous=SCOPES[k], maps=variant,
+            rows.append(dict(unit="layer" if j < L else "model", layer=j + 1 if j < L else None,
+                             scope=SCOPES[k + 1], previous=SCOPES[k], maps=variant,
                              statistic="spearman_with_previous_scope", estimate=float(est[j]), ci_low=float(lo[j]),
-                             ci_high=float(hi[j]), n=int(ok[:, j].sum()), published=PUBLISHED_SIMILARITY[SCOPES[k + 1]]))
+                             ci_high=float(hi[j]), n=int(ok[:, j].sum()), published=SCOPE_SIMILARITY[SCOPES[k + 1]]))
     return rows
 
 
@@ -380,7 +377,8 @@ def _wordsplit_table(df: pd.DataFrame, resamples: int, seed: int, correction: st
 
 
 def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.DataFrame:
-    """Kobayashi et al. 2020's check per layer and head (head 0: mean over heads) and token class: the mean
+    """Kobayashi et al. 2020's check per layer and head (``unit`` layer, ``head`` NULL: the mean over heads)
+    and token class: the mean
     attention weight α a token of the class receives, its ‖f(x)‖, and ‖α f(x)‖."""
     n, L, H, C, _ = sums.shape
     rows = []
@@ -393,8 +391,9 @@ def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.Da
             per_layer = sums[:, :, :, c, q].mean(axis=2)
             est, bs = boot.ratio(np.concatenate([per_head, per_layer], axis=1), den)
             lo, hi = percentile_ci(bs)
-            keys = [(l + 1, h + 1) for l in range(L) for h in range(H)] + [(l + 1, 0) for l in range(L)]
-            rows += [dict(layer=l, head=h, token_class=name, statistic=what, estimate=float(est[k]),
+            keys = [(l + 1, h + 1) for l in range(L) for h in range(H)] + [(l + 1, None) for l in range(L)]
+            rows += [dict(unit="head" if h else "layer", layer=l, head=h, token_class=name, statistic=what,
+                          estimate=float(est[k]),
                           ci_low=float(lo[k]), ci_high=float(hi[k]), n=int(den.sum())) for k, (l, h) in enumerate(keys)]
     return pd.DataFrame(rows)
 

@@ -6,7 +6,11 @@ The FFN block of layer l maps ``ln1`` to ``ln2``; its update is Δ = ``ln2 − l
 BERT-base is a structural/classification ratio of ~150× at layer 1 falling to ~2× at layer 12, with ~92%
 of the energy structural in the front layers; ``structural_over_classification`` and ``structural_share``
 are those two numbers. Alongside: norm normalisation (mean and coefficient of variation of ‖·‖ before and
-after the block) and ‖ff‖/‖ln1‖, the FFN output against the bypass it is added to.
+after the block). (‖ff‖/‖ln1‖, the FFN output against the bypass it is added to, is the table
+``ff_norm_ratio``: see :func:`attribution.ffn_output_tables`.)
+
+Each row's ``vector`` says what was measured: ``update`` (ln2 − ln1, which is no single site; ``site`` is
+NULL), or the site itself (``ff``, ``ln1``, ``ln2``; ``site`` holds it too).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bertology.store.schema import token_var
+from bertology.store.schema import SITES, token_var
 
 from .bootstrap import Bootstrap, percentile_ci
 from .moments import SampleSums, energies_with_ci
@@ -82,17 +86,16 @@ class TokenUpdateSource:
         return SampleSums(s, q, self.ds["length"].values[idx].astype(np.float64))
 
 
-NORM_SITES = ("ln1", "ln2", "ff_over_ln1")
+NORM_SITES = ("ln1", "ln2")
 
 
 def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """Per-sample sums of ‖ln1‖, ‖ln2‖ and ‖ff‖/‖ln1‖ (and of their squares) per layer, (n, L) each."""
+    """Per-sample sums of ‖ln1‖ and ‖ln2‖ (and of their squares) per layer, (n, L) each."""
     n = ds.sizes["sample"]
     if scope == "cls":
         layers = [int(l) for l in ds["layer"].values]
-        cls = ds["cls"].sel(site=["ln1", "ff", "ln2"]).values.astype(np.float64)
-        nrm = {"ln1": np.linalg.norm(cls[:, :, 0], axis=2), "ln2": np.linalg.norm(cls[:, :, 2], axis=2)}
-        nrm["ff_over_ln1"] = np.linalg.norm(cls[:, :, 1], axis=2) / nrm["ln1"]
+        cls = ds["cls"].sel(site=list(NORM_SITES)).values.astype(np.float64)
+        nrm = {site: np.linalg.norm(cls[:, :, k], axis=2) for k, site in enumerate(NORM_SITES)}
         return layers, {k: (v, v * v) for k, v in nrm.items()}, np.ones(n)
     layers = [int(l) for l in ds["token_layer"].values]
     out = {k: (np.zeros((n, len(layers))), np.zeros((n, len(layers)))) for k in NORM_SITES}
@@ -100,10 +103,8 @@ def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np
     for b0, b1, t0, t1 in token_blocks(ds, slice(0, n)):
         rel = starts[b0:b1] - t0
         for j, layer in enumerate(layers):
-            ln1 = np.linalg.norm(_tokens(ds, "ln1", layer, t0, t1), axis=1)
-            nrm = {"ln1": ln1, "ln2": np.linalg.norm(_tokens(ds, "ln2", layer, t0, t1), axis=1),
-                   "ff_over_ln1": np.linalg.norm(_tokens(ds, "ff", layer, t0, t1), axis=1) / ln1}
-            for k, x in nrm.items():
+            for k in NORM_SITES:
+                x = np.linalg.norm(_tokens(ds, k, layer, t0, t1), axis=1)
                 out[k][0][b0:b1, j] = np.add.reduceat(x, rel)
                 out[k][1][b0:b1, j] = np.add.reduceat(x * x, rel)
     return layers, out, ds["length"].values.astype(np.float64)
@@ -121,7 +122,8 @@ def _norm_stats(total, total2, count, boot: Bootstrap):
 def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str = "bca") -> pd.DataFrame:
     """Per layer: the energy decomposition of the FFN update and of ``ff``, and norm normalisation.
 
-    ``scope='cls'`` uses the [CLS] vector; ``scope='tokens'`` every (non-padding) token, resampled by sample.
+    ``positions='cls'`` uses the [CLS] vector; ``positions='tokens'`` every (non-padding) token, resampled by
+    sample.
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
@@ -136,15 +138,14 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
         for part in PARTS:
             est, lo, hi = res[part].estimate, res[part].ci_low, res[part].ci_high
             for k, (layer, target) in enumerate(src.keys):
-                rows.append(dict(scope=scope, layer=layer, site=target, statistic=part, estimate=est[k],
-                                 ci_low=lo[k], ci_high=hi[k], n=n_units))
+                rows.append(dict(positions=scope, layer=layer, site=target if target in SITES else None, vector=target,
+                                 statistic=part, estimate=est[k], ci_low=lo[k], ci_high=hi[k], n=n_units))
         for site, (tot, tot2) in norms.items():
             mean, cv = _norm_stats(tot, tot2, count, boot)
             for name, values in (("norm_mean", mean), ("norm_cv", cv)):
-                if site == "ff_over_ln1" and name == "norm_cv":
-                    continue
                 lo, hi = percentile_ci(values[1:])
                 for j, layer in enumerate(layers):
-                    rows.append(dict(scope=scope, layer=layer, site=site, statistic=name, estimate=values[0, j],
+                    rows.append(dict(positions=scope, layer=layer, site=site, vector=site, statistic=name,
+                                     estimate=values[0, j],
                                      ci_low=lo[j], ci_high=hi[j], n=n_units))
     return pd.DataFrame(rows)

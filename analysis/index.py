@@ -1,4 +1,5 @@
-"""``bertology index RESULTS_DIR --db FILE``: one DuckDB database over every run under a results folder.
+"""``bertology index PATH... --db FILE``: one DuckDB database over every run under results folders (or the
+stores and analysis folders named).
 
 A *run* is one complete store, with the analysis tables written for it (the ``analysis.json`` beside them
 names the store). Tables (every row carries ``run_id``):
@@ -7,23 +8,18 @@ names the store). Tables (every row carries ``run_id``):
   JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
 - ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
   ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
-- ``layer_predictions``: per sample and layer (0 … L), centroid and probe predictions, [CLS] norm and
-  projection on the class-mean direction (from ``analyze``);
-- ``token_strength``: per token at the strength layer: text, word, category, strength, buckets;
-- the analysis tables ``task_metrics``, ``separability``, ``skip_candidates``, ``ffn_roles``, ``token_strength_summary``,
-  ``error_summary`` (the files ``token_strength.parquet`` and ``errors.parquet``);
-- with an intervention sweep: ``interventions`` (Δ accuracy per intervention), ``layer_skip`` (skip +
-  compensation classifier), ``apriori_validation``, and ``intervention_predictions`` (per sample and
-  intervention: prediction, correct, flipped);
-- with attention maps in the store: ``attention_patterns`` (Kovaleva's pattern types and the features they
-  are read from, per head, layer and model), ``attention_token_classes`` (attention to [CLS], [SEP],
-  punctuation, other), ``attention_examples`` (one map of each type) and, with a pre-trained reference
-  store, ``attention_finetune_change`` (cosine of pre-trained and fine-tuned maps);
-- with a full capture: the norm-based attribution tables ``attribution_similarity`` (Spearman ρ of each
-  scope's map with the previous scope's), ``attribution_completeness``, ``ff_amp_pairs``,
-  ``ff_amp_wordsplit``, ``attention_norms`` (α, ‖f(x)‖, ‖αf(x)‖ by token class), ``attribution_example``,
-  ``ff_norm_ratio`` and ``ffn_outlier_dims``;
-- views ``errors`` (``NOT correct``) and ``confident_errors`` (errors with ``margin > 0.3``).
+- every analysis table of :mod:`catalog`, under the name of its file (``separability.parquet`` is the table
+  ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
+  ``attribution_example``, ``intervention_predictions``) never share a name with a summary
+  (``token_strength_summary``, ``error_summary``);
+- ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
+- views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
+  ``margin > 0.3``).
+
+Layer numbers mean one thing everywhere: layer ``l`` is the l-th encoder layer, and layer 0 is the
+embedding output (site ``embed``, the input of layer 1). A row about no single layer or head has ``layer``
+(``head``) NULL and says what it is about: ``unit`` ``layer`` (a layer's mean over its heads) or ``model``
+(over every layer), or ``intervention`` ``none`` (the unskipped control of ``layer_skip``).
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
 database is written beside the old one and renamed over it only when complete). Duplicates cannot arise:
@@ -42,6 +38,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import numpy as np
@@ -52,36 +49,15 @@ from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.reader import StoreError, read_attrs
 
+from .catalog import ANALYSIS_FORMAT, TABLES
 from .errors import CONFIDENT_MARGIN, margins
 
-#: analysis file -> table name in the database
-ANALYSIS_TABLES = {
-    "task_metrics": "task_metrics",
-    "separability": "separability",
-    "skip_candidates": "skip_candidates",
-    "ffn_roles": "ffn_roles",
-    "token_strength": "token_strength_summary",
-    "errors": "error_summary",
-    "layer_predictions": "layer_predictions",
-    "token_buckets": "token_strength",
-    "interventions": "interventions",
-    "layer_skip": "layer_skip",
-    "apriori_validation": "apriori_validation",
-    "intervention_predictions": "intervention_predictions",
-    "attention_patterns": "attention_patterns",
-    "attention_token_classes": "attention_token_classes",
-    "attention_finetune_change": "attention_finetune_change",
-    "attention_examples": "attention_examples",
-    "attribution_similarity": "attribution_similarity",
-    "attribution_completeness": "attribution_completeness",
-    "ff_amp_pairs": "ff_amp_pairs",
-    "ff_amp_wordsplit": "ff_amp_wordsplit",
-    "attention_norms": "attention_norms",
-    "attribution_example": "attribution_example",
-    "ff_norm_ratio": "ff_norm_ratio",
-    "ffn_outlier_dims": "ffn_outlier_dims",
-}
-RUN_TABLES = ("samples",) + tuple(ANALYSIS_TABLES.values())
+#: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`catalog`).
+ANALYSIS_TABLES = tuple(t.name for t in TABLES)
+#: The version of the index's tables and names, in the table ``index_info``; a database of another version
+#: is rebuilt from scratch. 2: one name per file and table, ``scope`` columns instead of ``layer = 0``.
+INDEX_SCHEMA_VERSION = 2
+RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``).
 PRIMARY_KEYS = {
     "runs": ("run_id",),
@@ -109,16 +85,21 @@ class IndexReport:
         return bool(self.added or self.updated or self.removed)
 
 
-def _walk(results: Path):
-    """Stores (``*.zarr`` folders, not descended into) and analysis folders under ``results``."""
-    stores, analyses = [], []
-    for root, dirs, files in os.walk(results):
-        for d in list(dirs):
-            if d.endswith(".zarr"):
-                stores.append(Path(root) / d)
-                dirs.remove(d)
-        if "analysis.json" in files:
-            analyses.append(Path(root))
+def _walk(paths: list[Path]):
+    """Stores (``*.zarr`` folders, not descended into) and analysis folders: each path given is one of them,
+    or a folder searched for them."""
+    stores, analyses = set(), set()
+    for path in paths:
+        if path.name.endswith(".zarr"):
+            stores.add(path)
+            continue
+        for root, dirs, files in os.walk(path):
+            for d in list(dirs):
+                if d.endswith(".zarr"):
+                    stores.add(Path(root) / d)
+                    dirs.remove(d)
+            if "analysis.json" in files:
+                analyses.add(Path(root))
     return sorted(stores), sorted(analyses)
 
 
@@ -191,30 +172,45 @@ def _add_run(con, rid: str, store: Path, analysis: Path | None, fingerprint: str
     _append(con, "samples", sample_frame(ds, rid))
     if analysis is None:
         return
-    for stem, table in ANALYSIS_TABLES.items():
-        path = analysis / f"{stem}.parquet"
+    for table in ANALYSIS_TABLES:
+        path = analysis / f"{table}.parquet"
         if path.is_file():
             _append(con, table, pd.read_parquet(path).assign(run_id=rid, split=ds.attrs["split"]))
 
 
-def _existing_runs(db: Path) -> dict[str, str]:
-    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet)."""
+def _schema_version(con) -> int | None:
+    tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "index_info" not in tables:
+        return 1 if "runs" in tables else None
+    return con.sql("SELECT schema_version FROM index_info").fetchall()[0][0]
+
+
+def _existing_runs(db: Path) -> dict[str, str] | None:
+    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet); ``None`` when
+    it is an index of another schema version (to be rebuilt whole)."""
     if not db.exists():
         return {}
     try:
         with duckdb.connect(str(db), read_only=True) as con:
+            if _schema_version(con) != INDEX_SCHEMA_VERSION:
+                return None
             return dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall())
     except duckdb.Error as e:
         raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
                              f"move it away or choose another --db") from None
 
 
-def build_index(results: str | Path, db: str | Path, wait: float = 600) -> IndexReport:
+def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
+                on_run: Callable[[int, int, Path], None] | None = None) -> IndexReport:
     """Index every complete store under ``results`` into ``db`` (see the module docstring); wait up to
-    ``wait`` seconds for another build of ``db`` to finish first."""
-    results, db = Path(results), Path(db)
-    if not results.is_dir():
-        raise BertologyError(f"{results}: no such results folder")
+    ``wait`` seconds for another build of ``db`` to finish first. ``results`` is a results folder, or a list
+    of stores, analysis folders and results folders (the index then holds exactly the runs they name).
+    ``on_run(k, n, store)`` is called as the k-th of the n runs to (re)index is committed."""
+    paths = [Path(p) for p in (results if isinstance(results, (list, tuple)) else [results])]
+    db = Path(db)
+    for path in paths:
+        if not path.is_dir():
+            raise BertologyError(f"{path}: no such results folder, store or analysis folder")
     if not db.parent.is_dir():
         raise BertologyError(f"{db}: its folder {db.parent} does not exist; create it or choose another --db")
     _existing_runs(db)  # an unreadable database is refused before anything (the lock file too) is created
@@ -225,21 +221,27 @@ def build_index(results: str | Path, db: str | Path, wait: float = 600) -> Index
         raise BertologyError(f"{db}: another `bertology index` is building this database (lock {db}.lock held "
                              f"for over {wait:g} s); wait for it to finish, or raise --wait") from None
     try:
-        return _build(results, db)
+        return _build(paths, db, on_run)
     finally:
         lock.release()
 
 
-def _build(results: Path, db: Path) -> IndexReport:
-    stores, analyses = _walk(results)
+def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
+    stores, analyses = _walk(paths)
     by_store: dict[str, Path] = {}
+    outdated: dict[str, str] = {}
     for a in analyses:
         try:
             info = json.loads((a / "analysis.json").read_text())
             target = (a / info["store_relative"]) if "store_relative" in info else Path(info["store"])
-            by_store[str(target.resolve())] = a
         except (KeyError, ValueError) as e:
             raise BertologyError(f"{a / 'analysis.json'}: unreadable ({e}); rerun `bertology analyze`") from None
+        if info.get("format", 1) != ANALYSIS_FORMAT:
+            outdated[str(target.resolve())] = (f"analysed in format {info.get('format', 1)} (this bertology reads "
+                                               f"{ANALYSIS_FORMAT}); rerun `bertology analyze` into {a}")
+        else:
+            by_store[str(target.resolve())] = a
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} paths"
     report = IndexReport()
     wanted: dict[str, tuple[Path, Path | None, str]] = {}
     for store in stores:
@@ -254,12 +256,17 @@ def _build(results: Path, db: Path) -> IndexReport:
         if (attrs.get("bertology") or {}).get("attention_only"):
             report.skipped.append(f"{store}: attention-only reference store (read by `analyze --pretrained-store`)")
             continue
+        if str(store.resolve()) in outdated:
+            report.skipped.append(f"{store}: {outdated[str(store.resolve())]}")
+            continue
         analysis = by_store.get(str(store.resolve()))
         wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))
     if not wanted:
-        raise BertologyError(f"{results}: no complete bertology store to index"
+        raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
     existing = _existing_runs(db)
+    rebuild = existing is None  # an index of an older schema: rebuilt from scratch
+    existing = existing or {}
     for rid, (store, _, fp) in wanted.items():
         if rid not in existing:
             report.added.append(str(store))
@@ -268,14 +275,14 @@ def _build(results: Path, db: Path) -> IndexReport:
         else:
             report.unchanged.append(str(store))
     report.removed = [rid for rid in existing if rid not in wanted]
-    if not report.changed and db.exists():
+    if not report.changed and db.exists() and not rebuild:
         return report  # nothing new: the database file is not touched
     tmp = db.with_name(db.name + ".building")
     leftovers = (tmp, tmp.with_name(tmp.name + ".wal"))
     for f in leftovers:  # a killed build's temporary database and its write-ahead log: never replayed
         f.unlink(missing_ok=True)
     try:
-        if db.exists():
+        if db.exists() and not rebuild:
             shutil.copyfile(db, tmp)
         with duckdb.connect(str(tmp)) as con:
             stale = [rid for rid in existing if rid not in wanted or existing[rid] != wanted[rid][2]]
@@ -286,11 +293,15 @@ def _build(results: Path, db: Path) -> IndexReport:
                     if table in tables:
                         con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [rid])
             con.execute("COMMIT")
-            for rid, (store, analysis, fp) in wanted.items():
-                if existing.get(rid) != fp:
-                    con.execute("BEGIN TRANSACTION")  # a run's rows go in together, or not at all
-                    _add_run(con, rid, store, analysis, fp)
-                    con.execute("COMMIT")
+            todo = [(rid, *v) for rid, v in wanted.items() if existing.get(rid) != v[2]]
+            for k, (rid, store, analysis, fp) in enumerate(todo, 1):
+                con.execute("BEGIN TRANSACTION")  # a run's rows go in together, or not at all
+                _add_run(con, rid, store, analysis, fp)
+                con.execute("COMMIT")
+                if on_run is not None:
+                    on_run(k, len(todo), store)
+            con.execute("CREATE OR REPLACE TABLE index_info AS SELECT ? AS schema_version, ? AS analysis_format",
+                        [INDEX_SCHEMA_VERSION, ANALYSIS_FORMAT])
             for name, query in VIEWS.items():
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
             con.execute("CHECKPOINT")

@@ -50,7 +50,7 @@ def intervention_effects(sw: xr.Dataset, boot: Bootstrap, correction: str = "hol
             continue
         row = paired_change(base, pred[k] == y, boot)
         rows.append(dict(intervention=name, kind=str(sw["kind"].values[k]), layer=int(sw["layer"].values[k]),
-                         head=int(sw["head"].values[k]), statistic="delta_accuracy",
+                         head=int(sw["head"].values[k]) or None, statistic="delta_accuracy",
                          baseline_accuracy=float(base.mean()), **row))
     df = pd.DataFrame(rows)
     df["p_adj"] = np.nan
@@ -93,7 +93,8 @@ def compensate(x_train: np.ndarray, y_train: np.ndarray, x_dev: np.ndarray, size
 
 def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None = None, seed: int = 0,
                correction: str = "holm", sizes=HIDDEN_SIZES) -> pd.DataFrame:
-    """Finding 1's layout, per skipped layer (0: none skipped, the compensation classifier's control):
+    """Finding 1's layout, per skipped layer (``intervention`` ``skip:l``; and ``none``, ``layer`` NULL: nothing
+    skipped, the compensation classifier's control):
     baseline accuracy, accuracy of the skipped model with the original head, accuracy with the compensation
     classifier, its Δ from the baseline (CI, exact McNemar p, corrected), FLOPs and wall time saved, and
     whether the layer was an a-priori skip candidate."""
@@ -111,7 +112,8 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
                                         sw["cls_final"].values[k], sizes, seed)
         skipped = base if skip == 0 else pred[names.index(f"skip:{skip}")] == y
         row = paired_change(base, comp == y, boot)
-        rows.append(dict(layer=int(skip), statistic="delta_compensated_accuracy",
+        rows.append(dict(layer=int(skip) if skip else None, intervention=f"skip:{skip}" if skip else "none",
+                         statistic="delta_compensated_accuracy",
                          baseline_accuracy=float(base.mean()), skipped_accuracy=float(skipped.mean()),
                          compensated_accuracy=row.pop("accuracy"),
                          compensated_ci_low=row.pop("accuracy_ci_low"), compensated_ci_high=row.pop("accuracy_ci_high"),
@@ -120,7 +122,7 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
                          apriori_candidate=bool(skip in cand)))
     df = pd.DataFrame(rows)
     df["p_adj"] = np.nan
-    real = df["layer"] > 0
+    real = df["layer"].notna()
     df.loc[real, "p_adj"] = adjust(df.loc[real, "p"].to_numpy(), correction)
     return df
 
@@ -133,7 +135,7 @@ def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic
 
     Both need every layer skipped: when the sweep skipped only some layers (``n_layers`` says how many the
     model has), the best of the swept layers is reported but ``top1_hit`` is left undefined (NA)."""
-    s = skip[skip["layer"] > 0]
+    s = skip[skip["layer"].notna()]
     d = separability[(separability["statistic"] == f"delta_{statistic}") & (separability["pooling"] == "cls")]
     d = d.set_index("layer")["estimate"].reindex(s["layer"])
     cand = sorted(s.loc[s["apriori_candidate"], "layer"].astype(int))
@@ -153,6 +155,11 @@ def apriori_validation(skip: pd.DataFrame, separability: pd.DataFrame, statistic
     return pd.DataFrame(rows)
 
 
+def _null_zero(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """The sweep's layer (head) numbers with its 0 (no layer: the plain model; no single head) as NULL."""
+    return pd.arrays.IntegerArray(values.astype(np.int64), values == 0)
+
+
 def prediction_rows(sw: xr.Dataset) -> pd.DataFrame:
     """One row per sample and intervention: the prediction, whether it is right, whether it flipped."""
     y = sw["label"].values
@@ -163,7 +170,7 @@ def prediction_rows(sw: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame({
         "intervention": np.repeat(np.array(names, dtype=object), n),
         "kind": np.repeat(sw["kind"].values.astype(object), n),
-        "layer": np.repeat(sw["layer"].values, n), "head": np.repeat(sw["head"].values, n),
+        "layer": _null_zero(np.repeat(sw["layer"].values, n)), "head": _null_zero(np.repeat(sw["head"].values, n)),
         "sample_index": np.tile(np.arange(n), k), "sample_id": np.tile(sw["sample"].values, k),
         "pred": pred.ravel(), "correct": (pred == y[None]).ravel(), "flipped": (pred != base[None]).ravel(),
     })

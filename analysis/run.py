@@ -1,14 +1,8 @@
 """``bertology analyze STORE --out DIR``: every representation statistic of a store, as tidy parquet tables.
 
-Always: ``task_metrics`` (accuracy, F1, MCC of the classifier on the stored samples), ``separability``,
-``skip_candidates``, ``ffn_roles``, ``errors`` (the confident-wrong summary) and ``layer_predictions`` (one row
-per sample and layer). With token states: ``token_strength`` and ``token_buckets`` (one row per token at the
-strength layer). With attention maps: ``attention_patterns``, ``attention_token_classes``,
-``attention_examples`` (and ``attention_finetune_change`` with a pre-trained store). With a full capture: the
-attribution tables ``attribution_similarity``, ``attribution_completeness``, ``ff_amp_pairs``,
-``ff_amp_wordsplit``, ``attention_norms``, ``attribution_example``, ``ff_norm_ratio``, ``ffn_outlier_dims``.
-With a sweep: ``interventions``, ``layer_skip``, ``apriori_validation``, ``intervention_predictions``.
-Beside them: ``analysis.json`` (inputs, settings) and ``timings.json`` (measured time, kept apart so that
+The tables, which of them a store gets, and which are per-row rather than summaries are listed once, in
+:mod:`catalog` (each file ``NAME.parquet`` becomes the index table ``NAME``). Beside them: ``analysis.json``
+(inputs, settings, the folder's format version) and ``timings.json`` (measured time, kept apart so that
 identical reruns give identical files).
 
 The statistics tables have the columns ``task``, ``model``, ``layer``, ``site``, ``statistic``, ``estimate``,
@@ -34,6 +28,7 @@ from bertology.store.sweep import open_sweep
 from .attention_heads import attention_tables
 from .attribution import attribution_tables, ffn_output_tables
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
+from .catalog import ANALYSIS_FORMAT, BY_NAME, PER_ROW, RETIRED
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
 from .interventions import apriori_validation, intervention_effects, layer_skip, prediction_rows
@@ -72,6 +67,9 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     for c in FRONT:
         if c not in df:
             df[c] = float("nan") if c in ("p", "p_adj") else None
+    for c in ("layer", "head"):  # NULL where a row is about no single layer (head): see its ``level``
+        if c in df:
+            df[c] = df[c].astype("Int64")
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
 
 
@@ -114,12 +112,12 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     tables["task_metrics"] = task_metrics(ds["label"].values, ds["pred"].values, boot, ds.sizes["class"])
     preds, fit = layer_predictions(ds, train, seed=cfg.seed)
     tables["layer_predictions"] = preds.assign(fit=fit)
-    tables["errors"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
+    tables["error_summary"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
     if any(v.startswith("token_") and v in ds.data_vars for v in ds.data_vars):
         try:
             summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site)
-            tables["token_strength"] = summary
-            tables["token_buckets"] = per_token
+            tables["token_strength_summary"] = summary
+            tables["token_strength"] = per_token
         except ValueError as e:  # the store lacks token states at the strength layer/site
             print(f"bertology analyze: token strength skipped: {e}")
     if pretrained_store is not None and "attention" not in ds:
@@ -149,17 +147,20 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
+    unknown = set(tables) - set(BY_NAME)
+    assert not unknown, f"tables missing from analysis.catalog: {sorted(unknown)}"
+    for stale in out.glob("*.parquet"):  # a table an earlier analysis of this folder wrote and this one does not
+        if stale.stem not in tables and (stale.stem in BY_NAME or stale.stem in RETIRED):
+            stale.unlink()
     for name, df in tables.items():
-        per_row = name in ("token_buckets", "layer_predictions", "intervention_predictions", "attention_examples",
-                           "attribution_example")  # one row per token / sample: not tidy stats
-        df = df.assign(task=task, model=model) if per_row else tidy(df, task, model)
+        df = df.assign(task=task, model=model) if name in PER_ROW else tidy(df, task, model)
         path = out / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
         df.to_parquet(tmp, index=False)
         tmp.replace(path)
         written[name] = path
     _write_text(out / "analysis.json", json.dumps(
-        {"store": str(Path(store).resolve()),
+        {"format": ANALYSIS_FORMAT, "store": str(Path(store).resolve()),
          "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
          "train_store": str(Path(train_store).resolve()) if train_store else None,
          "sweep": str(Path(sweep).resolve()) if sweep else None,

@@ -28,8 +28,9 @@ import xarray as xr
 from bertology.store.schema import token_var
 
 from .bootstrap import Bootstrap, percentile_ci
+from .vocabulary import WORD_CATEGORIES
 
-CATEGORIES = ("content", "function", "punctuation", "special")
+CATEGORIES = WORD_CATEGORIES
 BUCKETS = ("HIGH", "LOW")
 
 

@@ -159,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(attribution reads its weights; their sha256 must match the store's)")
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
-    p.add_argument("results", help="results folder (stores *.zarr and analysis folders beneath it)")
+    p.add_argument("results", nargs="+", help="results folder (stores *.zarr and analysis folders beneath it); or "
+                                              "the stores and analysis folders to index, with --db")
     p.add_argument("--db", default=None, help="database file (default: RESULTS/bertology.duckdb)")
     p.add_argument("--wait", type=_number(float, 0, "zero or a positive number of seconds"), default=600,
                    help="seconds to wait for another build of the same database to finish (default 600)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("report", help="the HTML report, Markdown summary and CSV tables of a results folder")
     p.add_argument("results", help="results folder (analysed stores beneath it)")
@@ -277,8 +279,14 @@ def run(args: argparse.Namespace) -> int:
 
         from bertology.analysis.index import build_index
 
-        db = args.db or str(Path(args.results) / "bertology.duckdb")
-        rep = build_index(args.results, db, wait=args.wait)
+        if args.db is None and len(args.results) > 1:
+            raise BertologyError("index: with more than one path, name the database with --db FILE")
+        db = args.db or str(Path(args.results[0]) / "bertology.duckdb")
+        def progress(k, n, store):
+            print(f"indexed {k}/{n} {store}", file=sys.stderr, flush=True)
+
+        rep = build_index(args.results if len(args.results) > 1 else args.results[0], db, wait=args.wait,
+                          on_run=None if args.quiet else progress)
         for what in ("added", "updated", "removed", "unchanged", "skipped"):
             for item in getattr(rep, what):
                 print(f"{what:9} {item}")

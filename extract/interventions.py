@@ -27,7 +27,11 @@ import torch
 
 from bertology import BertologyError
 
+from .capture import LAYER_HOOKS
+
 KINDS = ("skip", "ffn", "attn", "head", "heads")
+#: the site an FFN or attention removal sets to zero
+ZEROED_SITE = {"ffn": "ff", "attn": "attn"}
 _NAME = re.compile(r"^(skip|ffn|attn|heads):(\d+)$|^head:(\d+)\.(\d+)$")
 
 
@@ -108,10 +112,9 @@ class Intervene:
             layer = layers[i.layer - 1]
             if i.kind == "skip":
                 self.handles.append(layer.register_forward_hook(_identity, with_kwargs=True))
-            elif i.kind == "ffn":
-                self.handles.append(layer.output.dense.register_forward_hook(_zero))
-            elif i.kind == "attn":
-                self.handles.append(layer.attention.output.dense.register_forward_hook(_zero))
+            elif i.kind in ("ffn", "attn"):  # the site's output := 0 (ff or attn), at capture's own hook point
+                path, _ = LAYER_HOOKS[ZEROED_SITE[i.kind]]
+                self.handles.append(layer.get_submodule(path).register_forward_hook(_zero))
             elif i.kind == "head":
                 heads.setdefault(i.layer - 1, set()).add(i.head - 1)
             elif i.kind == "heads":

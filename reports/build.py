@@ -19,7 +19,8 @@ import bertology
 from bertology import BertologyError
 
 from . import figures
-from . import published as P
+from bertology.analysis import published as P
+from bertology.analysis.vocabulary import PATTERNS, SCOPES, WORD_CATEGORIES
 from . import tables as T
 from .collect import ReportData, collect
 from .render import (PUBLISHED_NOTE, ci, config_block, esc, image_html, num, page, pct, pct_ci, sentence_html,
@@ -107,7 +108,8 @@ def _confident_rows(cw: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
 
 def _token_rows(ts: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
     sub = ts[(ts["level"] == "subword") & (ts["threshold"] == "corpus")]
-    header = ["task", "layer", "bucket", "content", "function", "punctuation", "n tokens"]
+    shown = WORD_CATEGORIES[:3]   # special tokens are never bucketed
+    header = ["task", "layer", "bucket", *shown, "n tokens"]
     rows = []
     for t in tasks:
         for bucket in ("HIGH", "LOW"):
@@ -115,24 +117,25 @@ def _token_rows(ts: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[lis
             if b.empty:
                 continue
             cell = {c: pct_ci(b.at[c, "share"], b.at[c, "ci_low"], b.at[c, "ci_high"]) if c in b.index else "–"
-                    for c in ("content", "function", "punctuation")}
-            rows.append([t.upper(), int(b["layer"].iloc[0]), bucket, cell["content"], cell["function"],
-                         cell["punctuation"], int(b["n"].iloc[0])])
+                    for c in shown}
+            rows.append([t.upper(), int(b["layer"].iloc[0]), bucket, *cell.values(), int(b["n"].iloc[0])])
     return header, rows
 
 
 def _skip_table(ls: pd.DataFrame, measured: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["task", "skipped layer", "baseline", "original head", "compensated [95% CI]", "Δ [95% CI]",
               "p (Holm)", "hidden units", "FLOPs saved", "wall time saved"]
-    wall = {(r.task, int(r.layer)): r.wall_saved for r in measured.itertuples()} if len(measured) else {}
+    wall = {(r.task, int(r.layer)): r.wall_saved for r in measured.itertuples() if pd.notna(r.layer)} \
+        if len(measured) else {}
     rows = []
     for r in ls.itertuples():
-        layer = "none (control)" if r.skipped_layer == 0 else f"{r.skipped_layer}{' ★' if r.apriori_candidate else ''}"
+        control = pd.isna(r.skipped_layer)
+        layer = "none (control)" if control else f"{int(r.skipped_layer)}{' ★' if r.apriori_candidate else ''}"
         rows.append([r.task.upper(), layer, num(r.baseline_accuracy), num(r.skipped_accuracy),
                      ci(r.compensated_accuracy, r.compensated_ci_low, r.compensated_ci_high),
                      ci(r.delta, r.ci_low, r.ci_high), num(r.p_adj), int(r.hidden_units),
-                     pct(r.flops_saved) if r.skipped_layer else "–",
-                     pct(wall.get((r.task, int(r.skipped_layer)), np.nan)) if r.skipped_layer else "–"])
+                     "–" if control else pct(r.flops_saved),
+                     "–" if control else pct(wall.get((r.task, int(r.skipped_layer)), np.nan))])
     return header, rows
 
 
@@ -149,7 +152,7 @@ def _apriori_rows(av: pd.DataFrame, ls: pd.DataFrame) -> tuple[list[str], list[l
     rows = []
     for task in dict.fromkeys(ls["task"]):
         a = av[av["task"] == task].set_index("skip_accuracy_with") if len(av) else pd.DataFrame()
-        t = ls[(ls["task"] == task) & (ls["skipped_layer"] > 0)]
+        t = ls[(ls["task"] == task) & ls["skipped_layer"].notna()]
         lossless = t[t["ci_high"] >= 0]["skipped_layer"].astype(int).tolist()   # no significant loss
         get = lambda k, c: a.at[k, c] if len(a) and k in a.index else np.nan  # noqa: E731
         rows.append([task.upper(), (get("original_head", "candidates") or "none") if len(a) else "–",
@@ -178,7 +181,7 @@ def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[l
 
 def _pattern_rows(ps: pd.DataFrame) -> tuple[list[str], list[list], set[int]]:
     """Task × pattern type shares, with the published heterogeneous range as the last row."""
-    names = ["vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"]
+    names = list(PATTERNS)
     header = ["task", *names]
     rows = []
     for task in dict.fromkeys(ps["task"]):
@@ -219,7 +222,7 @@ def _ordered_examples(ex: pd.DataFrame, data: ReportData) -> pd.DataFrame:
     runs = {r.run_id: i for i, r in enumerate(data.runs)}
     ex = ex.assign(_r=ex["run_id"].map(runs))
     first = ex.groupby("pattern")["_r"].transform("min")
-    order = {n: i for i, n in enumerate(("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"))}
+    order = {n: i for i, n in enumerate(PATTERNS)}
     ex = ex[ex["_r"] == first].assign(_p=ex["pattern"].map(order))
     return ex.sort_values(["_p", "query", "key"]).drop(columns=["_p", "_r"])
 
@@ -315,7 +318,7 @@ def section_skip(data: ReportData, tabs: Tables, config: dict | None = None) -> 
              "with its own classifier. <i>Compensated</i>: a one-hidden-layer MLP (4, 8 or 16 units, chosen on a "
              "validation part of train) trained on the skipped model's final [CLS] over train examples; Δ is "
              "its dev accuracy minus the unskipped model's, with a 95% CI and the exact McNemar test (Holm "
-             "across layers). Layer 0 is the control: the same MLP on the unskipped model. The a-priori "
+             "across layers). <i>None (control)</i>: the same MLP on the unskipped model. The a-priori "
              "candidate (★) was chosen from separability before any of these runs. FLOPs saved counts the "
              "encoder's multiply-adds on these samples; wall time saved is measured on this machine (shown "
              "here, not in the reproducible CSV).</p>"
@@ -390,7 +393,7 @@ def section_attention(data: ReportData, tabs: Tables, config: dict | None = None
     md = []
     fc = tabs.get("attention_finetune")
     if fc is not None:
-        h2, rows2 = _layer_means(fc[fc["head"] == 0], data.tasks, "cosine")
+        h2, rows2 = _layer_means(fc[fc["head"].isna()], data.tasks, "cosine")
         inner += ("<h3>Change through fine-tuning</h3><p>Cosine similarity between the flattened attention "
                   "maps of the pre-trained model (the checkpoint fine-tuning started from) and the fine-tuned "
                   "model on the same dev samples, averaged over samples (1: unchanged). "
@@ -415,7 +418,7 @@ def _attribution_example_html(data: ReportData) -> str:
     task = next(r.task for r in data.runs if r.run_id == one["run_id"].iloc[0])
     return (f"<h3>One sentence at each scope ({esc(task.upper())} dev #{int(one['sample_id'].iloc[0])}, "
             f"layer {layer})</h3>" + image_html(figures.attribution_maps(
-                one.assign(_s=one["scope"].map({s: i for i, s in enumerate(T.SCOPES)})).sort_values(
+                one.assign(_s=one["scope"].map({s: i for i, s in enumerate(SCOPES)})).sort_values(
                     ["_s", "output", "input"])), "attribution maps by scope"))
 
 
@@ -553,7 +556,7 @@ def section_tokens(data: ReportData, tabs: Tables, config: dict | None = None) -
     """Which tokens the model activates strongly: the shares of content words, function words and
     punctuation among the HIGH (upper-quartile ‖h‖) and LOW tokens of the strength layer, with example
     sentences."""
-    ts = tabs.get("token_strength")
+    ts = tabs.get("token_strength_summary")
     if ts is None:
         return None
     h, rows = _token_rows(ts, data.tasks)
@@ -563,7 +566,7 @@ def section_tokens(data: ReportData, tabs: Tables, config: dict | None = None) -
              + "); tokens above the corpus-wide upper quartile are HIGH. Shares of content words, function "
              "words and punctuation among HIGH and LOW subword tokens ([CLS]/[SEP] counted apart).</p>"
              + image_html(figures.token_strength(ts), "token strength") + table_html(h, rows)
-             + _csv_link("token_strength") + _example_sentences_html(data))
+             + _csv_link("token_strength_summary") + _example_sentences_html(data))
     return Section("tokens", "Token activation strength", inner,
                    _md("## Token activation strength (subwords, corpus-wide upper quartile) [95% CI]", h, rows))
 

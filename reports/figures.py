@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import published as P  # noqa: E402
+from bertology.analysis import published as P  # noqa: E402
+from bertology.analysis.vocabulary import PATTERNS, TOKEN_CLASSES  # noqa: E402
 
 DPI = 110
 COLORS = {"cola": "#1f77b4", "sst2": "#d62728", "mrpc": "#2ca02c", "rte": "#9467bd", "qnli": "#ff7f0e"}
@@ -205,8 +206,7 @@ def removals(rm: pd.DataFrame) -> bytes:
         return _png(fig)
 
 
-PATTERN_COLORS = {"vertical": "#1f77b4", "diagonal": "#2ca02c", "vertical+diagonal": "#17becf",
-                  "block": "#ff7f0e", "heterogeneous": "#bdbdbd"}
+PATTERN_COLORS = dict(zip(PATTERNS, ("#1f77b4", "#2ca02c", "#17becf", "#ff7f0e", "#bdbdbd")))
 
 
 def pattern_shares(ps: pd.DataFrame) -> bytes:
@@ -257,7 +257,7 @@ def pattern_heatmaps(heads: pd.DataFrame) -> bytes:
 def token_class_trend(tc: pd.DataFrame) -> bytes:
     """Attention to [CLS], [SEP], punctuation and other tokens by layer (mean over heads, 95% CI band), per
     task; dotted: the mass uniform attention would give."""
-    classes = [("cls", "[CLS]"), ("sep", "[SEP]"), ("punct", "punctuation"), ("other", "other tokens")]
+    classes = list(zip(TOKEN_CLASSES, ("[CLS]", "[SEP]", "punctuation", "other tokens")))
     tasks = list(dict.fromkeys(tc["task"]))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 4, figsize=(11.5, 2.8), squeeze=False)
@@ -341,8 +341,8 @@ def attribution_maps(ex: pd.DataFrame) -> bytes:
 def attention_norms(an: pd.DataFrame) -> bytes:
     """Kobayashi et al. 2020's check: per token class, the mean attention weight α a token receives, ‖f(x)‖
     and ‖α f(x)‖ by layer (mean over heads and tasks)."""
-    names = {"cls": "[CLS]", "sep": "[SEP]", "punct": "punctuation", "other": "other"}
-    colors = {"cls": "#1f77b4", "sep": "#d62728", "punct": "#2ca02c", "other": "#7f7f7f"}
+    names = dict(zip(TOKEN_CLASSES, ("[CLS]", "[SEP]", "punctuation", "other")))
+    colors = dict(zip(TOKEN_CLASSES, ("#1f77b4", "#d62728", "#2ca02c", "#7f7f7f")))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False)
         for ax, (stat, title) in zip(axes[0], (("alpha", "α received"), ("f_norm", "‖f(x)‖"),

@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from . import published as P
+from bertology.analysis import published as P
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1b1f24;background:#fff}

@@ -15,7 +15,8 @@ import pandas as pd
 
 import bertology
 
-from . import published as P
+from bertology.analysis import published as P
+from bertology.analysis.vocabulary import PATTERNS, SCOPES, TOKEN_CLASSES
 from .collect import ReportData
 
 CSV_FLOAT = "%.6g"
@@ -108,7 +109,7 @@ def ffn_ratio(data: ReportData, scope: str) -> pd.DataFrame:
     ffn = data.table("ffn_roles")
     if ffn.empty:
         return pd.DataFrame()
-    ffn = ffn[(ffn["scope"] == scope) & (ffn["site"] == "update")]
+    ffn = ffn[(ffn["positions"] == scope) & (ffn["vector"] == "update")]
     depth = max(r.n_layers for r in data.runs)
     rows = []
     for layer in range(1, depth + 1):
@@ -172,7 +173,7 @@ def layer_skip(data: ReportData) -> pd.DataFrame:
     """Finding 1's layout: per task and skipped layer, the baseline, the skipped model with the original head
     and with the compensation classifier (its Δ from the baseline with CI and the corrected exact McNemar
     p), the hidden units chosen, FLOPs saved, and whether the layer was the a-priori choice.
-    Layer 0 is the control: the compensation classifier on the unskipped model."""
+    The row with no skipped layer is the control: the compensation classifier on the unskipped model."""
     ls = data.table("layer_skip")
     if ls.empty:
         return pd.DataFrame()
@@ -216,16 +217,13 @@ def heads(data: ReportData) -> pd.DataFrame:
         columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
 
 
-PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
-
-
 def attention_patterns(data: ReportData) -> pd.DataFrame:
     """Per task: the share of each of Kovaleva's pattern types over every head and dev sample (CI), and the
     thresholds the classifier used."""
     ap = data.table("attention_patterns")
     if ap.empty:
         return pd.DataFrame()
-    ap = ap[(ap["scope"] == "model") & ap["statistic"].str.startswith("share_")]
+    ap = ap[(ap["unit"] == "model") & ap["statistic"].str.startswith("share_")]
     ap = ap.assign(pattern=ap["statistic"].str.removeprefix("share_"))
     ap = _ordered(ap.assign(_p=ap["pattern"].map({p: i for i, p in enumerate(PATTERNS)})), data, "_p")
     return ap[["task", "pattern", "estimate", "ci_low", "ci_high", "n", "thresholds"]].rename(
@@ -238,12 +236,12 @@ def attention_heads(data: ReportData) -> pd.DataFrame:
     ap = data.table("attention_patterns")
     if ap.empty:
         return pd.DataFrame()
-    ap = ap[ap["scope"] == "head"]
+    ap = ap[ap["unit"] == "head"]
     wide = ap.pivot_table(index=["run_id", "task", "layer", "head"], columns="statistic", values="estimate").reset_index()
     dom = ap.dropna(subset=["dominant"]).drop_duplicates(["run_id", "layer", "head"])[["run_id", "layer", "head", "dominant"]]
     wide = wide.merge(dom, on=["run_id", "layer", "head"], how="left")
     cols = ["task", "layer", "head", "dominant"] + [c for c in (
-        [f"share_{p}" for p in ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")]
+        [f"share_{p}" for p in PATTERNS]
         + ["feature_vertical", "feature_diagonal", "feature_block"]) if c in wide]
     return _ordered(wide, data, "layer", "head")[cols].reset_index(drop=True)
 
@@ -254,25 +252,25 @@ def attention_token_classes(data: ReportData) -> pd.DataFrame:
     tc = data.table("attention_token_classes")
     if tc.empty:
         return pd.DataFrame()
-    order = {c: i for i, c in enumerate(("cls", "sep", "punct", "other"))}
-    tc = tc[tc["scope"] == "layer"]
+    order = {c: i for i, c in enumerate(TOKEN_CLASSES)}
+    tc = tc[tc["unit"] == "layer"]
     tc = _ordered(tc.assign(_c=tc["token_class"].map(order)), data, "_c", "layer")
     return tc[["task", "token_class", "layer", "estimate", "ci_low", "ci_high", "uniform"]].rename(
         columns={"estimate": "attention"}).reset_index(drop=True)
 
 
 def attention_finetune(data: ReportData) -> pd.DataFrame:
-    """Per task, layer and head (head 0: the layer's mean): cosine similarity of the pre-trained and the
+    """Per task, layer and head (head empty: the layer's mean over its heads): cosine similarity of the pre-trained and the
     fine-tuned model's attention maps on the same inputs (1: unchanged)."""
     fc = data.table("attention_finetune_change")
     if fc.empty:
         return pd.DataFrame()
-    fc = _ordered(fc[fc["scope"].isin(["head", "layer"])], data, "layer", "head")
+    fc = _ordered(fc[fc["unit"].isin(["head", "layer"])].assign(_h=lambda d: d["head"].fillna(0)), data, "layer",
+                  "_h")
     return fc[["task", "layer", "head", "estimate", "ci_low", "ci_high", "n"]].rename(
         columns={"estimate": "cosine"}).reset_index(drop=True)
 
 
-SCOPES = ("ATTN-W", "ATTN-N", "ATTNRES-N", "ATTNRESLN-N", "ATTNRESLNFF-N", "ATTNRESLNFFRES-N", "ATTNRESLNFFRESLN-N")
 
 
 def attribution_similarity(data: ReportData) -> pd.DataFrame:
@@ -281,7 +279,7 @@ def attribution_similarity(data: ReportData) -> pd.DataFrame:
     sim = data.table("attribution_similarity")
     if sim.empty:
         return pd.DataFrame()
-    sim = sim[sim["layer"] == 0]
+    sim = sim[sim["unit"] == "model"]
     sim = _ordered(sim.assign(_s=sim["scope"].map({s: i for i, s in enumerate(SCOPES)})), data, "maps", "_s")
     return sim[["task", "maps", "previous", "scope", "estimate", "ci_low", "ci_high", "n", "published"]].rename(
         columns={"estimate": "spearman"}).reset_index(drop=True)
@@ -321,8 +319,8 @@ def attention_norms(data: ReportData) -> pd.DataFrame:
     an = data.table("attention_norms")
     if an.empty:
         return pd.DataFrame()
-    an = an[an["head"] == 0]
-    order = {c: i for i, c in enumerate(("cls", "sep", "punct", "other"))}
+    an = an[an["unit"] == "layer"]
+    order = {c: i for i, c in enumerate(TOKEN_CLASSES)}
     stat = {q: i for i, q in enumerate(("alpha", "f_norm", "alpha_f_norm"))}
     an = _ordered(an.assign(_c=an["token_class"].map(order), _q=an["statistic"].map(stat)), data, "_q", "_c", "layer")
     return an[["task", "statistic", "token_class", "layer", "estimate", "ci_low", "ci_high"]].reset_index(drop=True)
@@ -410,7 +408,7 @@ def all_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "ffn_ratio_cls": ffn_ratio(data, "cls"),
         "ffn_ratio_tokens": ffn_ratio(data, "tokens"),
         "confident_wrong": confident_wrong(data),
-        "token_strength": token_strength(data),
+        "token_strength_summary": token_strength(data),
         "token_profile": token_profile(data),
         "layer_skip": layer_skip(data),
         "apriori_validation": apriori(data),

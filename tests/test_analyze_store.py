@@ -11,6 +11,7 @@ from bertology.cli import main
 from bertology.extract.extraction import ExtractConfig, extract
 from bertology.extract.tasks import load_split
 from bertology.store import open_store
+from bertology.store.schema import SITES
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def plain_fisher(x, y):
 
 def test_tables_have_the_tidy_columns(tables):
     t, _ = tables
-    assert {"separability", "skip_candidates", "ffn_roles", "token_strength", "token_buckets"} <= set(t)
-    for name in ("separability", "skip_candidates", "ffn_roles", "token_strength"):
+    assert {"separability", "skip_candidates", "ffn_roles", "token_strength_summary", "token_strength"} <= set(t)
+    for name in ("separability", "skip_candidates", "ffn_roles", "token_strength_summary"):
         assert list(t[name].columns[: len(FRONT)]) == FRONT, name
         assert (t[name]["task"] == "sst2").all() and (t[name]["model"] == "minilm-l6").all()
         est = t[name].dropna(subset=["ci_low", "ci_high"])
@@ -99,8 +100,10 @@ def test_skip_candidates_follow_the_rule(tables):
 def test_ffn_energies_sum_to_total_and_match_numpy(tables, real_store):
     t, _ = tables
     f = t["ffn_roles"]
+    assert set(f["vector"]) == {"update", "ff", "ln1", "ln2"}
+    assert f["site"].dropna().isin(SITES).all() and f.loc[f["vector"] == "update", "site"].isna().all()
     for scope in ("cls", "tokens"):
-        for (layer, site), g in f[f.scope == scope].groupby(["layer", "site"]):
+        for (layer, site), g in f[f.positions == scope].groupby(["layer", "vector"]):
             e = g.set_index("statistic")["estimate"]
             if "total" not in e:
                 continue
@@ -109,7 +112,7 @@ def test_ffn_energies_sum_to_total_and_match_numpy(tables, real_store):
     y = ds["label"].values
     upd = (ds["cls"].sel(layer=2, site="ln2").values.astype(np.float64)
            - ds["cls"].sel(layer=2, site="ln1").values.astype(np.float64))
-    row = f[(f.scope == "cls") & (f.layer == 2) & (f.site == "update")].set_index("statistic")["estimate"]
+    row = f[(f.positions == "cls") & (f.layer == 2) & (f.vector == "update")].set_index("statistic")["estimate"]
     assert row["structural"] == pytest.approx(np.sum(upd.mean(0) ** 2), rel=1e-9)
     assert row["structural_share"] == pytest.approx(np.sum(upd.mean(0) ** 2) / np.mean(np.sum(upd ** 2, 1)), rel=1e-9)
     # over every token, pooled in plain numpy
@@ -118,17 +121,16 @@ def test_ffn_energies_sum_to_total_and_match_numpy(tables, real_store):
     tok_y = y[ds["token_sample"].values]
     mu = tok_upd.mean(0)
     cls_part = sum(np.mean(tok_y == c) * np.sum((tok_upd[tok_y == c].mean(0) - mu) ** 2) for c in (0, 1))
-    row = f[(f.scope == "tokens") & (f.layer == 4) & (f.site == "update")].set_index("statistic")["estimate"]
+    row = f[(f.positions == "tokens") & (f.layer == 4) & (f.vector == "update")].set_index("statistic")["estimate"]
     assert row["classification"] == pytest.approx(cls_part, rel=1e-9)
-    ratio = f[(f.scope == "cls") & (f.layer == 3) & (f.site == "ff_over_ln1") & (f.statistic == "norm_mean")]
-    ff = ds["cls"].sel(layer=3, site="ff").values.astype(np.float64)
+    norm = f[(f.positions == "cls") & (f.layer == 3) & (f.vector == "ln1") & (f.statistic == "norm_mean")]
     ln1 = ds["cls"].sel(layer=3, site="ln1").values.astype(np.float64)
-    assert ratio.estimate.iloc[0] == pytest.approx(np.mean(np.linalg.norm(ff, axis=1) / np.linalg.norm(ln1, axis=1)))
+    assert norm.estimate.iloc[0] == pytest.approx(np.mean(np.linalg.norm(ln1, axis=1)))
 
 
-def test_token_buckets_follow_the_quartile_rule_exactly(tables, real_store):
+def test_token_strength_buckets_follow_the_quartile_rule_exactly(tables, real_store):
     t, _ = tables
-    b = t["token_buckets"]
+    b = t["token_strength"]
     ds = open_store(real_store)
     h = ds["token_ln2"].sel(token_layer=4).values.astype(np.float64)  # default layer: 2/3 of 6
     np.testing.assert_allclose(b["strength"], np.linalg.norm(h, axis=1), rtol=1e-6)
@@ -141,7 +143,7 @@ def test_token_buckets_follow_the_quartile_rule_exactly(tables, real_store):
         q = np.quantile(g["strength"], 0.75)
         assert ((g["strength"] >= q) == (g["bucket_sentence"] == "HIGH")).all()
     # shares in the summary equal counts in the per-token table
-    s = t["token_strength"]
+    s = t["token_strength_summary"]
     row = s[(s.level == "subword") & (s.threshold == "corpus") & (s.bucket == "HIGH") & (s.category == "function")]
     high = ranked[ranked.bucket_corpus == "HIGH"]
     assert row.estimate.iloc[0] == pytest.approx(np.mean(high.category == "function"))
@@ -151,7 +153,7 @@ def test_token_buckets_follow_the_quartile_rule_exactly(tables, real_store):
 
 def test_word_level_merges_subwords(tables):
     t, _ = tables
-    b = t["token_buckets"]
+    b = t["token_strength"]
     pieces = b[b.token.str.startswith("##")]
     assert len(pieces), "SST-2 has words split into subwords"
     r = pieces.iloc[0]

@@ -165,17 +165,19 @@ def test_tables_cover_every_head_and_type(stores):
     a, _, b = stores
     tables = attention_tables(a, Bootstrap.draw(a.sizes["sample"], 100, seed=0), b)
     pat = tables["attention_patterns"]
-    heads = pat[(pat["scope"] == "head") & pat["statistic"].str.startswith("share_")]
+    heads = pat[(pat["unit"] == "head") & pat["statistic"].str.startswith("share_")]
     L, H = a.sizes["layer"], a.sizes["head"]
     assert len(heads) == L * H * len(PATTERNS)                         # a pair task: block included
     total = heads.groupby(["layer", "head"])["estimate"].sum()
     np.testing.assert_allclose(total.to_numpy(), 1.0)                  # the types partition the maps
-    model = pat[(pat["scope"] == "model") & pat["statistic"].str.startswith("share_")]
+    model = pat[(pat["unit"] == "model") & pat["statistic"].str.startswith("share_")]
     assert (model["ci_low"] <= model["estimate"]).all() and (model["estimate"] <= model["ci_high"]).all()
     ch = tables["attention_finetune_change"]
-    assert set(ch["scope"]) == {"head", "layer", "model"} and ch["estimate"].between(-1, 1).all()
+    assert set(ch["unit"]) == {"head", "layer", "model"} and ch["estimate"].between(-1, 1).all()
+    assert ch.loc[ch["unit"] != "head", "head"].isna().all() and ch.loc[ch["unit"] == "model", "layer"].isna().all()
+    assert (ch.loc[ch["unit"] == "head", ["layer", "head"]] >= 1).all().all()          # no 0 standing for "all"
     tc = tables["attention_token_classes"]
-    per_head = tc[tc["scope"] == "head"].groupby(["layer", "head"])["estimate"].sum()
+    per_head = tc[tc["unit"] == "head"].groupby(["layer", "head"])["estimate"].sum()
     np.testing.assert_allclose(per_head.to_numpy(), 1.0)               # the four classes cover every key
     ex = tables["attention_examples"]
     assert set(ex["pattern"]) <= set(PATTERNS) and len(ex)

@@ -102,7 +102,8 @@ def test_parameters_are_read_only_for_the_recorded_checkpoint(real_store, tmp_pa
 def test_tables_have_every_scope_layer_and_test(real_store):
     tables, cost = attribution_tables(real_store, resamples=100, samples=4)
     sim = tables["attribution_similarity"]
-    assert set(sim["scope"]) == set(SCOPES[1:]) and set(sim["layer"]) == set(range(0, 7))
+    assert set(sim["scope"]) == set(SCOPES[1:]) and set(sim["layer"].dropna()) == set(range(1, 7))
+    assert set(sim.loc[sim["layer"].isna(), "unit"]) == {"model"} and set(sim.loc[sim["layer"].notna(), "unit"]) == {"layer"}
     assert sim["estimate"].between(-1, 1).all() and set(sim["maps"]) == {"norm", "row_normalised"}
     comp = tables["attribution_completeness"]
     assert comp["estimate"].max() < 1e-4                                      # float32 store, float32 compute

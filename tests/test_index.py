@@ -25,23 +25,28 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_run(results, model, task, seed, n_dev=90, n_train=120, train=True):
+def make_run(results, model, task, seed, n_dev=90, n_train=120, train=True, pretrained=None):
     dev = extract(str(model), make_split(n_dev, task=task, seed=seed), results / task / "dev.zarr",
                   ExtractConfig(window=64), progress=False)
+    pre = None
+    if pretrained is not None:  # another model on the same samples, attention only: the fine-tuning reference
+        pre = extract(str(pretrained), make_split(n_dev, task=task, seed=seed), results / task / "pretrained_dev.zarr",
+                      ExtractConfig(window=64, token_sites=(), extra_meta={"attention_only": True}), progress=False)
     train_store = None
     if train:
         tsplit = make_split(n_train, task=task, seed=seed + 100)
         tsplit.split = "train"
         train_store = extract(str(model), tsplit, results / task / "train.zarr",
                               ExtractConfig(window=64, token_sites=(), attention=False), progress=False)
-    analyze(dev, results / task / "analysis", AnalyzeConfig(resamples=100, probe=False), train_store=train_store)
+    analyze(dev, results / task / "analysis", AnalyzeConfig(resamples=100, probe=False), train_store=train_store,
+            pretrained_store=pre)
     return dev, train_store
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("results")
-    make_run(root, tiny_models["bert"], "sst2", seed=1)
+    make_run(root, tiny_models["bert"], "sst2", seed=1, pretrained=tiny_models["electra"])
     return root
 
 
@@ -56,7 +61,8 @@ def test_margin_on_hand_computed_examples():
 def test_counts_in_the_index_equal_counts_in_the_stores(results, tmp_path):
     db = tmp_path / "i.duckdb"
     rep = build_index(results, db)
-    assert len(rep.added) == 2 and not rep.skipped
+    assert len(rep.added) == 2                                   # dev and train; the reference store is not a run
+    assert len(rep.skipped) == 1 and "pretrained_dev.zarr: attention-only reference store" in rep.skipped[0]
     dev = open_store(results / "sst2" / "dev.zarr")
     q = lambda s: sql.query(db, s)  # noqa: E731
     runs = q("SELECT split, n_samples, layer_fit, carve_out FROM runs ORDER BY split")
@@ -173,3 +179,59 @@ def test_every_worked_query_in_the_readme_runs(results, tmp_path):
     assert len(queries) >= 6
     for q in queries:
         sql.query(db, q)  # raises on any schema drift
+
+
+def test_layer_0_is_the_embedding_output_and_aggregates_have_null_layers(results, tmp_path):
+    """Schema 2: layer 0 means the embedding output alone (site embed); a row about a layer's heads together,
+    or the whole model, says so in ``unit`` with NULL head (and layer) rather than a 0."""
+    db = tmp_path / "i.duckdb"
+    build_index(results, db)
+    q = lambda s: sql.query(db, s)  # noqa: E731
+    assert q("SELECT * FROM index_info").to_dict("records") == [
+        {"schema_version": index_mod.INDEX_SCHEMA_VERSION, "analysis_format": 2}]
+    tables = set(q("SELECT table_name FROM information_schema.columns WHERE column_name = 'layer'")["table_name"])
+    assert {"attention_patterns", "attention_finetune_change", "separability", "layer_predictions"} <= tables
+    for t in sorted(tables - {"separability", "layer_predictions"}):
+        assert q(f'SELECT count(*) AS n FROM "{t}" WHERE layer = 0')["n"].iloc[0] == 0, t
+    assert set(q("SELECT DISTINCT site FROM separability WHERE layer = 0")["site"]) == {"embed"}
+    for t in ("attention_patterns", "attention_finetune_change", "attention_token_classes"):
+        units = q(f'SELECT unit, count(*) FILTER (head IS NULL) AS no_head, count(*) FILTER (layer IS NULL) AS no_layer, '
+                  f'count(*) AS n FROM "{t}" GROUP BY unit').set_index("unit")
+        assert set(units.index) == {"head", "layer", "model"}, t
+        assert units.at["head", "no_head"] == 0 and units.at["layer", "no_head"] == units.at["layer", "n"]
+        assert units.at["model", "no_layer"] == units.at["model", "n"] and units.at["layer", "no_layer"] == 0
+    assert q("SELECT count(*) AS n FROM ffn_roles WHERE site IS NOT NULL AND site <> vector")["n"].iloc[0] == 0
+    assert set(q("SELECT DISTINCT site FROM ffn_roles WHERE site IS NOT NULL")["site"]) <= {"ff", "ln1", "ln2"}
+
+
+def test_an_index_of_the_old_schema_is_rebuilt_and_old_analysis_folders_are_skipped(results, tmp_path):
+    import duckdb
+    import shutil
+
+    db = tmp_path / "i.duckdb"
+    build_index(results, db)
+    with duckdb.connect(str(db)) as con:  # what schema 1 looked like: no index_info, a leftover table
+        con.execute("DROP TABLE index_info")
+        con.execute("CREATE TABLE token_buckets AS SELECT 1 AS x")
+    rep = build_index(results, db)
+    assert len(rep.added) == 2 and not rep.unchanged                     # rebuilt whole, not updated
+    names = set(sql.query(db, "SELECT table_name FROM information_schema.tables")["table_name"])
+    assert "token_buckets" not in names and "index_info" in names
+    old = tmp_path / "old"
+    shutil.copytree(results, old)
+    info = old / "sst2" / "analysis" / "analysis.json"
+    meta = __import__("json").loads(info.read_text())
+    meta.pop("format")
+    info.write_text(__import__("json").dumps(meta))
+    rep = build_index(old, tmp_path / "old.duckdb")
+    assert any("analysed in format 1" in s and "rerun `bertology analyze`" in s for s in rep.skipped)
+    assert len(rep.added) == 1                                           # the train store alone
+
+
+def test_an_index_of_named_paths_holds_exactly_those_runs(results, tmp_path):
+    db = tmp_path / "i.duckdb"
+    assert main(["index", str(results / "sst2" / "dev.zarr"), str(results / "sst2" / "analysis"),
+                 "--db", str(db), "--quiet"]) == 0
+    runs = sql.query(db, "SELECT split, analysis_path IS NOT NULL AS analysed FROM runs")
+    assert runs.to_dict("records") == [{"split": "dev", "analysed": True}]
+    assert main(["index", str(results / "sst2" / "dev.zarr"), str(results / "sst2" / "train.zarr")]) == 2

@@ -90,8 +90,10 @@ def test_effects_layer_skip_and_apriori_on_a_synthetic_sweep(tmp_path):
     assert eff.at["skip:3", "estimate"] == -1.0 and eff.at["skip:3", "p_adj"] < 1e-10
     assert set(eff["kind"]) == {"skip", "ffn"}
     cand = pd.DataFrame({"layer": [1, 2, 3], "candidate": [False, True, False]})
-    ls = layer_skip(sw, boot, cand, seed=0).set_index("layer")
-    assert list(ls.index) == [0, 1, 2, 3]
+    ls = layer_skip(sw, boot, cand, seed=0)
+    assert ls["intervention"].tolist() == ["none", "skip:1", "skip:2", "skip:3"]
+    assert ls["layer"].isna().tolist() == [True, False, False, False]   # the control is about no layer
+    ls = ls.set_index("layer")
     assert ls.loc[[1, 2, 3], "skipped_accuracy"].tolist() == pytest.approx([0.8, 1.0, 0.0])
     assert (ls["compensated_accuracy"] > 0.97).all()           # separable features: compensation recovers
     assert ls.loc[1, "flops_saved"] == pytest.approx(1 / 3) and ls.loc[1, "wall_saved"] == pytest.approx(0.25)
@@ -118,10 +120,10 @@ def test_a_sweep_of_only_the_candidates_reports_them_and_leaves_the_top1_hit_und
     sw = open_sweep(write_sweep(sw, tmp_path / "c.sweep"))
     boot = Bootstrap.draw(sw.sizes["sample"], 200, seed=0)
     cand = pd.DataFrame({"layer": [1, 2, 3], "candidate": [False, True, False]})
-    ls = layer_skip(sw, boot, cand, seed=0).set_index("layer")
-    assert list(ls.index) == keep
+    ls = layer_skip(sw, boot, cand, seed=0).set_index("intervention")
+    assert list(ls.index) == ["none", "skip:2"]
     # the same rows as in the full sweep, which used each skip's own features and timings
-    ref = layer_skip(full, boot, cand, seed=0).set_index("layer").loc[keep]
+    ref = layer_skip(full, boot, cand, seed=0).set_index("intervention").loc[["none", "skip:2"]]
     pd.testing.assert_frame_equal(ls, ref)
     sep = pd.DataFrame({"layer": [1, 2, 3], "statistic": "delta_fisher_trace", "pooling": "cls",
                         "estimate": [0.3, 0.0, 0.9]})

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bertology.reports import build as B
-from bertology.reports import published as P
+from bertology.analysis import published as P
 from bertology.reports.collect import ReportData, Run
 from bertology.reports.render import table_md
 
@@ -111,7 +111,7 @@ def layer_skip(task, layer, skipped, comp, comp_low, comp_high, delta, low, high
 
 
 LAYER_SKIP = pd.DataFrame([
-    layer_skip("cola", 0, 0.75, 0.74, 0.6, 0.85, -0.01, -0.05, 0.03, 1.0, 8, 0.0, False),
+    layer_skip("cola", None, 0.75, 0.74, 0.6, 0.85, -0.01, -0.05, 0.03, 1.0, 8, 0.0, False),
     layer_skip("cola", 1, 0.5, 0.7, 0.55, 0.82, -0.05, -0.15, 0.02, 0.25, 16, 0.5, True),
     layer_skip("cola", 2, 0.25, 0.6, 0.5, 0.7, -0.15, -0.25, -0.01, 0.02, 4, 0.5, False),
     layer_skip("sst2", 1, 0.5, 0.6, 0.5, 0.7, -0.1, -0.2, -0.02, 0.01, 4, 0.5, True),

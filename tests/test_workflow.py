@@ -96,7 +96,7 @@ def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_p
     names = sorted(p.name for p in a.glob("*.csv"))
     assert names == sorted(p.name for p in b.glob("*.csv"))
     assert {"metrics.csv", "separability.csv", "skip_candidates.csv", "ffn_ratio_cls.csv", "ffn_ratio_tokens.csv",
-            "confident_wrong.csv", "token_strength.csv", "provenance.csv", "layer_skip.csv", "apriori_validation.csv",
+            "confident_wrong.csv", "token_strength_summary.csv", "provenance.csv", "layer_skip.csv", "apriori_validation.csv",
             "removals.csv", "heads.csv", "attention_patterns.csv", "attention_heads.csv",
             "attention_token_classes.csv", "attention_finetune.csv", "attribution_similarity.csv",
             "attribution_completeness.csv", "ff_amp_wordsplit.csv", "ff_amp_pairs.csv", "attention_norms.csv",
@@ -235,8 +235,8 @@ def test_attention_tables_reach_the_report_and_the_reference_stores_stay_out_of_
         assert s["share"].sum() == pytest.approx(1.0, abs=1e-6)
         assert ("block" in set(s["pattern"])) == (task in ("mrpc", "rte", "qnli"))     # pairs only
         a = pd.read_parquet(tiny / task / "analysis" / "attention_finetune_change.parquet")
-        a = a[a["scope"] == "layer"].sort_values("layer")["estimate"].to_numpy()
-        c = change[(change["task"] == task) & (change["head"] == 0)].sort_values("layer")["cosine"].to_numpy()
+        a = a[a["unit"] == "layer"].sort_values("layer")["estimate"].to_numpy()
+        c = change[(change["task"] == task) & change["head"].isna()].sort_values("layer")["cosine"].to_numpy()
         np.testing.assert_allclose(c, a, rtol=1e-5)
         assert set(tokens[tokens["task"] == task]["token_class"]) == {"cls", "sep", "punct", "other"}
         assert (tiny / task / "pretrained_dev.zarr").is_dir()

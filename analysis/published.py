@@ -1,4 +1,5 @@
-"""Numbers the mission's papers publish for BERT-base, shown beside ours (always labelled as published).
+"""Numbers the mission's papers publish for BERT-base, shown beside ours (always labelled as published): the
+one place they are written, read by the analyses (e.g. ``attribution_similarity.published``) and the report.
 
 Only values the papers state are here; where they give a trend's end points, only the end points are given.
 BERT-base has 12 layers, so a published value at layer l sits at relative depth l/12 beside a model of
@@ -8,6 +9,8 @@ another depth (MiniLM-L6: layer 3 is depth 0.5).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .vocabulary import SCOPES
 
 LABEL = "published, BERT-base"
 
@@ -57,5 +60,4 @@ FINETUNE_CHANGE = Published("finetune_change", "mostly the last two layers", flo
 
 KOBAYASHI_2023 = "Kobayashi et al. 2023, Analyzing Feed-Forward Blocks in Transformers through the Lens of Attention Maps"
 #: Spearman ρ of each scope's attribution map with the previous scope's, BERT-base on Wikipedia text
-SCOPE_SIMILARITY = {"ATTN-N": 0.48, "ATTNRES-N": 0.41, "ATTNRESLN-N": 0.91, "ATTNRESLNFF-N": 0.79,
-                    "ATTNRESLNFFRES-N": 0.96, "ATTNRESLNFFRESLN-N": 0.73}
+SCOPE_SIMILARITY = dict(zip(SCOPES[1:], (0.48, 0.41, 0.91, 0.79, 0.96, 0.73)))
