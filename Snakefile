@@ -222,10 +222,11 @@ rule analyze:
 
 rule index:
     """The DuckDB index of exactly the runs this workflow made: each task's dev and train stores and the dev
-    store's analysis."""
+    store's analysis tables (every one of them an input, so a missing table reruns its analysis)."""
     input:
         stores=expand(f"{R}/{{task}}/{{split}}.zarr", task=TASKS, split=("dev", "train")),
         analyses=expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS),
+        tables=expand(f"{R}/{{task}}/analysis/{{table}}.parquet", task=TASKS, table=ANALYSIS_TABLES),
     output: f"{R}/bertology.duckdb"
     log: f"{R}/logs/index.log"
     benchmark: f"{R}/benchmarks/index.tsv"
