@@ -42,7 +42,7 @@ from bertology.store.reader import sample_attention
 
 from .bootstrap import Bootstrap, percentile_ci
 from .token_strength import is_punctuation, is_special
-from .vocabulary import PATTERNS, TOKEN_CLASSES  # noqa: F401  (re-exported)
+from .vocabulary import PATTERNS, TOKEN_CLASSES, UNITS  # noqa: F401  (re-exported)
 
 FEATURES = ("vertical", "diagonal", "block", "self") + tuple(f"attention_to_{c}" for c in TOKEN_CLASSES)
 #: Kovaleva et al.'s share of heterogeneous heads, BERT-base, lowest and highest over their GLUE tasks.
@@ -198,9 +198,10 @@ def _units(per_sample: np.ndarray, layers, heads) -> tuple[np.ndarray, list[dict
         warnings.simplefilter("ignore", RuntimeWarning)
         cols = [per_sample.reshape(n, L * H), np.nanmean(per_sample, axis=2),
                 np.nanmean(per_sample.reshape(n, -1), axis=1, keepdims=True)]
-    keys = ([dict(unit="head", layer=int(l), head=int(h)) for l in layers for h in heads]
-            + [dict(unit="layer", layer=int(l), head=None) for l in layers]
-            + [dict(unit="model", layer=None, head=None)])
+    one_head, one_layer, whole_model = UNITS
+    keys = ([dict(unit=one_head, layer=int(l), head=int(h)) for l in layers for h in heads]
+            + [dict(unit=one_layer, layer=int(l), head=None) for l in layers]
+            + [dict(unit=whole_model, layer=None, head=None)])
     return np.concatenate(cols, axis=1), keys
 
 

@@ -398,14 +398,15 @@ def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters,
-                      top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters | None = None,
+                      top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The FFN output against what it bypasses and its outlier dimensions, reading each layer's ``ff`` once.
 
     ``ff_norm_ratio``: ‖ff_i‖ / ‖ln1_i‖ per layer, how large the FFN's output is beside the vector it
     bypasses (RES2), the mean over tokens with a cluster bootstrap over sentences. ``ffn_outlier_dims``: per
     layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple of the
-    median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions."""
+    median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions (``None`` without the
+    model's ``params``: the ratio needs only the store)."""
     sample_of = ds["token_sample"].values.astype(np.int64)
     ratios, outliers = [], []
     for layer in ds["token_layer"].values:
@@ -418,6 +419,8 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters,
         lo, hi = percentile_ci(bs)
         ratios.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
                            ci_high=float(hi), n=int(den.sum())))
+        if params is None:
+            continue
         m = np.abs(ff).mean(axis=0)
         score = m / np.median(m)
         gamma = params.layer(int(layer)).ln2_gamma
@@ -427,4 +430,4 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters,
             outliers.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
                                  estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
                                  gamma_abs_rank=int(rank[d]), n=int(ff.shape[0])))
-    return pd.DataFrame(ratios), pd.DataFrame(outliers)
+    return pd.DataFrame(ratios), (pd.DataFrame(outliers) if params is not None else None)

@@ -5,7 +5,8 @@ statistic) or a *summary* (tidy statistics with confidence intervals); the two n
 tables a run has depends on what its store holds (:attr:`Table.needs`):
 
 - ``always``: any store;
-- ``tokens``: token-level states (``extract`` without ``--cls-only``);
+- ``tokens``: token-level states (``extract`` without ``--cls-only``; ``ff_norm_ratio``: the ``ff`` and ``ln1``
+  sites among them);
 - ``attention``: attention maps; ``pretrained``: with ``analyze --pretrained-store`` as well;
 - ``full``: a full capture (attention and the ``ff``/``ln1`` token states) with attribution samples > 0;
 - ``sweep``: with ``analyze --sweep`` (an intervention sweep of the same store).
@@ -45,7 +46,7 @@ TABLES: tuple[Table, ...] = (
     Table("ff_amp_wordsplit", "full", False, "FF-amp of subword pairs within a word against other pairs"),
     Table("attention_norms", "full", False, "α, ‖f(x)‖ and ‖αf(x)‖ by token class (Kobayashi et al. 2020)"),
     Table("attribution_example", "full", True, "every scope's attribution map of one sentence (per query, key)"),
-    Table("ff_norm_ratio", "full", False, "‖ff‖ / ‖ln1‖: the FFN output beside the bypass it is added to"),
+    Table("ff_norm_ratio", "tokens", False, "‖ff‖ / ‖ln1‖: the FFN output beside the bypass it is added to"),
     Table("ffn_outlier_dims", "full", False, "the FFN output's outlier dimensions and LN2's γ at them"),
     Table("interventions", "sweep", False, "Δ accuracy of each intervention (skip, ffn, attn, heads, head)"),
     Table("layer_skip", "sweep", False, "each layer skipped, with and without a compensation classifier"),

@@ -55,7 +55,8 @@ from .errors import CONFIDENT_MARGIN, margins
 #: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`catalog`).
 ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: The version of the index's tables and names, in the table ``index_info``; a database of another version
-#: is rebuilt from scratch. 2: one name per file and table, ``scope`` columns instead of ``layer = 0``.
+#: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
+#: column instead of ``layer = 0`` for aggregates.
 INDEX_SCHEMA_VERSION = 2
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``).
@@ -185,19 +186,31 @@ def _schema_version(con) -> int | None:
     return con.sql("SELECT schema_version FROM index_info").fetchall()[0][0]
 
 
-def _existing_runs(db: Path) -> dict[str, str] | None:
-    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet); ``None`` when
-    it is an index of another schema version (to be rebuilt whole)."""
+def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
+    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet), and whether
+    ``db`` is an index of an older schema (to be rebuilt whole). A newer schema is refused."""
     if not db.exists():
-        return {}
+        return {}, False
     try:
         with duckdb.connect(str(db), read_only=True) as con:
-            if _schema_version(con) != INDEX_SCHEMA_VERSION:
-                return None
-            return dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall())
+            version = _schema_version(con)
+            runs = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall()) if version else {}
     except duckdb.Error as e:
         raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
                              f"move it away or choose another --db") from None
+    if version is not None and version > INDEX_SCHEMA_VERSION:
+        raise BertologyError(f"{db}: an index of schema version {version}, made by a newer bertology (this one "
+                             f"writes version {INDEX_SCHEMA_VERSION}); upgrade bertology or choose another --db")
+    return runs, version is not None and version < INDEX_SCHEMA_VERSION
+
+
+def indexed_paths(db: Path) -> list[Path]:
+    """The stores and analysis folders an existing index was built from, those still there: what a rebuild
+    of it re-reads."""
+    _existing_runs(db)  # a file that is no bertology index is refused with the fix
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql("SELECT store_path, analysis_path FROM runs").fetchall()
+    return sorted({Path(p) for row in rows for p in row if p and Path(p).is_dir()})
 
 
 def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
@@ -256,17 +269,21 @@ def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
         if (attrs.get("bertology") or {}).get("attention_only"):
             report.skipped.append(f"{store}: attention-only reference store (read by `analyze --pretrained-store`)")
             continue
-        if str(store.resolve()) in outdated:
+        if str(store.resolve()) in outdated and str(store.resolve()) not in by_store:
             report.skipped.append(f"{store}: {outdated[str(store.resolve())]}")
             continue
         analysis = by_store.get(str(store.resolve()))
         wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))
+    found = {str(s.resolve()) for s in stores}
+    for target, a in sorted(by_store.items()):
+        if target not in found:
+            report.skipped.append(f"{a}: analysis of {target}, which is not among the stores indexed; name the "
+                                  f"store too (or its results folder)")
     if not wanted:
         raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
-    existing = _existing_runs(db)
-    rebuild = existing is None  # an index of an older schema: rebuilt from scratch
-    existing = existing or {}
+    old, rebuild = _existing_runs(db)  # an index of an older schema is rebuilt from scratch
+    existing = {} if rebuild else old
     for rid, (store, _, fp) in wanted.items():
         if rid not in existing:
             report.added.append(str(store))
@@ -274,7 +291,7 @@ def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
             report.updated.append(str(store))
         else:
             report.unchanged.append(str(store))
-    report.removed = [rid for rid in existing if rid not in wanted]
+    report.removed = [rid for rid in old if rid not in wanted]
     if not report.changed and db.exists() and not rebuild:
         return report  # nothing new: the database file is not touched
     tmp = db.with_name(db.name + ".building")

@@ -67,7 +67,7 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     for c in FRONT:
         if c not in df:
             df[c] = float("nan") if c in ("p", "p_adj") else None
-    for c in ("layer", "head"):  # NULL where a row is about no single layer (head): see its ``level``
+    for c in ("layer", "head"):  # NULL where a row is about no single layer (head): see its ``unit``
         if c in df:
             df[c] = df[c].astype("Int64")
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
@@ -127,13 +127,16 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         if pre is not None and "attention" not in pre:
             raise BertologyError(f"{pretrained_store}: holds no attention maps; extract it with --attention-only")
         tables.update(attention_tables(ds, boot, pre))
-    cost = None
+    cost, params = None, None
     if cfg.attribution_samples and all(v in ds for v in ("attention", "token_ff", "token_ln1")):
         params = ModelParameters(ds.attrs, checkpoint)
         attr, cost = attribution_tables(ds, cfg.seed, cfg.resamples, cfg.attribution_samples, cfg.ig_steps,
                                         cfg.correction, params)
         tables.update(attr)
-        tables["ff_norm_ratio"], tables["ffn_outlier_dims"] = ffn_output_tables(ds, boot, params)
+    if "token_ff" in ds and "token_ln1" in ds:  # ‖ff‖/‖ln1‖ needs only the store; outlier dims LN2's γ too
+        tables["ff_norm_ratio"], outliers = ffn_output_tables(ds, boot, params)
+        if outliers is not None:
+            tables["ffn_outlier_dims"] = outliers
     if sweep is not None:
         sw = open_sweep(sweep)
         if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):

@@ -279,8 +279,11 @@ def run(args: argparse.Namespace) -> int:
 
         from bertology.analysis.index import build_index
 
-        if args.db is None and len(args.results) > 1:
-            raise BertologyError("index: with more than one path, name the database with --db FILE")
+        one = Path(args.results[0])
+        if args.db is None and (len(args.results) > 1 or one.name.endswith(".zarr")
+                                or (one / "analysis.json").exists()):
+            raise BertologyError("index: name the database with --db FILE when indexing stores or analysis folders "
+                                 "(the default, RESULTS/bertology.duckdb, is for one results folder)")
         db = args.db or str(Path(args.results[0]) / "bertology.duckdb")
         def progress(k, n, store):
             print(f"indexed {k}/{n} {store}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bertology import BertologyError
-from bertology.analysis.index import build_index
+from bertology.analysis.index import build_index, indexed_paths
 from bertology.analysis.sql import query
 
 #: index tables the report reads, per run
@@ -104,12 +104,17 @@ def read_benchmarks(results: Path) -> pd.DataFrame:
 
 
 def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] | None = None) -> ReportData:
-    """Read every analysed dev run under ``results`` (indexing it first if the index is missing or stale)."""
+    """Read every analysed dev run of the index ``db``: by default ``results/bertology.duckdb``, built or
+    brought up to date over the whole results folder; an index named here is brought up to date over the
+    runs it holds (built over ``results`` when missing)."""
     results = Path(results)
     if not results.is_dir():
         raise BertologyError(f"{results}: no such results folder")
+    named = db is not None
     db = Path(db) if db else results / "bertology.duckdb"
-    build_index(results, db)  # incremental: a no-op when the index is current
+    # brought up to date incrementally (a no-op when current): an index named with --db over the runs it holds
+    # (it may have been built from named stores, as the workflow's is), else over the whole results folder
+    build_index((indexed_paths(db) if named and db.is_file() else []) or results, db)
     runs_df = query(db, "SELECT run_id, task, metadata, analysis_path, checkpoint FROM runs "
                         "WHERE split = 'dev' AND analysis_path IS NOT NULL")
     if tasks:

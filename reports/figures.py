@@ -148,7 +148,7 @@ def _layer_head_axes(ax, n_layers: int, n_heads: int, task: str, extra: list[str
 def _head_grid(t: pd.DataFrame, values, n_layers: int, n_heads: int, extra: int = 0) -> np.ndarray:
     """A layer × head grid (NaN where a cell has no row; ``extra`` columns after the heads)."""
     grid = np.full((n_layers, n_heads + extra), np.nan)
-    grid[t["layer"] - 1, t["head"] - 1] = values
+    grid[t["layer"].to_numpy(int) - 1, t["head"].to_numpy(int) - 1] = values
     return grid
 
 
@@ -280,7 +280,7 @@ def token_class_trend(tc: pd.DataFrame) -> bytes:
 
 def finetune_heatmaps(fc: pd.DataFrame) -> bytes:
     """Per task: cosine similarity of pre-trained and fine-tuned attention maps, layer × head."""
-    heads = fc[fc["head"] > 0]
+    heads = fc[fc["head"].notna()]
     tasks = list(dict.fromkeys(heads["task"]))
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     lo = min(0.5, float(np.floor(10 * heads["cosine"].min()) / 10))

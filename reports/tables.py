@@ -180,7 +180,8 @@ def layer_skip(data: ReportData) -> pd.DataFrame:
     cols = ["task", "layer", "baseline_accuracy", "skipped_accuracy", "compensated_accuracy", "compensated_ci_low",
             "compensated_ci_high", "estimate", "ci_low", "ci_high", "p", "p_adj", "hidden_units", "flops_saved",
             "apriori_candidate"]   # measured wall time is shown in the page, not in the reproducible table
-    return _ordered(ls, data, "layer")[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
+    ls = _ordered(ls.assign(_l=ls["layer"].fillna(0)), data, "_l")   # the control (no layer) first
+    return ls[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
 
 
 def apriori(data: ReportData) -> pd.DataFrame:
@@ -239,7 +240,7 @@ def attention_heads(data: ReportData) -> pd.DataFrame:
     ap = ap[ap["unit"] == "head"]
     wide = ap.pivot_table(index=["run_id", "task", "layer", "head"], columns="statistic", values="estimate").reset_index()
     dom = ap.dropna(subset=["dominant"]).drop_duplicates(["run_id", "layer", "head"])[["run_id", "layer", "head", "dominant"]]
-    wide = wide.merge(dom, on=["run_id", "layer", "head"], how="left")
+    wide = wide.merge(dom, on=["run_id", "layer", "head"], how="left").astype({"layer": int, "head": int})
     cols = ["task", "layer", "head", "dominant"] + [c for c in (
         [f"share_{p}" for p in PATTERNS]
         + ["feature_vertical", "feature_diagonal", "feature_block"]) if c in wide]

@@ -168,3 +168,28 @@ def test_analyze_is_deterministic_for_a_seed(real_store, tables, tmp_path):
                  "--no-probe"]) == 0
     again = pd.read_parquet(tmp_path / "ffn_roles.parquet")
     pd.testing.assert_frame_equal(again, t["ffn_roles"])
+
+
+@pytest.mark.parametrize("attribution", [0, 3])
+def test_the_tables_written_are_the_catalogs_and_ff_norm_ratio_needs_no_attribution(tiny_results, tmp_path,
+                                                                                   attribution):
+    """analyze writes exactly the tables analysis.catalog names for the store's contents (what the workflow
+    declares), and ‖ff‖/‖ln1‖ (mean over tokens, per layer) comes from the store alone."""
+    from bertology.analysis.catalog import tables_for
+
+    store = tiny_results / "sst2" / "dev.zarr"
+    (tmp_path / "errors.parquet").write_bytes(b"left by an older analysis")       # a retired table file
+    analyze(store, tmp_path, AnalyzeConfig(resamples=50, probe=False, permutations=0,
+                                           attribution_samples=attribution))
+    written = sorted(p.stem for p in tmp_path.glob("*.parquet"))
+    assert written == sorted(tables_for(tokens=True, attention=True, pretrained=False, full=attribution > 0,
+                                        sweep=False))
+    assert "ff_norm_ratio" in written and "errors" not in written
+    ratio = pd.read_parquet(tmp_path / "ff_norm_ratio.parquet").set_index("layer")["estimate"]
+    ds = open_store(store)
+    for layer in ds["token_layer"].values:
+        ff = ds["token_ff"].sel(token_layer=layer).values.astype(np.float64)
+        ln1 = ds["token_ln1"].sel(token_layer=layer).values.astype(np.float64)
+        assert ratio[int(layer)] == pytest.approx(np.mean(np.linalg.norm(ff, axis=1) / np.linalg.norm(ln1, axis=1)),
+                                                  rel=1e-4)
+    assert (tmp_path / "ffn_outlier_dims.parquet").exists() == (attribution > 0)
