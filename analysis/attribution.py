@@ -51,8 +51,6 @@ from .bootstrap import Bootstrap, adjust, percentile_ci
 from .token_strength import is_special, word_ids
 from .vocabulary import SCOPE_SITE, SCOPES, TOKEN_CLASSES
 
-#: the store site each vector scope sums to
-SITE_OF = SCOPE_SITE
 AMP_STAGES = {"ff": "ATTNRESLNFF-N", "ffres": "ATTNRESLNFFRES-N", "ffresln": "ATTNRESLNFFRESLN-N"}
 
 
@@ -171,7 +169,7 @@ def read_sentence(ds: xr.Dataset, i: int) -> Sentence:
     tokens = slice(start, start + n)
     layers = list(range(1, ds.sizes["layer"] + 1))
     sites = {"embed": np.asarray(ds["token_embed"].isel(token=tokens).values, np.float64)}
-    for site in SITE_OF.values():
+    for site in SCOPE_SITE.values():
         sites[site] = np.asarray(ds[token_var(site)].isel(token=tokens).sel(token_layer=layers).values, np.float64)
     return Sentence([str(t) for t in ds["token_text"].values[tokens]],
                     np.asarray(sample_attention(ds, i).values, np.float64), sites)
@@ -205,7 +203,7 @@ def attribute(ds: xr.Dataset, samples: int | None = 50, ig_steps: int | None = N
             res = decompose_layer(sent.inputs(layer), alpha, lp[layer], ig_steps, dtype)
             errors = {}
             for scope, total in res.sums().items():
-                actual = sent.site(SITE_OF[scope], layer)
+                actual = sent.site(SCOPE_SITE[scope], layer)
                 errors[scope] = float(np.linalg.norm(total.astype(np.float64) - actual)
                                       / max(np.linalg.norm(actual), 1e-12))
             yield i, layer, sent.tokens, res.maps(), errors, res.ig_seconds, res.value_norms, alpha
@@ -223,7 +221,7 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
     L, H = ds.sizes["layer"], ds.sizes["head"]
     n_s = ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"])
     sim = np.full((2, n_s, L, len(SCOPES) - 1), np.nan)                      # raw norms; row-normalised
-    errs = np.zeros((n_s, L, len(SITE_OF)))
+    errs = np.zeros((n_s, L, len(SCOPE_SITE)))
     ig_seconds = []
     pair_rows, split_rows, example = [], [], []
     cls_sums = np.zeros((n_s, L, H, len(TOKEN_CLASSES), 3))                   # α, ‖f‖, ‖αf‖ summed over keys
@@ -236,7 +234,7 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
         for k, (prev, cur) in enumerate(zip(SCOPES[:-1], SCOPES[1:])):
             sim[0, i, layer - 1, k] = _spearman(maps[prev], maps[cur])
             sim[1, i, layer - 1, k] = _spearman(normed[prev], normed[cur])
-        errs[i, layer - 1] = [errors[s] for s in SITE_OF]
+        errs[i, layer - 1] = [errors[s] for s in SCOPE_SITE]
         n = len(tokens)
         classes, _ = token_classes(tokens)
         if layer == 1:
@@ -285,14 +283,15 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
 def _similarity_table(sims: np.ndarray, boot: Bootstrap) -> pd.DataFrame:
     """Spearman ρ of each scope's flattened map with the previous scope's, per sentence, averaged; per layer
     (``unit`` layer) and over layers (``unit`` model, ``layer`` NULL). ``maps``: ``norm`` (the raw norms) or
-    ``row_normalised`` (each output token's attributions scaled to sum 1 first). A residual adds to the diagonal only, so on raw norms it leaves the
-    off-diagonal ranks — nearly all of the n² — in place; row normalisation lets it rescale whole rows."""
+    ``row_normalised`` (each output token's attributions scaled to sum 1 first). A residual adds to the
+    diagonal only, so on raw norms it leaves the off-diagonal ranks — nearly all of the n² — in place; row
+    normalisation lets it rescale whole rows."""
     rows = []
     for variant, sim in zip(("norm", "row_normalised"), sims):
         rows += _similarity_rows(sim, boot, variant)
     order = {s: i for i, s in enumerate(SCOPES)}
-    return pd.DataFrame(rows).assign(_s=lambda d: d["scope"].map(order), _l=lambda d: d["layer"].fillna(0)) \
-        .sort_values(["maps", "_l", "_s"]).drop(columns=["_s", "_l"]).reset_index(drop=True)
+    return pd.DataFrame(rows).assign(_s=lambda d: d["scope"].map(order)).sort_values(
+        ["maps", "layer", "_s"], na_position="first").drop(columns="_s").reset_index(drop=True)
 
 
 def _similarity_rows(sim: np.ndarray, boot: Bootstrap, variant: str) -> list[dict]:
@@ -317,8 +316,8 @@ def _completeness_table(errs: np.ndarray) -> pd.DataFrame:
     n, L, K = errs.shape
     rows = []
     for layer in range(L):
-        for k, scope in enumerate(SITE_OF):
-            rows.append(dict(layer=layer + 1, scope=scope, site=SITE_OF[scope], statistic="relative_error_max",
+        for k, scope in enumerate(SCOPE_SITE):
+            rows.append(dict(layer=layer + 1, scope=scope, site=SCOPE_SITE[scope], statistic="relative_error_max",
                              estimate=float(errs[:, layer, k].max()), mean=float(errs[:, layer, k].mean()), n=n))
     return pd.DataFrame(rows)
 

@@ -258,6 +258,7 @@ def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
     report = IndexReport()
     wanted: dict[str, tuple[Path, Path | None, str]] = {}
     for store in stores:
+        key = str(store.resolve())
         try:
             attrs = read_attrs(store)
         except StoreError as e:
@@ -269,10 +270,10 @@ def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
         if (attrs.get("bertology") or {}).get("attention_only"):
             report.skipped.append(f"{store}: attention-only reference store (read by `analyze --pretrained-store`)")
             continue
-        if str(store.resolve()) in outdated and str(store.resolve()) not in by_store:
-            report.skipped.append(f"{store}: {outdated[str(store.resolve())]}")
+        if key in outdated and key not in by_store:
+            report.skipped.append(f"{store}: {outdated[key]}")
             continue
-        analysis = by_store.get(str(store.resolve()))
+        analysis = by_store.get(key)
         wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))
     found = {str(s.resolve()) for s in stores}
     for target, a in sorted(by_store.items()):

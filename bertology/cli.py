@@ -284,12 +284,11 @@ def run(args: argparse.Namespace) -> int:
                                 or (one / "analysis.json").exists()):
             raise BertologyError("index: name the database with --db FILE when indexing stores or analysis folders "
                                  "(the default, RESULTS/bertology.duckdb, is for one results folder)")
-        db = args.db or str(Path(args.results[0]) / "bertology.duckdb")
+        db = args.db or str(one / "bertology.duckdb")
         def progress(k, n, store):
             print(f"indexed {k}/{n} {store}", file=sys.stderr, flush=True)
 
-        rep = build_index(args.results if len(args.results) > 1 else args.results[0], db, wait=args.wait,
-                          on_run=None if args.quiet else progress)
+        rep = build_index(args.results, db, wait=args.wait, on_run=None if args.quiet else progress)
         for what in ("added", "updated", "removed", "unchanged", "skipped"):
             for item in getattr(rep, what):
                 print(f"{what:9} {item}")

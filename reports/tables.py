@@ -41,8 +41,10 @@ def _est(df: pd.DataFrame, prefix: str) -> dict:
 
 
 def _ordered(df: pd.DataFrame, data: ReportData, *keys: str) -> pd.DataFrame:
+    """Rows in run order, then by ``keys``; a NULL layer or head (a layer's mean, the unskipped control) comes
+    before the numbered ones."""
     order = {r.run_id: i for i, r in enumerate(data.runs)}
-    return df.assign(_o=df["run_id"].map(order)).sort_values(["_o", *keys]).drop(columns="_o")
+    return df.assign(_o=df["run_id"].map(order)).sort_values(["_o", *keys], na_position="first").drop(columns="_o")
 
 
 def metrics(data: ReportData) -> pd.DataFrame:
@@ -180,8 +182,7 @@ def layer_skip(data: ReportData) -> pd.DataFrame:
     cols = ["task", "layer", "baseline_accuracy", "skipped_accuracy", "compensated_accuracy", "compensated_ci_low",
             "compensated_ci_high", "estimate", "ci_low", "ci_high", "p", "p_adj", "hidden_units", "flops_saved",
             "apriori_candidate"]   # measured wall time is shown in the page, not in the reproducible table
-    ls = _ordered(ls.assign(_l=ls["layer"].fillna(0)), data, "_l")   # the control (no layer) first
-    return ls[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
+    return _ordered(ls, data, "layer")[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
 
 
 def apriori(data: ReportData) -> pd.DataFrame:
@@ -261,13 +262,12 @@ def attention_token_classes(data: ReportData) -> pd.DataFrame:
 
 
 def attention_finetune(data: ReportData) -> pd.DataFrame:
-    """Per task, layer and head (head empty: the layer's mean over its heads): cosine similarity of the pre-trained and the
-    fine-tuned model's attention maps on the same inputs (1: unchanged)."""
+    """Per task, layer and head (head empty: the layer's mean over its heads): cosine similarity of the
+    pre-trained and the fine-tuned model's attention maps on the same inputs (1: unchanged)."""
     fc = data.table("attention_finetune_change")
     if fc.empty:
         return pd.DataFrame()
-    fc = _ordered(fc[fc["unit"].isin(["head", "layer"])].assign(_h=lambda d: d["head"].fillna(0)), data, "layer",
-                  "_h")
+    fc = _ordered(fc[fc["unit"].isin(["head", "layer"])], data, "layer", "head")
     return fc[["task", "layer", "head", "estimate", "ci_low", "ci_high", "n"]].rename(
         columns={"estimate": "cosine"}).reset_index(drop=True)
 

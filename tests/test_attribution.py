@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bertology import BertologyError
-from bertology.analysis.attribution import (SCOPES, SITE_OF, activation, attribute, attribution_tables,
-                                            decompose_layer, read_sentence)
+from bertology.analysis.attribution import (activation, attribute, attribution_tables, decompose_layer,
+                                            read_sentence)
+from bertology.analysis.vocabulary import SCOPE_SITE, SCOPES
 from bertology.extract.extraction import ExtractConfig, extract
 from bertology.extract.tasks import load_split
 from bertology.store import open_store
@@ -33,7 +34,7 @@ def test_every_scope_sums_to_its_stored_site_on_real_weights(real_store):
     seen = set()
     for i, layer, tokens, maps, errors, secs, fnorm, alpha in attribute(real_store, samples=4, dtype=np.float64):
         seen.add((i, layer))
-        assert set(errors) == set(SITE_OF)
+        assert set(errors) == set(SCOPE_SITE)
         for scope, err in errors.items():
             assert err < 2e-6, f"sample {i} layer {layer} {scope}: relative error {err:.2e}"
         assert set(maps) == set(SCOPES)
@@ -103,7 +104,8 @@ def test_tables_have_every_scope_layer_and_test(real_store):
     tables, cost = attribution_tables(real_store, resamples=100, samples=4)
     sim = tables["attribution_similarity"]
     assert set(sim["scope"]) == set(SCOPES[1:]) and set(sim["layer"].dropna()) == set(range(1, 7))
-    assert set(sim.loc[sim["layer"].isna(), "unit"]) == {"model"} and set(sim.loc[sim["layer"].notna(), "unit"]) == {"layer"}
+    assert set(sim.loc[sim["layer"].isna(), "unit"]) == {"model"}
+    assert set(sim.loc[sim["layer"].notna(), "unit"]) == {"layer"}
     assert sim["estimate"].between(-1, 1).all() and set(sim["maps"]) == {"norm", "row_normalised"}
     comp = tables["attribution_completeness"]
     assert comp["estimate"].max() < 1e-4                                      # float32 store, float32 compute
