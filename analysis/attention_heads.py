@@ -41,6 +41,7 @@ from bertology import BertologyError
 from bertology.store.reader import sample_attention
 
 from .bootstrap import Bootstrap, percentile_ci
+from .engine import compute, concat, sample_blocks, shared, task
 from .token_strength import is_punctuation, is_special
 from .vocabulary import PATTERNS, TOKEN_CLASSES, UNITS  # noqa: F401  (re-exported)
 
@@ -138,32 +139,34 @@ def map_features(maps: np.ndarray, classes: np.ndarray, segment: np.ndarray) -> 
     return np.concatenate([np.stack([vertical, diagonal, block, self_], axis=-1), to_class], axis=-1)
 
 
-def _sample_maps(ds: xr.Dataset, block: int = 64):
-    """Yield (sample index, (L, h, n, n) float32 maps, tokens) over the store, reading blocks of samples."""
+def _sample_maps(ds: xr.Dataset, idx: slice | None = None, block: int = 64):
+    """Yield (sample index, (L, h, n, n) float32 maps, tokens) for the samples ``idx`` (default: all),
+    reading blocks of samples."""
     if "attention" not in ds:
         raise BertologyError("this store holds no attention maps (extracted with --no-attention or --cls-only)")
     starts = ds["pair_start"].values.astype(np.int64)
     lengths = ds["length"].values.astype(np.int64)
     tok_start = ds["token_start"].values.astype(np.int64)
-    token_text = ds["token_text"].values
-    for b0 in range(0, len(lengths), block):
-        b1 = min(b0 + block, len(lengths))
+    idx = idx or slice(0, len(lengths))
+    t0 = int(tok_start[idx.start]) if idx.stop > idx.start else 0
+    t1 = int(tok_start[idx.stop - 1] + lengths[idx.stop - 1]) if idx.stop > idx.start else 0
+    token_text = {t0 + k: t for k, t in enumerate(ds["token_text"].isel(token=slice(t0, t1)).values)}
+    for b0 in range(idx.start, idx.stop, block):
+        b1 = min(b0 + block, idx.stop)
         lo, hi = starts[b0], starts[b1 - 1] + lengths[b1 - 1] ** 2
         flat = np.asarray(ds["attention"].isel(pair=slice(int(lo), int(hi))).values, dtype=np.float32)
         for i in range(b0, b1):
             n = lengths[i]
             rows = flat[starts[i] - lo: starts[i] - lo + n * n]
             maps = rows.reshape(n, n, rows.shape[1], rows.shape[2]).transpose(2, 3, 0, 1)
-            yield i, maps, [str(t) for t in token_text[tok_start[i]:tok_start[i] + n]]
+            yield i, maps, [str(token_text[t]) for t in range(tok_start[i], tok_start[i] + n)]
 
 
-def head_features(ds: xr.Dataset) -> xr.DataArray:
-    """(sample, layer, head, feature) features of every head's map on every sample of a store."""
-    L, H = ds.sizes["layer"], ds.sizes["head"]
-    out = np.zeros((ds.sizes["sample"], L, H, len(FEATURES)))
-    for i, maps, tokens in _sample_maps(ds):
-        cls, seg = token_classes(tokens)
-        out[i] = map_features(maps, cls, seg)
+def head_features(ds: xr.Dataset, block_size: int | None = None) -> xr.DataArray:
+    """(sample, layer, head, feature) features of every head's map on every sample of a store: one task per
+    block of samples."""
+    src = shared(ds)
+    out = compute(concat([task(_block_features, src, sl) for sl in sample_blocks(ds.sizes["sample"], block_size)]))[0]
     return xr.DataArray(out, dims=("sample", "layer", "head", "feature"),
                         coords={"sample": ds["sample"].values, "layer": ds["layer"].values,
                                 "head": ds["head"].values, "feature": list(FEATURES)})
@@ -247,7 +250,26 @@ def token_class_table(feats: xr.DataArray, shares: np.ndarray, boot: Bootstrap) 
     return pd.concat(rows, ignore_index=True)
 
 
-def finetune_cosine(ds: xr.Dataset, pretrained: xr.Dataset) -> xr.DataArray:
+def _block_features(ds: xr.Dataset, idx: slice) -> np.ndarray:
+    """One task: the head features of samples ``idx``, (samples, layer, head, feature)."""
+    out = np.zeros((idx.stop - idx.start, ds.sizes["layer"], ds.sizes["head"], len(FEATURES)))
+    for i, maps, tokens in _sample_maps(ds, idx):
+        cls, seg = token_classes(tokens)
+        out[i - idx.start] = map_features(maps, cls, seg)
+    return out
+
+
+def _block_cosine(ds: xr.Dataset, pretrained: xr.Dataset, idx: slice) -> np.ndarray:
+    """One task: the fine-tuned vs pre-trained map cosine of samples ``idx``, (samples, layer, head)."""
+    out = np.zeros((idx.stop - idx.start, ds.sizes["layer"], ds.sizes["head"]))
+    for (i, a, _), (_, b, _) in zip(_sample_maps(ds, idx), _sample_maps(pretrained, idx)):
+        a = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
+        b = b.reshape(b.shape[0], b.shape[1], -1).astype(np.float64)
+        out[i - idx.start] = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return out
+
+
+def finetune_cosine(ds: xr.Dataset, pretrained: xr.Dataset, block_size: int | None = None) -> xr.DataArray:
     """(sample, layer, head) cosine similarity of each flattened map (query × key) of the fine-tuned store's
     model and the pre-trained model on the same tokens."""
     for what in ("sample", "length"):
@@ -256,11 +278,8 @@ def finetune_cosine(ds: xr.Dataset, pretrained: xr.Dataset) -> xr.DataArray:
                                  "extract the pre-trained model on the same split and --limit")
     if not np.array_equal(ds["token_id"].values, pretrained["token_id"].values):
         raise BertologyError("the pre-trained store tokenised the samples differently; use the same tokenizer")
-    out = np.zeros((ds.sizes["sample"], ds.sizes["layer"], ds.sizes["head"]))
-    for (i, a, _), (_, b, _) in zip(_sample_maps(ds), _sample_maps(pretrained)):
-        a = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
-        b = b.reshape(b.shape[0], b.shape[1], -1).astype(np.float64)
-        out[i] = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    a, b = shared(ds), shared(pretrained)
+    out = compute(concat([task(_block_cosine, a, b, sl) for sl in sample_blocks(ds.sizes["sample"], block_size)]))[0]
     return xr.DataArray(out, dims=("sample", "layer", "head"),
                         coords={"sample": ds["sample"].values, "layer": ds["layer"].values, "head": ds["head"].values})
 
@@ -302,14 +321,15 @@ def example_maps(ds: xr.Dataset, feats: xr.DataArray, classifier: PatternClassif
 
 
 def attention_tables(ds: xr.Dataset, boot: Bootstrap, pretrained: xr.Dataset | None = None,
-                     classifier: PatternClassifier | None = None) -> dict[str, pd.DataFrame]:
+                     classifier: PatternClassifier | None = None, block_size: int | None = None,
+                     ) -> dict[str, pd.DataFrame]:
     """Every attention-head table of a store (with ``pretrained``: also the fine-tuning change)."""
-    feats = head_features(ds)
+    feats = head_features(ds, block_size)
     tables = {
         "attention_patterns": pattern_table(feats, boot, classifier),
         "attention_token_classes": token_class_table(feats, token_shares(ds), boot),
         "attention_examples": example_maps(ds, feats, classifier),
     }
     if pretrained is not None:
-        tables["attention_finetune_change"] = finetune_table(finetune_cosine(ds, pretrained), boot)
+        tables["attention_finetune_change"] = finetune_table(finetune_cosine(ds, pretrained, block_size), boot)
     return tables

@@ -48,6 +48,7 @@ from bertology.store.schema import token_var
 from .attention_heads import token_classes
 from .published import SCOPE_SIMILARITY
 from .bootstrap import Bootstrap, adjust, percentile_ci
+from .engine import compute, concat, sample_blocks, shared, task, tree_sum
 from .token_strength import is_special, word_ids
 from .vocabulary import SCOPE_SITE, SCOPES, TOKEN_CLASSES
 
@@ -185,18 +186,22 @@ def needs(ds: xr.Dataset) -> None:
         raise BertologyError("attribution needs token states at every layer; extract without --token-layers")
 
 
-def attribute(ds: xr.Dataset, samples: int | None = 50, ig_steps: int | None = None,
+def attribute(ds: xr.Dataset, samples: int | slice | None = 50, ig_steps: int | None = None,
               params: ModelParameters | None = None, progress: bool = False, dtype=np.float32):
-    """Decompose every layer on the first ``samples`` sentences of a full-capture store. Yields, per sentence
-    and layer, the maps, the completeness errors and the FFN step's seconds."""
+    """Decompose every layer on the first ``samples`` sentences of a full-capture store (or the sentences
+    of a slice). Yields, per sentence and layer, the maps, the completeness errors and the FFN step's
+    seconds."""
     from tqdm.auto import tqdm
 
     needs(ds)
     params = params or ModelParameters(ds.attrs)
     L = ds.sizes["layer"]
     lp = {l: params.layer(l) for l in range(1, L + 1)}
-    count = ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"])
-    for i in tqdm(range(count), desc=f"attribution {ds.attrs.get('task', '')}", disable=not progress):
+    if isinstance(samples, slice):
+        which = range(samples.start, samples.stop)
+    else:
+        which = range(ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"]))
+    for i in tqdm(which, desc=f"attribution {ds.attrs.get('task', '')}", disable=not progress):
         sent = read_sentence(ds, i)
         for layer in range(1, L + 1):
             alpha = sent.attention[layer - 1]
@@ -220,30 +225,69 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
     """Every attribution table of a store, and the cost record (seconds of the FFN step per sentence and layer)."""
     L, H = ds.sizes["layer"], ds.sizes["head"]
     n_s = ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"])
-    sim = np.full((2, n_s, L, len(SCOPES) - 1), np.nan)                      # raw norms; row-normalised
-    errs = np.zeros((n_s, L, len(SCOPE_SITE)))
+    needs(ds)
+    params = params or ModelParameters(ds.attrs)
+    example_index = next((i for i in range(n_s) if 8 <= int(ds["length"][i]) <= 24), 0)
+    src, weights = shared(ds), shared(params)
+    parts = compute(*(task(_block_attribution, src, sl, ig_steps, weights, dtype, example_index)
+                      for sl in sample_blocks(n_s, SENTENCES_PER_TASK)))
+    joined = {k: [p[k] for p in parts] for k in parts[0]} if parts else {}
+    sim = np.concatenate(joined["sim"], axis=1)
+    errs = np.concatenate(joined["errs"])
+    cls_sums, cls_counts = np.concatenate(joined["cls_sums"]), np.concatenate(joined["cls_counts"])
+    ig_seconds = [x for p in joined["ig_seconds"] for x in p]
+    pair_rows = [x for p in joined["pair_rows"] for x in p]
+    split_rows = [x for p in joined["split_rows"] for x in p]
+    example = [x for p in joined["example"] for x in p]
+    boot = Bootstrap.draw(n_s, resamples, boot_seed, keys=ds["sample"].values[:n_s])
+    tables = {
+        "attribution_similarity": _similarity_table(sim, boot),
+        "attribution_completeness": _completeness_table(errs),
+        "ff_amp_pairs": _pair_table(pd.concat(pair_rows, ignore_index=True), top, min_count),
+        "ff_amp_wordsplit": _wordsplit_table(pd.concat(split_rows, ignore_index=True), resamples, boot_seed,
+                                             correction),
+        "attention_norms": _norms_table(cls_sums, cls_counts, boot),
+        "attribution_example": pd.concat(example, ignore_index=True) if example else pd.DataFrame(),
+    }
+    cost = {"sentences": n_s, "layers": L, "ig_steps": ig_steps,
+            "ig_seconds_per_sentence_layer": float(np.mean(ig_seconds)) if ig_seconds else float("nan"),
+            "mean_tokens": float(ds["length"].values[:n_s].mean())}
+    return tables, cost
+
+
+#: Sentences per attribution task (each decomposes every layer of its sentences).
+SENTENCES_PER_TASK = 4
+
+
+def _block_attribution(ds: xr.Dataset, idx: slice, ig_steps, params: ModelParameters, dtype, example_index: int):
+    """One task: the attribution of sentences ``idx`` at every layer: Spearman similarities, completeness
+    errors, attention-norm sums per token class, FF-amp rows and (for the example sentence) the maps."""
+    L, H = ds.sizes["layer"], ds.sizes["head"]
+    nb = idx.stop - idx.start
+    sim = np.full((2, nb, L, len(SCOPES) - 1), np.nan)                       # raw norms; row-normalised
+    errs = np.zeros((nb, L, len(SCOPE_SITE)))
     ig_seconds = []
     pair_rows, split_rows, example = [], [], []
-    cls_sums = np.zeros((n_s, L, H, len(TOKEN_CLASSES), 3))                   # α, ‖f‖, ‖αf‖ summed over keys
-    cls_counts = np.zeros((n_s, len(TOKEN_CLASSES)))
-    example_index = next((i for i in range(n_s) if 8 <= int(ds["length"][i]) <= 24), 0)
+    cls_sums = np.zeros((nb, L, H, len(TOKEN_CLASSES), 3))                    # α, ‖f‖, ‖αf‖ summed over keys
+    cls_counts = np.zeros((nb, len(TOKEN_CLASSES)))
     bpe = ds.attrs.get("model_type") == "roberta"
-    for i, layer, tokens, maps, errors, secs, fnorm, alpha in attribute(ds, samples, ig_steps, params, progress, dtype):
+    for i, layer, tokens, maps, errors, secs, fnorm, alpha in attribute(ds, idx, ig_steps, params, False, dtype):
+        j = i - idx.start
         ig_seconds.append(secs)
         normed = {k: _normalise_rows(m) for k, m in maps.items()}
         for k, (prev, cur) in enumerate(zip(SCOPES[:-1], SCOPES[1:])):
-            sim[0, i, layer - 1, k] = _spearman(maps[prev], maps[cur])
-            sim[1, i, layer - 1, k] = _spearman(normed[prev], normed[cur])
-        errs[i, layer - 1] = [errors[s] for s in SCOPE_SITE]
+            sim[0, j, layer - 1, k] = _spearman(maps[prev], maps[cur])
+            sim[1, j, layer - 1, k] = _spearman(normed[prev], normed[cur])
+        errs[j, layer - 1] = [errors[s] for s in SCOPE_SITE]
         n = len(tokens)
         classes, _ = token_classes(tokens)
         if layer == 1:
-            cls_counts[i] = np.bincount(classes, minlength=len(TOKEN_CLASSES))
+            cls_counts[j] = np.bincount(classes, minlength=len(TOKEN_CLASSES))
         onehot = np.eye(len(TOKEN_CLASSES))[classes]                           # (n, C)
         a_bar = alpha.mean(axis=1)                                              # (h, n): mean over queries
-        cls_sums[i, layer - 1, :, :, 0] = a_bar @ onehot
-        cls_sums[i, layer - 1, :, :, 1] = fnorm @ onehot
-        cls_sums[i, layer - 1, :, :, 2] = (a_bar * fnorm) @ onehot
+        cls_sums[j, layer - 1, :, :, 0] = a_bar @ onehot
+        cls_sums[j, layer - 1, :, :, 1] = fnorm @ onehot
+        cls_sums[j, layer - 1, :, :, 2] = (a_bar * fnorm) @ onehot
         before = _normalise_rows(maps["ATTNRESLN-N"])
         amps = {stage: _normalise_rows(maps[scope]) - before for stage, scope in AMP_STAGES.items()}
         special_tok = np.array([is_special(t) for t in tokens])
@@ -264,20 +308,8 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
                     "output": qi.ravel(), "input": kj.ravel(), "value": m.ravel(),
                     "output_token": np.array(tokens, dtype=object)[qi.ravel()],
                     "input_token": np.array(tokens, dtype=object)[kj.ravel()]}))
-    boot = Bootstrap.draw(n_s, resamples, boot_seed)
-    tables = {
-        "attribution_similarity": _similarity_table(sim, boot),
-        "attribution_completeness": _completeness_table(errs),
-        "ff_amp_pairs": _pair_table(pd.concat(pair_rows, ignore_index=True), top, min_count),
-        "ff_amp_wordsplit": _wordsplit_table(pd.concat(split_rows, ignore_index=True), resamples, boot_seed,
-                                             correction),
-        "attention_norms": _norms_table(cls_sums, cls_counts, boot),
-        "attribution_example": pd.concat(example, ignore_index=True) if example else pd.DataFrame(),
-    }
-    cost = {"sentences": n_s, "layers": L, "ig_steps": ig_steps,
-            "ig_seconds_per_sentence_layer": float(np.mean(ig_seconds)) if ig_seconds else float("nan"),
-            "mean_tokens": float(ds["length"].values[:n_s].mean())}
-    return tables, cost
+    return dict(sim=sim, errs=errs, cls_sums=cls_sums, cls_counts=cls_counts, ig_seconds=ig_seconds,
+                pair_rows=pair_rows, split_rows=split_rows, example=example)
 
 
 def _similarity_table(sims: np.ndarray, boot: Bootstrap) -> pd.DataFrame:
@@ -398,7 +430,7 @@ def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.Da
 
 
 def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters | None = None,
-                      top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                      top: int = 3, block_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The FFN output against what it bypasses and its outlier dimensions, reading each layer's ``ff`` once.
 
     ``ff_norm_ratio``: ‖ff_i‖ / ‖ln1_i‖ per layer, how large the FFN's output is beside the vector it
@@ -406,21 +438,23 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters |
     layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple of the
     median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions (``None`` without the
     model's ``params``: the ratio needs only the store)."""
-    sample_of = ds["token_sample"].values.astype(np.int64)
+    layers = [int(l) for l in ds["token_layer"].values]
+    src = shared(ds)
+    blocks = sample_blocks(ds.sizes["sample"], block_size)
+    per_sample = concat([task(_block_ff_ratio, src, layers, sl) for sl in blocks])   # (n, L) ratio sums
+    abs_ff = tree_sum([task(_block_abs_ff, src, layers, sl) for sl in blocks])        # (L, d) Σ|ff| over tokens
+    num, abs_sum = compute(per_sample, abs_ff)
+    den = ds["length"].values.astype(np.float64)
+    n_tokens = int(den.sum())
     ratios, outliers = [], []
-    for layer in ds["token_layer"].values:
-        ff = np.asarray(ds["token_ff"].sel(token_layer=layer).values, np.float32)
-        ln1 = np.asarray(ds["token_ln1"].sel(token_layer=layer).values, np.float32)
-        ratio = np.linalg.norm(ff, axis=1) / np.maximum(np.linalg.norm(ln1, axis=1), 1e-12)
-        num = np.bincount(sample_of, weights=ratio, minlength=ds.sizes["sample"])
-        den = np.bincount(sample_of, minlength=ds.sizes["sample"]).astype(float)
-        est, bs = boot.ratio(num, den)
+    for j, layer in enumerate(layers):
+        est, bs = boot.ratio(num[:, j], den)
         lo, hi = percentile_ci(bs)
         ratios.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
-                           ci_high=float(hi), n=int(den.sum())))
+                           ci_high=float(hi), n=n_tokens))
         if params is None:
             continue
-        m = np.abs(ff).mean(axis=0)
+        m = abs_sum[j] / n_tokens
         score = m / np.median(m)
         gamma = params.layer(int(layer)).ln2_gamma
         rank = np.empty(len(gamma), dtype=int)
@@ -428,5 +462,29 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters |
         for r, d in enumerate(np.argsort(-score)[:top], start=1):
             outliers.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
                                  estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
-                                 gamma_abs_rank=int(rank[d]), n=int(ff.shape[0])))
+                                 gamma_abs_rank=int(rank[d]), n=n_tokens))
     return pd.DataFrame(ratios), (pd.DataFrame(outliers) if params is not None else None)
+
+
+def _block_tokens(ds: xr.Dataset, var: str, layer: int, idx: slice) -> np.ndarray:
+    start = int(ds["token_start"].values[idx.start])
+    stop = int(ds["token_start"].values[idx.stop - 1] + ds["length"].values[idx.stop - 1])
+    return np.asarray(ds[var].sel(token_layer=layer).isel(token=slice(start, stop)).values, np.float32)
+
+
+def _block_ff_ratio(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
+    """One task: per sample of ``idx`` and layer, the sum over its tokens of ‖ff‖ / ‖ln1‖, (samples, L)."""
+    lengths = ds["length"].values[idx].astype(np.int64)
+    rel = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    out = np.zeros((len(lengths), len(layers)))
+    for j, layer in enumerate(layers):
+        ff, ln1 = _block_tokens(ds, "token_ff", layer, idx), _block_tokens(ds, "token_ln1", layer, idx)
+        ratio = np.linalg.norm(ff, axis=1) / np.maximum(np.linalg.norm(ln1, axis=1), 1e-12)
+        out[:, j] = np.add.reduceat(ratio.astype(np.float64), rel)
+    return out
+
+
+def _block_abs_ff(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
+    """One task: Σ |ff| over the tokens of samples ``idx``, per layer and hidden dimension, (L, d)."""
+    return np.stack([np.abs(_block_tokens(ds, "token_ff", layer, idx)).astype(np.float64).sum(axis=0)
+                     for layer in layers])

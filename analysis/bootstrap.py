@@ -1,42 +1,87 @@
 """Bootstrap inference shared by every statistic: resample weights, confidence intervals, paired tests.
 
-A bootstrap resample of n samples is represented by its multinomial count vector (how often each sample
-was drawn), so a statistic built from per-sample sums is evaluated for all B resamples at once as a matrix
-product ``W @ X``. One weight matrix is drawn per analysis and shared by every layer and site, so
-differences between layers are *paired* (each resample's difference uses the same samples).
+A bootstrap resample is represented by its weight vector: how often each sample was drawn. bertology uses
+the *Poisson bootstrap* (Hanley & MacGibbon 2006; Chamandy et al. 2012): in resample b, sample i gets the
+weight w_bi ~ Poisson(1), and w_bi is a fixed function of (seed, b, the sample's id), computed by a
+counter-based hash. A sample's weights therefore do not depend on which other samples exist, how the store
+is chunked, how many workers read it or in which order blocks finish: any block of samples computes its own
+weights, and partial sums over blocks add up to the same result. A statistic built from per-sample sums is
+evaluated for all B resamples at once as ``W @ X``. One seed serves every statistic of an analysis, so
+differences between layers (and between two stores of the same samples) are *paired*.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import stats as sps
 
 DEFAULT_RESAMPLES = 1000
 CI_LEVEL = 0.95
+#: Poisson(1) cumulative probabilities P(W <= k), k = 0..19 (P(W > 19) < 1e-17).
+_POISSON1_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(20)])
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs pass as independent uniform bits."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def poisson_weights(seed: int, keys: np.ndarray, resamples: int) -> np.ndarray:
+    """The (resamples, len(keys)) Poisson(1) weights of the samples with ids ``keys``: entry (b, i) depends
+    only on ``seed``, ``b`` and ``keys[i]``."""
+    with np.errstate(over="ignore"):
+        k = _mix(np.asarray(keys, dtype=np.int64).astype(np.uint64) ^ _mix(np.full(1, seed, dtype=np.uint64)
+                                                                           + np.uint64(0x9E3779B97F4A7C15)))
+        b = _mix(np.arange(1, resamples + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))
+        bits = _mix(k[None, :] ^ b[:, None])
+    u = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float64)
 
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """Multinomial resample weights for ``n`` samples: ``weights`` is (B, n), row b the counts of draw b."""
+    """Poisson bootstrap weights of ``resamples`` resamples of the samples with ids ``keys`` (data-row ids),
+    drawn from ``seed``. :meth:`block` gives the weights of a slice of samples; :attr:`weights` all (B, n)."""
 
-    weights: np.ndarray
+    keys: np.ndarray
+    resamples: int
     seed: int
 
     @classmethod
-    def draw(cls, n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> "Bootstrap":
-        rng = np.random.default_rng(seed)
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
-        return cls(w, seed)
+    def draw(cls, n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+             keys: np.ndarray | None = None) -> "Bootstrap":
+        """The bootstrap of ``n`` samples (ids ``keys``, default 0..n−1)."""
+        keys = np.arange(n, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} sample ids for {n} samples")
+        return cls(keys, int(resamples), int(seed))
 
-    @property
-    def resamples(self) -> int:
-        return self.weights.shape[0]
+    @classmethod
+    def of(cls, ds, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> "Bootstrap":
+        """The bootstrap of a store's samples, keyed by their data-row ids (the ``sample`` coordinate)."""
+        ids = np.asarray(ds["sample"].values, dtype=np.int64)
+        return cls.draw(len(ids), resamples, seed, ids)
+
+    def block(self, idx) -> np.ndarray:
+        """Weights (B, k) of the samples at positions ``idx`` (a slice or index array) of the sample axis."""
+        return poisson_weights(self.seed, self.keys[idx], self.resamples)
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """Every weight, (B, n)."""
+        return self.block(slice(None))
 
     @property
     def n(self) -> int:
-        return self.weights.shape[1]
+        return len(self.keys)
+
+    def __reduce__(self):  # the ids and the seed travel to workers, never the (B, n) matrix
+        return (Bootstrap, (self.keys, self.resamples, self.seed))
 
     def ratio(self, num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A ratio of per-sample sums (a share, or a mean over units nested in samples such as the tokens of
@@ -50,11 +95,30 @@ class Bootstrap:
         with np.errstate(invalid="ignore", divide="ignore"):
             return num.sum(axis=0) / den.sum(axis=0), (self.weights @ num) / (self.weights @ den)
 
+    def mean(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean over samples of per-sample ``values`` (n,) or (n, K), and under every resample."""
+        values = np.asarray(values, dtype=np.float64)
+        return self.ratio(values, np.ones(values.shape[0]))
+
 
 def percentile_ci(boot: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over the resample axis (axis 0); NaN resamples are ignored."""
     a = (1 - level) / 2
     return np.nanquantile(boot, a, axis=0), np.nanquantile(boot, 1 - a, axis=0)
+
+
+#: How a row's interval was made (the ``ci_method`` column): BCa; the basic interval, where the estimate lies
+#: beyond (nearly) every resample and BCa's bias correction saturates; the percentile interval; or the range
+#: of the statistic under label permutations (a chance level, not a confidence interval).
+CI_METHODS = ("bca", "basic", "percentile", "permutation")
+
+
+def bias_corrected(boot: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """The bootstrap bias-corrected estimate 2θ̂ − mean(θ*) (Efron & Tibshirani 1993, §10.6): the plug-in
+    estimate minus the resampling bias. Where the bias is larger than the spread of the resamples, an
+    interval that corrects for it can exclude θ̂ itself, but not this estimate."""
+    with np.errstate(invalid="ignore"):
+        return 2 * np.asarray(estimate, dtype=np.float64) - np.nanmean(np.asarray(boot, dtype=np.float64), axis=0)
 
 
 def bca_ci(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
@@ -63,8 +127,14 @@ def bca_ci(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
 
     ``boot``: (B, ...) resample values; ``estimate``: (...) the full-sample value; ``jack``: (n, ...)
     leave-one-out values. Where the estimate lies outside (nearly) all resamples the basic interval is used;
-    where the correction is undefined, the percentile interval.
+    where the correction is undefined, the percentile interval (:func:`bca_interval` says which, per value).
     """
+    return bca_interval(boot, estimate, jack, level)[:2]
+
+
+def bca_interval(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
+                 level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bca_ci` and, per value, the method used (``'bca'``, ``'basic'`` or ``'percentile'``)."""
     boot = np.asarray(boot, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return _bca(boot, np.asarray(estimate, dtype=np.float64), np.asarray(jack, dtype=np.float64), level)
@@ -93,7 +163,8 @@ def _bca(boot, estimate, jack, level):
     lo = np.where(saturated, 2 * estimate - phi, lo)
     hi = np.where(saturated, 2 * estimate - plo, hi)
     bad = ~np.isfinite(lo) | ~np.isfinite(hi)
-    return np.where(bad, plo, lo), np.where(bad, phi, hi)
+    method = np.where(bad, "percentile", np.where(saturated, "basic", "bca")).astype(object)
+    return np.where(bad, plo, lo), np.where(bad, phi, hi), method
 
 
 def bootstrap_p(boot_diff: np.ndarray, null: float = 0.0) -> np.ndarray:

@@ -21,7 +21,8 @@ import xarray as xr
 
 from bertology.store.schema import SITES, token_var
 
-from .bootstrap import Bootstrap, percentile_ci
+from .bootstrap import Bootstrap, bias_corrected, percentile_ci
+from .engine import compute, concat, sample_blocks, shared, task
 from .moments import SampleSums, energies_with_ci
 
 PARTS = ("total", "structural", "classification", "within", "structural_share", "structural_over_classification")
@@ -89,7 +90,7 @@ class TokenUpdateSource:
 NORM_SITES = ("ln1", "ln2")
 
 
-def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+def norm_sums(ds: xr.Dataset, scope: str, block_size: int | None = None) -> tuple[list[int], dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Per-sample sums of ‖ln1‖ and ‖ln2‖ (and of their squares) per layer, (n, L) each."""
     n = ds.sizes["sample"]
     if scope == "cls":
@@ -98,16 +99,24 @@ def norm_sums(ds: xr.Dataset, scope: str) -> tuple[list[int], dict[str, tuple[np
         nrm = {site: np.linalg.norm(cls[:, :, k], axis=2) for k, site in enumerate(NORM_SITES)}
         return layers, {k: (v, v * v) for k, v in nrm.items()}, np.ones(n)
     layers = [int(l) for l in ds["token_layer"].values]
-    out = {k: (np.zeros((n, len(layers))), np.zeros((n, len(layers)))) for k in NORM_SITES}
+    shared_ds = shared(ds)
+    out = compute(concat([task(_block_norm_sums, shared_ds, layers, sl) for sl in sample_blocks(n, block_size)]))[0]
+    return layers, out, ds["length"].values.astype(np.float64)
+
+
+def _block_norm_sums(ds: xr.Dataset, layers: list[int], idx: slice) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One task: per-sample sums of the token norms ‖ln1‖, ‖ln2‖ and of their squares, for samples ``idx``."""
+    nb = idx.stop - idx.start
+    out = {k: (np.zeros((nb, len(layers))), np.zeros((nb, len(layers)))) for k in NORM_SITES}
     starts = ds["token_start"].values.astype(np.int64)
-    for b0, b1, t0, t1 in token_blocks(ds, slice(0, n)):
+    for b0, b1, t0, t1 in token_blocks(ds, idx):
         rel = starts[b0:b1] - t0
         for j, layer in enumerate(layers):
             for k in NORM_SITES:
                 x = np.linalg.norm(_tokens(ds, k, layer, t0, t1), axis=1)
-                out[k][0][b0:b1, j] = np.add.reduceat(x, rel)
-                out[k][1][b0:b1, j] = np.add.reduceat(x * x, rel)
-    return layers, out, ds["length"].values.astype(np.float64)
+                out[k][0][b0 - idx.start:b1 - idx.start, j] = np.add.reduceat(x, rel)
+                out[k][1][b0 - idx.start:b1 - idx.start, j] = np.add.reduceat(x * x, rel)
+    return out
 
 
 def _norm_stats(total, total2, count, boot: Bootstrap):
@@ -119,7 +128,8 @@ def _norm_stats(total, total2, count, boot: Bootstrap):
     return mean, cv
 
 
-def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str = "bca") -> pd.DataFrame:
+def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str = "bca",
+              block_size: int | None = None) -> pd.DataFrame:
     """Per layer: the energy decomposition of the FFN update and of ``ff``, and norm normalisation.
 
     ``positions='cls'`` uses the [CLS] vector; ``positions='tokens'`` every (non-padding) token, resampled by
@@ -132,14 +142,16 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
     if tokens and all(token_var(s) in ds for s in ("ln1", "ff", "ln2")):
         scopes.append(("tokens", TokenUpdateSource(ds)))
     for scope, src in scopes:
-        res = energies_with_ci(src, y, C, boot, method=ci)
-        layers, norms, count = norm_sums(ds, scope)
+        res = energies_with_ci(src, y, C, boot, method=ci, sample_block=block_size)
+        layers, norms, count = norm_sums(ds, scope, block_size)
         n_units = int(count.sum())
         for part in PARTS:
-            est, lo, hi = res[part].estimate, res[part].ci_low, res[part].ci_high
+            e = res[part]
+            bc = bias_corrected(e.resamples, e.estimate)
             for k, (layer, target) in enumerate(src.keys):
                 rows.append(dict(positions=scope, layer=layer, site=target if target in SITES else None, vector=target,
-                                 statistic=part, estimate=est[k], ci_low=lo[k], ci_high=hi[k], n=n_units))
+                                 statistic=part, estimate=e.estimate[k], ci_low=e.ci_low[k], ci_high=e.ci_high[k],
+                                 n=n_units, ci_method=e.ci_method[k], estimate_bc=bc[k]))
         for site, (tot, tot2) in norms.items():
             mean, cv = _norm_stats(tot, tot2, count, boot)
             for name, values in (("norm_mean", mean), ("norm_cv", cv)):

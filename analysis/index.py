@@ -33,6 +33,7 @@ and write-ahead log are removed before the next build starts. Builds of one data
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ from filelock import FileLock, Timeout
 
 from bertology import BertologyError
 from bertology.store import open_store
+from bertology.store.location import Location, locate
 from bertology.store.reader import StoreError, read_attrs
 
 from .catalog import ANALYSIS_FORMAT, TABLES
@@ -86,35 +88,41 @@ class IndexReport:
         return bool(self.added or self.updated or self.removed)
 
 
-def _walk(paths: list[Path]):
+def _walk(paths: list[Location]):
     """Stores (``*.zarr`` folders, not descended into) and analysis folders: each path given is one of them,
-    or a folder searched for them."""
+    or a folder searched for them (on disk or on an object store)."""
     stores, analyses = set(), set()
     for path in paths:
         if path.name.endswith(".zarr"):
             stores.add(path)
             continue
-        for root, dirs, files in os.walk(path):
+        for root, dirs, files in path.walk():
             for d in list(dirs):
                 if d.endswith(".zarr"):
-                    stores.add(Path(root) / d)
+                    stores.add(root / d)
                     dirs.remove(d)
             if "analysis.json" in files:
-                analyses.add(Path(root))
-    return sorted(stores), sorted(analyses)
+                analyses.add(root)
+    key = Location.resolved
+    return sorted(stores, key=key), sorted(analyses, key=key)
 
 
-def _fingerprint(store: Path, analysis: Path | None) -> str:
+def _tables_of(analysis: Location) -> list[str]:
+    return [n for n in analysis.listdir() if n.endswith(".parquet")]
+
+
+def _fingerprint(store: Location, analysis: Location | None) -> str:
     h = hashlib.sha256(json.dumps(read_attrs(store), sort_keys=True).encode())
     if analysis is not None:
-        for f in sorted(analysis.glob("*.parquet")) + [analysis / "analysis.json"]:
-            h.update(f.name.encode())
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+        for name in _tables_of(analysis) + ["analysis.json"]:
+            h.update(name.encode())
+            h.update(hashlib.sha256((analysis / name).read_bytes()).digest())
     return h.hexdigest()
 
 
-def run_id(store: Path) -> str:
-    return hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:16]
+def run_id(store: str | Path | Location) -> str:
+    """A run's id: a digest of its store's absolute path or URL."""
+    return hashlib.sha256(locate(store).resolved().encode()).hexdigest()[:16]
 
 
 def sample_frame(ds, rid: str) -> pd.DataFrame:
@@ -158,25 +166,26 @@ def _append(con, table: str, df: pd.DataFrame) -> None:
         con.unregister("_incoming")
 
 
-def _add_run(con, rid: str, store: Path, analysis: Path | None, fingerprint: str) -> None:
+def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerprint: str) -> None:
     ds = open_store(store)
     info = json.loads((analysis / "analysis.json").read_text()) if analysis else {}
     carve = ds.attrs.get("carve_out")
     _append(con, "runs", pd.DataFrame([{
-        "run_id": rid, "store_path": str(store.resolve()), "task": ds.attrs["task"], "split": ds.attrs["split"],
+        "run_id": rid, "store_path": store.resolved(), "task": ds.attrs["task"], "split": ds.attrs["split"],
         "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
         "n_samples": ds.sizes["sample"], "carve_out": bool(carve), "carve_out_json": json.dumps(carve),
-        "analysis_path": str(analysis.resolve()) if analysis else None,
+        "analysis_path": analysis.resolved() if analysis else None,
         "layer_fit": info.get("layer_fit"), "metadata": json.dumps(dict(ds.attrs), sort_keys=True),
         "fingerprint": fingerprint,
     }]))
     _append(con, "samples", sample_frame(ds, rid))
     if analysis is None:
         return
+    present = set(_tables_of(analysis))
     for table in ANALYSIS_TABLES:
-        path = analysis / f"{table}.parquet"
-        if path.is_file():
-            _append(con, table, pd.read_parquet(path).assign(run_id=rid, split=ds.attrs["split"]))
+        if f"{table}.parquet" in present:
+            frame = pd.read_parquet(io.BytesIO((analysis / f"{table}.parquet").read_bytes()))
+            _append(con, table, frame.assign(run_id=rid, split=ds.attrs["split"]))
 
 
 def _schema_version(con) -> int | None:
@@ -204,13 +213,14 @@ def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
     return runs, version is not None and version < INDEX_SCHEMA_VERSION
 
 
-def indexed_paths(db: Path) -> list[Path]:
-    """The stores and analysis folders an existing index was built from, those still there: what a rebuild
-    of it re-reads."""
+def indexed_paths(db: Path) -> list[Location]:
+    """The stores and analysis folders (paths or URLs) an existing index was built from, those still there:
+    what a rebuild of it re-reads."""
     _existing_runs(db)  # a file that is no bertology index is refused with the fix
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.sql("SELECT store_path, analysis_path FROM runs").fetchall()
-    return sorted({Path(p) for row in rows for p in row if p and Path(p).is_dir()})
+    found = {Location(p) for row in rows for p in row if p}
+    return sorted((p for p in found if p.isdir()), key=Location.resolved)
 
 
 def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
@@ -219,10 +229,13 @@ def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
     ``wait`` seconds for another build of ``db`` to finish first. ``results`` is a results folder, or a list
     of stores, analysis folders and results folders (the index then holds exactly the runs they name).
     ``on_run(k, n, store)`` is called as the k-th of the n runs to (re)index is committed."""
-    paths = [Path(p) for p in (results if isinstance(results, (list, tuple)) else [results])]
+    paths = [locate(p) for p in (results if isinstance(results, (list, tuple)) else [results])]
     db = Path(db)
+    if "://" in str(db):
+        raise BertologyError(f"{db}: the index is a DuckDB file on this machine's disk; give --db a local path "
+                             f"(the stores and analysis folders it indexes may be URLs)")
     for path in paths:
-        if not path.is_dir():
+        if not path.isdir():
             raise BertologyError(f"{path}: no such results folder, store or analysis folder")
     if not db.parent.is_dir():
         raise BertologyError(f"{db}: its folder {db.parent} does not exist; create it or choose another --db")
@@ -239,26 +252,35 @@ def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
         lock.release()
 
 
-def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
+def _analysed_store(a: Location, info: dict) -> Location:
+    """The store an analysis folder names: beside it as it was when analysed (results folders can move), or
+    at its recorded path or URL."""
+    rel = info.get("store_relative")
+    if rel and a.local:
+        return Location(os.path.normpath(a.local_path / rel))
+    return Location(info["store"])
+
+
+def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
     stores, analyses = _walk(paths)
-    by_store: dict[str, Path] = {}
+    by_store: dict[str, Location] = {}
     outdated: dict[str, str] = {}
     for a in analyses:
         try:
             info = json.loads((a / "analysis.json").read_text())
-            target = (a / info["store_relative"]) if "store_relative" in info else Path(info["store"])
+            target = _analysed_store(a, info)
         except (KeyError, ValueError) as e:
             raise BertologyError(f"{a / 'analysis.json'}: unreadable ({e}); rerun `bertology analyze`") from None
         if info.get("format", 1) != ANALYSIS_FORMAT:
-            outdated[str(target.resolve())] = (f"analysed in format {info.get('format', 1)} (this bertology reads "
-                                               f"{ANALYSIS_FORMAT}); rerun `bertology analyze` into {a}")
+            outdated[target.resolved()] = (f"analysed in format {info.get('format', 1)} (this bertology reads "
+                                           f"{ANALYSIS_FORMAT}); rerun `bertology analyze` into {a}")
         else:
-            by_store[str(target.resolve())] = a
+            by_store[target.resolved()] = a
     where = paths[0] if len(paths) == 1 else f"{len(paths)} paths"
     report = IndexReport()
-    wanted: dict[str, tuple[Path, Path | None, str]] = {}
+    wanted: dict[str, tuple[Location, Location | None, str]] = {}
     for store in stores:
-        key = str(store.resolve())
+        key = store.resolved()
         try:
             attrs = read_attrs(store)
         except StoreError as e:
@@ -275,7 +297,7 @@ def _build(paths: list[Path], db: Path, on_run=None) -> IndexReport:
             continue
         analysis = by_store.get(key)
         wanted[run_id(store)] = (store, analysis, _fingerprint(store, analysis))
-    found = {str(s.resolve()) for s in stores}
+    found = {s.resolved() for s in stores}
     for target, a in sorted(by_store.items()):
         if target not in found:
             report.skipped.append(f"{a}: analysis of {target}, which is not among the stores indexed; name the "

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .engine import compute, shared, task
+
 FIT_TRAIN, FIT_CROSS = "train store", "cross-fitted on dev"
 
 
@@ -54,33 +56,38 @@ def _readouts(x_fit, y_fit, x_eval, C):
 
 def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: str = "ln2", folds: int = 5,
                       seed: int = 0) -> tuple[pd.DataFrame, str]:
-    """One row per (sample, layer): centroid and probe predictions, [CLS] norm, class-direction projection."""
+    """One row per (sample, layer): centroid and probe predictions, [CLS] norm, class-direction projection
+    (one task per layer)."""
+    layers = [0] + [int(l) for l in ds["layer"].values]
+    fit = FIT_TRAIN if train is not None else FIT_CROSS
+    if train is not None and train.attrs.get("model_sha256") != ds.attrs.get("model_sha256"):
+        raise ValueError("the train store was extracted from a different checkpoint than the dev store")
+    src, tr = shared(ds), shared(train)
+    frames = compute(*(task(_layer_frame, src, tr, layer, site, folds, seed) for layer in layers))
+    return pd.concat(frames, ignore_index=True), fit
+
+
+def _layer_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str, folds: int, seed: int):
+    """One task: the readouts of one layer for every sample."""
     from sklearn.model_selection import StratifiedKFold
 
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
     n = len(y)
-    layers = [0] + [int(l) for l in ds["layer"].values]
-    fit = FIT_TRAIN if train is not None else FIT_CROSS
-    if train is not None and train.attrs.get("model_sha256") != ds.attrs.get("model_sha256"):
-        raise ValueError("the train store was extracted from a different checkpoint than the dev store")
-    frames = []
-    for layer in layers:
-        x = layer_vectors(ds, layer, site)
-        cen_pred = np.zeros(n, dtype=int)
-        probe_pred = np.zeros(n, dtype=int)
-        proj = np.zeros(n)
-        if train is not None:
-            xt, yt = layer_vectors(train, layer, site), train["label"].values.astype(int)
-            cen_pred, probe_pred, proj = _readouts(xt, yt, x, C)
-        else:
-            k = int(max(2, min(folds, np.bincount(y, minlength=C)[np.bincount(y, minlength=C) > 0].min())))
-            for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-                cen_pred[te], probe_pred[te], proj[te] = _readouts(x[tr], y[tr], x[te], C)
-        frames.append(pd.DataFrame({
-            "sample_index": np.arange(n), "sample_id": ds["sample"].values.astype(np.int64), "layer": layer,
-            "site": "embed" if layer == 0 else site, "label": y, "centroid_pred": cen_pred,
-            "probe_pred": probe_pred, "centroid_correct": cen_pred == y, "probe_correct": probe_pred == y,
-            "cls_norm": np.linalg.norm(x, axis=1), "class_direction_projection": proj,
-        }))
-    return pd.concat(frames, ignore_index=True), fit
+    x = layer_vectors(ds, layer, site)
+    cen_pred = np.zeros(n, dtype=int)
+    probe_pred = np.zeros(n, dtype=int)
+    proj = np.zeros(n)
+    if train is not None:
+        xt, yt = layer_vectors(train, layer, site), train["label"].values.astype(int)
+        cen_pred, probe_pred, proj = _readouts(xt, yt, x, C)
+    else:
+        k = int(max(2, min(folds, np.bincount(y, minlength=C)[np.bincount(y, minlength=C) > 0].min())))
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            cen_pred[te], probe_pred[te], proj[te] = _readouts(x[tr], y[tr], x[te], C)
+    return pd.DataFrame({
+        "sample_index": np.arange(n), "sample_id": ds["sample"].values.astype(np.int64), "layer": layer,
+        "site": "embed" if layer == 0 else site, "label": y, "centroid_pred": cen_pred,
+        "probe_pred": probe_pred, "centroid_correct": cen_pred == y, "probe_correct": probe_pred == y,
+        "cls_norm": np.linalg.norm(x, axis=1), "class_direction_projection": proj,
+    })

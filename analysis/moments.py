@@ -140,8 +140,9 @@ def energies_from_moments(N: np.ndarray, S: np.ndarray, Q: np.ndarray, shift: np
 
 class Estimates(NamedTuple):
     """One statistic for K series: full-sample estimate (K,), resamples (B, K), CI bounds (K,), and the
-    leave-one-out values (n, K) that BCa intervals of derived quantities (e.g. layer differences) need, and
-    (with permutations) the statistic under P random relabellings (P, K): its chance level."""
+    leave-one-out values (n, K) that BCa intervals of derived quantities (e.g. layer differences) need,
+    (with permutations) the statistic under P random relabellings (P, K): its chance level, and the method
+    of each interval."""
 
     estimate: np.ndarray
     resamples: np.ndarray
@@ -149,6 +150,7 @@ class Estimates(NamedTuple):
     ci_high: np.ndarray
     jackknife: np.ndarray
     null: np.ndarray | None = None
+    ci_method: np.ndarray | None = None   # (K,) how each interval was made (bootstrap.CI_METHODS)
 
 
 class ArraySource:
@@ -169,64 +171,94 @@ def _shifted(b: SampleSums, c: np.ndarray) -> SampleSums:
 
 
 def energies_with_ci(source, labels: np.ndarray, n_classes: int, boot, method: str = "bca",
-                     k_block: int = 8, sample_block: int = 256, permutations: int = 0, seed: int = 0,
+                     k_block: int = 8, sample_block: int | None = None, permutations: int = 0, seed: int = 0,
                      ) -> dict[str, "Estimates"]:
     """For each statistic, its :class:`Estimates` over the K series.
 
-    ``source`` is a :class:`SampleSums` or any object with ``n``, ``K`` and ``block(series_slice,
-    sample_slice) -> SampleSums`` (e.g. one reading a store lazily). The data are streamed in blocks of
-    ``k_block`` series × ``sample_block`` samples, three passes per series block (centre, moments, jackknife),
-    so memory depends on the block sizes and B, not on the number of samples.
+    ``source`` is a :class:`SampleSums` or any picklable object with ``n``, ``K`` and ``block(series_slice,
+    sample_slice) -> SampleSums`` (e.g. one reading a store). The work is a dask graph (:mod:`engine`) with,
+    per block of ``k_block`` series, three rounds of tasks over blocks of ``sample_block`` samples: the
+    centre (summed), the class moments under the full sample, every bootstrap resample and every permutation
+    (summed), and the leave-one-out values (concatenated). A task holds one block and B-sized moments, so
+    memory depends on the block sizes and B, not on the number of samples.
 
     ``method='bca'`` (default) corrects the percentile interval for the bias and skew of these ratio
     estimators, with an exact leave-one-out jackknife; ``'percentile'`` is the plain interval.
     ``permutations=P`` also evaluates every statistic under P seeded random relabellings of the samples
     (``Estimates.null``): the level a statistic reaches by chance, e.g. the noise floor d/n of a ratio.
     """
-    from .bootstrap import bca_ci, percentile_ci
+    from .engine import compute, concat, sample_blocks, shared, task, tree_sum
 
     if isinstance(source, SampleSums):
         source = ArraySource(source)
     n, K = source.n, source.K
     labels = np.asarray(labels)
-    sample_slices = [slice(i, min(i + sample_block, n)) for i in range(0, n, sample_block)]
+    blocks = sample_blocks(n, sample_block)
     rng = np.random.default_rng(seed)
     perm_labels = np.stack([rng.permutation(labels) for _ in range(permutations)]) if permutations else None
-    parts: dict[str, list] = {}
+    src, lab, bt, perm = shared(source), shared(labels), shared(boot), shared(perm_labels)
+    per_series = []
     for k0 in range(0, K, k_block):
         ks = slice(k0, min(k0 + k_block, K))
-        tot_s, tot_m = 0.0, 0.0
-        for sl in sample_slices:                                   # pass 1: the centre
-            b = source.block(ks, sl)
-            tot_s = tot_s + b.s.sum(axis=0)
-            tot_m += b.m.sum()
-        c = tot_s / tot_m
-        full = boot_m = perm_m = None
-        add = lambda acc, new: new if acc is None else tuple(x + y for x, y in zip(acc, new))  # noqa: E731
-        for sl in sample_slices:                                   # pass 2: moments, full, resampled, permuted
-            b = _shifted(source.block(ks, sl), c)
-            ones = np.ones((1, sl.stop - sl.start))
-            full = add(full, class_moments(b, labels[sl], n_classes, ones))
-            boot_m = add(boot_m, class_moments(b, labels[sl], n_classes, boot.weights[:, sl]))
-            if perm_labels is not None:
-                perm_m = add(perm_m, class_moments(b, perm_labels[:, sl], n_classes, ones))
-        est = energies_from_moments(*full, shift=c)
-        bs = energies_from_moments(*boot_m, shift=c)
-        null = energies_from_moments(*perm_m, shift=c) if perm_m is not None else None
-        jk_parts = []
-        if method == "bca":                                        # pass 3: leave-one-out
-            for sl in sample_slices:
-                b = _shifted(source.block(ks, sl), c)
-                jk_parts.append(energies_from_moments(*jackknife_moments(full, b, labels[sl], n_classes), shift=c))
-        for name in est:
-            if method == "bca":
-                jk = np.concatenate([j[name] for j in jk_parts], axis=0)
-                lo, hi = bca_ci(bs[name], est[name][0], jk)
-            else:
-                jk = np.full((n, est[name].shape[1]), np.nan)
-                lo, hi = percentile_ci(bs[name])
-            parts.setdefault(name, []).append((est[name][0], bs[name], lo, hi, jk,
-                                               null[name] if null is not None else None))
-    return {name: Estimates(*(np.concatenate([p[i] for p in ps], axis=-1) for i in range(5)),
-                            np.concatenate([p[5] for p in ps], axis=-1) if permutations else None)
-            for name, ps in parts.items()}
+        total = tree_sum([task(_block_total, src, ks, sl) for sl in blocks])
+        moments = tree_sum([task(_block_moments, src, ks, sl, total, lab, n_classes, bt, perm) for sl in blocks])
+        jack = (concat([task(_block_jackknife, src, ks, sl, total, moments, lab, n_classes) for sl in blocks])
+                if method == "bca" else None)
+        per_series.append(task(_block_estimates, total, moments, jack, method, n))
+    parts = compute(*per_series)
+    names = parts[0].keys()
+    return {name: Estimates(*(np.concatenate([p[name][i] for p in parts], axis=-1) for i in range(5)),
+                            np.concatenate([p[name][5] for p in parts], axis=-1) if permutations else None,
+                            np.concatenate([p[name][6] for p in parts], axis=-1))
+            for name in names}
+
+
+def _block_total(source, ks: slice, sl: slice):
+    """Pass 1 (summed over blocks): the sum of the vectors and their count, for the centre."""
+    b = source.block(ks, sl)
+    return b.s.sum(axis=0), np.array(b.m.sum())
+
+
+def _centre_of(total) -> np.ndarray:
+    s, m = total
+    return s / m
+
+
+def _block_moments(source, ks: slice, sl: slice, total, labels, n_classes: int, boot, perm_labels):
+    """Pass 2 (summed over blocks): class moments about the centre under the full sample, each bootstrap
+    resample (this block's own weights) and each permutation."""
+    b = _shifted(source.block(ks, sl), _centre_of(total))
+    ones = np.ones((1, sl.stop - sl.start))
+    full = class_moments(b, labels[sl], n_classes, ones)
+    resampled = class_moments(b, labels[sl], n_classes, boot.block(sl))
+    permuted = class_moments(b, perm_labels[:, sl], n_classes, ones) if perm_labels is not None else ()
+    return full, resampled, permuted
+
+
+def _block_jackknife(source, ks: slice, sl: slice, total, moments, labels, n_classes: int):
+    """Pass 3 (concatenated): every statistic with each of the block's samples left out."""
+    c = _centre_of(total)
+    b = _shifted(source.block(ks, sl), c)
+    return energies_from_moments(*jackknife_moments(moments[0], b, labels[sl], n_classes), shift=c)
+
+
+def _block_estimates(total, moments, jack, method: str, n: int):
+    """Per statistic: (estimate, resamples, ci_low, ci_high, jackknife, null, ci_method) for a series block."""
+    from .bootstrap import bca_interval, percentile_ci
+
+    c = _centre_of(total)
+    full, resampled, permuted = moments
+    est = energies_from_moments(*full, shift=c)
+    bs = energies_from_moments(*resampled, shift=c)
+    null = energies_from_moments(*permuted, shift=c) if permuted else None
+    out = {}
+    for name in est:
+        if method == "bca":
+            jk = jack[name]
+            lo, hi, how = bca_interval(bs[name], est[name][0], jk)
+        else:
+            jk = np.full((n, est[name].shape[1]), np.nan)
+            lo, hi = percentile_ci(bs[name])
+            how = np.full(lo.shape, "percentile", dtype=object)
+        out[name] = (est[name][0], bs[name], lo, hi, jk, null[name] if null is not None else None, how)
+    return out

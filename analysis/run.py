@@ -13,6 +13,7 @@ deterministic and layer differences paired.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -22,12 +23,14 @@ import pandas as pd
 
 from bertology import BertologyError
 from bertology.store import open_store
+from bertology.store.location import Location, locate
 from bertology.store.params import ModelParameters
 from bertology.store.sweep import open_sweep
 
 from .attention_heads import attention_tables
 from .attribution import attribution_tables, ffn_output_tables
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
+from .engine import engine
 from .catalog import ANALYSIS_FORMAT, BY_NAME, PER_ROW, RETIRED
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
@@ -37,7 +40,8 @@ from .separability import separability, skip_candidates
 from .task_metrics import task_metrics
 from .token_strength import token_strength
 
-FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj"]
+FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj",
+         "ci_method", "estimate_bc"]
 
 
 @dataclass
@@ -58,32 +62,39 @@ class AnalyzeConfig:
     attention: bool = True                # Kovaleva's head analyses, when the store holds attention maps
     attribution_samples: int = 50         # Kobayashi's norm-based attribution on the first N samples (0: none)
     ig_steps: int | None = None           # None: the exact integral through the activation; m: m-point IG
+    block_size: int | None = None         # samples per task (None: engine.DEFAULT_BLOCK); results do not depend on it
 
 
 def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     df = df.copy()
     df.insert(0, "model", model)
     df.insert(0, "task", task)
+    if "ci_method" not in df:  # every interval is a percentile interval unless its analysis says otherwise
+        df["ci_method"] = None
+    if "ci_low" in df:
+        df["ci_method"] = df["ci_method"].where(df["ci_method"].notna() | df["ci_low"].isna(), "percentile")
     for c in FRONT:
         if c not in df:
-            df[c] = float("nan") if c in ("p", "p_adj") else None
+            df[c] = float("nan") if c in ("p", "p_adj", "estimate_bc") else None
     for c in ("layer", "head"):  # NULL where a row is about no single layer (head): see its ``unit``
         if c in df:
             df[c] = df[c].astype("Int64")
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a file whole or not at all (a reader never sees half of it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _relative(store: Location, out: Location) -> str | None:
+    """The store's path from the analysis folder, when both are on this disk (results folders can move)."""
+    return os.path.relpath(store.resolved(), out.resolved()) if store.local and out.local else None
 
 
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
             train_store: str | Path | None = None, sweep: str | Path | None = None,
-            pretrained_store: str | Path | None = None, checkpoint: str | Path | None = None) -> dict[str, Path]:
+            pretrained_store: str | Path | None = None, checkpoint: str | Path | None = None,
+            scheduler: str | None = None) -> dict[str, Path]:
     """Compute every table for one store and write them (atomically, each file) under ``out``.
+
+    Every path may be a URL (:mod:`bertology.store.location`). The work runs as dask tasks over sample
+    blocks on ``scheduler`` (see :func:`engine.engine`: threads, processes, local:N or a scheduler address).
 
     ``train_store`` (a ``--cls-only`` store of the train split, same checkpoint) is where the per-layer
     probes and centroids are fitted; without it they are cross-fitted on the store itself. ``sweep`` (from
@@ -95,19 +106,29 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     records (``checkpoint`` overrides its path; the weights' sha256 must match).
     """
     cfg = cfg or AnalyzeConfig()
-    if Path(out).exists() and not Path(out).is_dir():
+    out = locate(out)
+    if out.isfile():
         raise BertologyError(f"{out}: is a file; --out names the folder the tables are written to")
-    ds = open_store(store)
-    train = open_store(train_store) if train_store else None
+    store = locate(store)
+    ds = open_store(store, dask=False)
+    train = open_store(train_store, dask=False) if train_store else None
     task, model = ds.attrs["task"], ds.attrs["model"]
-    boot = Bootstrap.draw(ds.sizes["sample"], cfg.resamples, cfg.seed)
+    with engine(scheduler):
+        tables, fit, cost = _tables(ds, train, cfg, store, sweep, pretrained_store, checkpoint)
+    return _write(tables, out, cfg, task, model, ds, store, fit, cost, train_store, sweep, pretrained_store)
+
+
+def _tables(ds, train, cfg: AnalyzeConfig, store, sweep, pretrained_store, checkpoint):
+    """Every table of one store (the dask work of :func:`analyze`)."""
+    blocks = cfg.block_size
+    boot = Bootstrap.of(ds, cfg.resamples, cfg.seed)
     sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci,
-                       pooling=cfg.pooling, permutations=cfg.permutations)
+                       pooling=cfg.pooling, permutations=cfg.permutations, block_size=blocks)
     tables = {
         "separability": sep,
         "skip_candidates": skip_candidates(sep[sep["pooling"] == "cls"], cfg.skip_statistic, cfg.skip_rule,
                                            cfg.skip_k),
-        "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci),
+        "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci, block_size=blocks),
     }
     tables["task_metrics"] = task_metrics(ds["label"].values, ds["pred"].values, boot, ds.sizes["class"])
     preds, fit = layer_predictions(ds, train, seed=cfg.seed)
@@ -115,7 +136,8 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     tables["error_summary"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
     if any(v.startswith("token_") and v in ds.data_vars for v in ds.data_vars):
         try:
-            summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site)
+            summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site,
+                                                block_size=blocks)
             tables["token_strength_summary"] = summary
             tables["token_strength"] = per_token
         except ValueError as e:  # the store lacks token states at the strength layer/site
@@ -123,10 +145,10 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     if pretrained_store is not None and "attention" not in ds:
         raise BertologyError(f"{store}: no attention maps to compare with {pretrained_store}; extract with attention")
     if cfg.attention and "attention" in ds:
-        pre = open_store(pretrained_store) if pretrained_store else None
+        pre = open_store(pretrained_store, dask=False) if pretrained_store else None
         if pre is not None and "attention" not in pre:
             raise BertologyError(f"{pretrained_store}: holds no attention maps; extract it with --attention-only")
-        tables.update(attention_tables(ds, boot, pre))
+        tables.update(attention_tables(ds, boot, pre, block_size=blocks))
     cost, params = None, None
     if cfg.attribution_samples and all(v in ds for v in ("attention", "token_ff", "token_ln1")):
         params = ModelParameters(ds.attrs, checkpoint)
@@ -134,7 +156,7 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
                                         cfg.correction, params)
         tables.update(attr)
     if "token_ff" in ds and "token_ln1" in ds:  # ‖ff‖/‖ln1‖ needs only the store; outlier dims LN2's γ too
-        tables["ff_norm_ratio"], outliers = ffn_output_tables(ds, boot, params)
+        tables["ff_norm_ratio"], outliers = ffn_output_tables(ds, boot, params, block_size=blocks)
         if outliers is not None:
             tables["ffn_outlier_dims"] = outliers
     if sweep is not None:
@@ -147,30 +169,35 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
         tables["apriori_validation"] = apriori_validation(tables["layer_skip"], sep, cfg.skip_statistic,
                                                           n_layers=int(sw.attrs["n_layers"]))
         tables["intervention_predictions"] = prediction_rows(sw)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    return tables, fit, cost
+
+
+def _write(tables, out: Location, cfg: AnalyzeConfig, task: str, model: str, ds, store: Location, fit, cost,
+           train_store, sweep, pretrained_store) -> dict[str, Path]:
+    """Write the tables (each file whole or not at all), then ``analysis.json``, then ``timings.json``."""
+    out.mkdir()
     written = {}
     unknown = set(tables) - set(BY_NAME)
     assert not unknown, f"tables missing from analysis.catalog: {sorted(unknown)}"
-    for stale in out.glob("*.parquet"):  # a table an earlier analysis of this folder wrote and this one does not
-        if stale.stem not in tables and (stale.stem in BY_NAME or stale.stem in RETIRED):
-            stale.unlink()
+    for stale in out.listdir():  # a table an earlier analysis of this folder wrote and this one does not
+        stem = stale.removesuffix(".parquet")
+        if stale.endswith(".parquet") and stem not in tables and (stem in BY_NAME or stem in RETIRED):
+            (out / stale).remove()
     for name, df in tables.items():
         df = df.assign(task=task, model=model) if name in PER_ROW else tidy(df, task, model)
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
         path = out / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        written[name] = path
-    _write_text(out / "analysis.json", json.dumps(
-        {"format": ANALYSIS_FORMAT, "store": str(Path(store).resolve()),
-         "store_relative": os.path.relpath(Path(store).resolve(), out.resolve()),  # results folders can move
-         "train_store": str(Path(train_store).resolve()) if train_store else None,
-         "sweep": str(Path(sweep).resolve()) if sweep else None,
-         "pretrained_store": str(Path(pretrained_store).resolve()) if pretrained_store else None,
+        path.write_bytes(buf.getvalue())  # whole or not at all
+        written[name] = path.local_path if path.local else path
+    named = lambda p: locate(p).resolved() if p else None  # noqa: E731 - a URL or an absolute path, no options
+    (out / "analysis.json").write_text(json.dumps(
+        {"format": ANALYSIS_FORMAT, "store": store.resolved(),
+         "store_relative": _relative(store, out),
+         "train_store": named(train_store), "sweep": named(sweep), "pretrained_store": named(pretrained_store),
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
          "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
     # measured wall time differs between identical runs: kept apart, so analysis.json (and the index's
     # fingerprint of it) changes only when the results do
-    _write_text(out / "timings.json", json.dumps({"attribution_cost": cost}, indent=2) + "\n")
+    (out / "timings.json").write_text(json.dumps({"attribution_cost": cost}, indent=2) + "\n")
     return written

@@ -13,7 +13,8 @@ import xarray as xr
 
 from bertology.store.schema import token_var
 
-from .bootstrap import Bootstrap, adjust, bca_ci, bootstrap_p, percentile_ci
+from .bootstrap import Bootstrap, adjust, bca_interval, bias_corrected, bootstrap_p, percentile_ci
+from .engine import compute, shared, task
 from .moments import Estimates, SampleSums, energies_with_ci
 
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
@@ -88,6 +89,7 @@ def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    x = np.asarray(x, dtype=np.float64)
     k = int(min(folds, np.bincount(y).min()))
     if k < 2:
         return np.full(len(y), np.nan)
@@ -96,9 +98,15 @@ def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -
     return (pred == y).astype(np.float64)
 
 
+def _series_probe(src, k: int, y: np.ndarray, seed: int) -> np.ndarray:
+    """The probe of series ``k`` (one task: it reads that series for every sample)."""
+    return probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
+
+
 def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_site: str = "ln2",
                  seed: int = 0, correction: str = "holm", ci: str = "bca",
-                 pooling: tuple[str, ...] = ("cls",), permutations: int = 200) -> pd.DataFrame:
+                 pooling: tuple[str, ...] = ("cls",), permutations: int = 200,
+                 block_size: int | None = None) -> pd.DataFrame:
     """Separability rows for each pooling: ``cls`` (the [CLS] vector) and/or ``mean`` (mean-pooled tokens,
     the stored token layers and sites); a ``pooling`` column tells them apart.
 
@@ -116,12 +124,13 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         else:
             raise ValueError(f"unknown pooling {pool!r}; use 'cls' or 'mean'")
         frames.append(_separability(ds, src, boot, probe=probe, delta_site=delta_site, seed=seed,
-                                    correction=correction, ci=ci, permutations=permutations).assign(pooling=pool))
+                                    correction=correction, ci=ci, permutations=permutations,
+                                    block_size=block_size).assign(pooling=pool))
     return pd.concat(frames, ignore_index=True)
 
 
 def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_site: str, seed: int,
-                  correction: str, ci: str, permutations: int = 0) -> pd.DataFrame:
+                  correction: str, ci: str, permutations: int = 0, block_size: int | None = None) -> pd.DataFrame:
     """Separability per layer × site with bootstrap CIs, plus ``delta_*`` rows with paired tests.
 
     Rows: statistic ∈ {fisher_trace, centroid_ratio, probe_accuracy} at each (layer, site), layer 0 being
@@ -132,26 +141,30 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
     keys = src.keys
-    res = energies_with_ci(src, y, C, boot, method=ci, permutations=permutations, seed=seed)
+    res = energies_with_ci(src, y, C, boot, method=ci, permutations=permutations, seed=seed,
+                           sample_block=block_size)
     stats = {s: res[s] for s in RATIO_STATISTICS if C == 2 or s != "centroid_ratio"}
-    if probe:
-        correct = np.stack([probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
-                            for k in range(src.K)], axis=1)                    # (n, K)
-        bs = (boot.weights @ correct) / boot.n
+    if probe:  # one task per series: each cross-validated probe reads its series for every sample
+        shared_src, shared_y = shared(src), shared(y)
+        correct = np.stack(compute(*(task(_series_probe, shared_src, k, shared_y, seed) for k in range(src.K))),
+                           axis=1)                                              # (n, K)
+        est, bs = boot.mean(correct)
         n = len(y)
         jk = (correct.sum(axis=0)[None] - correct) / (n - 1)                  # leave-one-out accuracy
-        stats["probe_accuracy"] = Estimates(correct.mean(axis=0), bs, *percentile_ci(bs), jk)
+        stats["probe_accuracy"] = Estimates(est, bs, *percentile_ci(bs), jk,
+                                            ci_method=np.full(src.K, "percentile", dtype=object))
     rows = []
     for name, e in stats.items():
+        bc = bias_corrected(e.resamples, e.estimate)
         for k, (layer, site) in enumerate(keys):
             rows.append(dict(layer=layer, site=site, statistic=name, estimate=e.estimate[k], ci_low=e.ci_low[k],
-                             ci_high=e.ci_high[k]))
+                             ci_high=e.ci_high[k], ci_method=e.ci_method[k], estimate_bc=bc[k]))
         if e.null is not None:  # chance level: the statistic under random relabellings, and a permutation test
             lo, hi = np.quantile(e.null, [0.025, 0.975], axis=0)
             p = (1 + np.sum(e.null >= e.estimate[None], axis=0)) / (1 + e.null.shape[0])
             for k, (layer, site) in enumerate(keys):
                 rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=e.null[:, k].mean(),
-                                 ci_low=lo[k], ci_high=hi[k], p=p[k]))
+                                 ci_low=lo[k], ci_high=hi[k], p=p[k], ci_method="permutation"))
     # Δ from layer l−1 to l at the delta site (layer 0: the embedding output), paired over resamples
     layers = [l for l, s in keys if s == delta_site and l > 0]
     if not layers:
@@ -160,20 +173,24 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     chain_layers = layers if start is not None else layers[1:]   # Δ needs the layer before
     chain = ([start] if start is not None else [keys.index((layers[0], delta_site))]) + \
         [keys.index((l, delta_site)) for l in chain_layers]
-    for name, (est, bs, _, _, jk, _) in stats.items():
+    for name, e in stats.items():
+        est, bs, jk = e.estimate, e.resamples, e.jackknife
         d_est = est[chain[1:]] - est[chain[:-1]]
         d_bs = bs[:, chain[1:]] - bs[:, chain[:-1]]
         if ci == "bca":  # the ratios are biased under resampling: correct the paired difference's interval too
-            lo, hi = bca_ci(d_bs, d_est, jk[:, chain[1:]] - jk[:, chain[:-1]])
+            lo, hi, how = bca_interval(d_bs, d_est, jk[:, chain[1:]] - jk[:, chain[:-1]])
         else:
             lo, hi = percentile_ci(d_bs)
+            how = np.full(len(d_est), "percentile", dtype=object)
+        bc = bias_corrected(d_bs, d_est)
         # resampling shifts these ratios (duplicated samples look more separable): test the estimate, i.e. the
         # paired bootstrap distribution re-centred on it
         p = bootstrap_p(d_bs - np.nanmean(d_bs, axis=0) + d_est)
         p_adj = adjust(p, correction)
         for i, layer in enumerate(chain_layers):
             rows.append(dict(layer=int(layer), site=delta_site, statistic=f"delta_{name}", estimate=d_est[i],
-                             ci_low=lo[i], ci_high=hi[i], p=p[i], p_adj=p_adj[i]))
+                             ci_low=lo[i], ci_high=hi[i], p=p[i], p_adj=p_adj[i], ci_method=how[i],
+                             estimate_bc=bc[i]))
     out = pd.DataFrame(rows)
     out["n"] = len(y)
     return out
@@ -206,7 +223,7 @@ def apriori_skip_layers(ds: xr.Dataset, statistic: str = "fisher_trace", rule: s
                         seed: int = 0) -> list[int]:
     """The layers :func:`skip_candidates` picks from a store's [CLS] separability (the point estimates of
     Δ, which do not depend on the bootstrap), for a sweep that skips only the a-priori candidates."""
-    sep = separability(ds, Bootstrap.draw(ds.sizes["sample"], 20, seed), probe=statistic == "probe_accuracy",
+    sep = separability(ds, Bootstrap.of(ds, 20, seed), probe=statistic == "probe_accuracy",
                        seed=seed, permutations=0)
     cand = skip_candidates(sep, statistic, rule, k)
     return sorted(cand.loc[cand["candidate"], "layer"].astype(int).tolist())

@@ -28,6 +28,7 @@ import xarray as xr
 from bertology.store.schema import token_var
 
 from .bootstrap import Bootstrap, percentile_ci
+from .engine import compute, concat, sample_blocks, shared, task
 from .vocabulary import WORD_CATEGORIES
 
 CATEGORIES = WORD_CATEGORIES
@@ -78,16 +79,27 @@ def word_ids(tokens: list[str], bpe: bool) -> np.ndarray:
     return ids
 
 
-def strengths(ds: xr.Dataset, layer: int, site: str = "ln2", block: int = 16384) -> np.ndarray:
-    """‖h‖ of every token at one layer and site, read a block of tokens at a time (float32: float16
-    squares overflow)."""
+def strengths(ds: xr.Dataset, layers, site: str = "ln2", block_size: int | None = None) -> np.ndarray:
+    """‖h‖ of every token at each of ``layers`` (one layer: an int) and one site, (tokens,) or (tokens,
+    layers): one task per block of samples, reading that block's tokens (float32: float16 squares overflow)."""
+    one = np.ndim(layers) == 0
+    layers = [int(layers)] if one else [int(l) for l in layers]
     var = token_var(site)
-    if var not in ds or layer not in ds["token_layer"].values:
-        raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
-    h = ds[var].sel(token_layer=layer)
-    T = ds.sizes["token"]
-    return np.concatenate([np.linalg.norm(h.isel(token=slice(t, t + block)).values.astype(np.float32), axis=1)
-                           for t in range(0, T, block)]).astype(np.float64)
+    for layer in layers:
+        if var not in ds or layer not in ds["token_layer"].values:
+            raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
+    starts = ds["token_start"].values.astype(np.int64)
+    ends = starts + ds["length"].values.astype(np.int64)
+    spans = [(int(starts[sl.start]), int(ends[sl.stop - 1])) for sl in sample_blocks(len(starts), block_size)]
+    src = shared(ds)
+    norms = compute(concat([task(_block_strengths, src, var, layers, t0, t1) for t0, t1 in spans]))[0]
+    return norms[:, 0] if one else norms
+
+
+def _block_strengths(ds: xr.Dataset, var: str, layers: list[int], t0: int, t1: int) -> np.ndarray:
+    """One task: the norms of tokens t0..t1 at each layer, (tokens, layers)."""
+    h = ds[var].sel(token_layer=layers).isel(token=slice(t0, t1)).values.astype(np.float32)
+    return np.linalg.norm(h, axis=2).astype(np.float64)
 
 
 def token_table(ds: xr.Dataset) -> pd.DataFrame:
@@ -115,10 +127,11 @@ def token_table(ds: xr.Dataset) -> pd.DataFrame:
     return df
 
 
-def token_frame(ds: xr.Dataset, layer: int, site: str = "ln2", table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The token table with each token's strength at ``layer``/``site``."""
+def token_frame(ds: xr.Dataset, layer: int, site: str = "ln2", table: pd.DataFrame | None = None,
+                strength: np.ndarray | None = None) -> pd.DataFrame:
+    """The token table with each token's strength at ``layer``/``site`` (``strength``: already computed)."""
     table = token_table(ds) if table is None else table
-    return table.assign(strength=strengths(ds, layer, site))
+    return table.assign(strength=strengths(ds, layer, site) if strength is None else strength)
 
 
 def word_frame(tokens: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +173,8 @@ def _share_rows(units: pd.DataFrame, boot: Bootstrap, n_samples: int, **labels) 
 
 
 def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None, site: str = "ln2",
-                   top: int = 20, min_count: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   top: int = 20, min_count: int = 5, block_size: int | None = None,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bucket shares (subword and word level, corpus and sentence thresholds), top tokens, layer profile.
 
     Returns (summary table, per-token table at the chosen layer with its buckets).
@@ -169,7 +183,11 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
     layer = layer or default_layer(L)
     n = ds.sizes["sample"]
     table = token_table(ds)
-    tok = token_frame(ds, layer, site, table)
+    profile = [int(x) for x in ds["token_layer"].values]
+    if layer not in profile:
+        strengths(ds, layer, site)  # refuses with the reason
+    norms = strengths(ds, profile, site, block_size)  # every layer's strengths in one pass over the store
+    tok = token_frame(ds, layer, site, table, norms[:, profile.index(layer)])
     rows: list[dict] = []
     units_by_level = {"subword": tok, "word": word_frame(tok)}
     for level, units in units_by_level.items():
@@ -192,8 +210,8 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
                          token=token, category=category(token, _stop_words()),
                          estimate=r["mean"], ci_low=lo[0], ci_high=hi[0], n=int(r["count"])))
     # profile over layers: mean strength by category, corpus-wide HIGH share of content words
-    for l in [int(x) for x in ds["token_layer"].values]:
-        t = tok if l == layer else token_frame(ds, l, site, table)
+    for j, l in enumerate(profile):
+        t = tok if l == layer else token_frame(ds, l, site, table, norms[:, j])
         t = t.assign(bucket=buckets(t, "corpus"))
         cat_sum = {c: np.bincount(t.loc[t["category"] == c, "sample"], weights=t.loc[t["category"] == c, "strength"],
                                   minlength=n) for c in CATEGORIES}

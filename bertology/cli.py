@@ -48,6 +48,33 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", metavar="JSON", type=_storage_options, default=None,
+                   help="fsspec storage options for URL paths (s3://, gs://, ...), e.g. "
+                        "'{\"client_kwargs\": {\"region_name\": \"eu-west-1\"}}'; credentials are better left to the "
+                        "environment (AWS_ACCESS_KEY_ID, ...), and are never written anywhere")
+
+
+def _storage_options(text: str) -> dict:
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError("a JSON object, e.g. '{\"anon\": false}'")
+    return options
+
+
+def _scheduler(text: str) -> str:
+    from bertology.analysis.engine import parse_scheduler
+
+    try:
+        parse_scheduler(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertology", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bertology {__version__}")
@@ -97,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a checkpoint whose classifier head is newly initialised at load (its predictions "
                         "are random; recorded in the store), e.g. for attention maps of a pre-trained model")
     _add_data_args(p)
+    _add_storage_args(p)
 
     p = sub.add_parser("intervene", help="a dev store's samples under every intervention (partial forwards)")
     p.add_argument("--model", required=True, help="the checkpoint the store was extracted with")
@@ -122,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    _add_storage_args(p)
 
     p = sub.add_parser("analyze", help="every table of a store (parquet): metrics, separability, skip candidates, "
                                        "FFN roles, errors, layer predictions, token strength, attention heads, "
@@ -157,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integrated-gradient steps through the FFN activation (default: the exact integral)")
     p.add_argument("--checkpoint", help="the checkpoint directory the store was extracted with, if it moved "
                                         "(attribution reads its weights; their sha256 must match the store's)")
+    p.add_argument("--scheduler", type=_scheduler, default=None,
+                   help="dask engine: threads (default), processes, local:N (a LocalCluster of N worker "
+                        "processes), or a scheduler address tcp://host:port (default: $DASK_SCHEDULER_ADDRESS, "
+                        "else threads)")
+    p.add_argument("--block-size", type=POSITIVE, default=None,
+                   help="samples per analysis task (default: the store's sample chunk); results do not depend on it")
+    _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
     p.add_argument("results", nargs="+", help="results folder (stores *.zarr and analysis folders beneath it); or "
@@ -165,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=_number(float, 0, "zero or a positive number of seconds"), default=600,
                    help="seconds to wait for another build of the same database to finish (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_storage_args(p)
 
     p = sub.add_parser("report", help="the HTML report, Markdown summary and CSV tables of a results folder")
     p.add_argument("results", help="results folder (analysed stores beneath it)")
@@ -172,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; built or updated if needed)")
     p.add_argument("--tasks", type=_csv(str), help="only these tasks (default: every analysed dev store)")
     p.add_argument("--workflow-config", help="the workflow's configuration as JSON, shown under provenance")
+    _add_storage_args(p)
 
     p = sub.add_parser("sql", help="read-only SQL over the index (no query: interactive prompt)")
     p.add_argument("query", nargs="?", help="one SQL query; omit for an interactive prompt")
@@ -188,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     pi = ssub.add_parser("info", help="summarise a store")
     pi.add_argument("path")
     pi.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    _add_storage_args(pi)
     pv = ssub.add_parser("verify", help="read every chunk of a store or sweep and report all damage (exit 1)")
     pv.add_argument("path")
     pv.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_args(pv)
     return parser
 
 
@@ -215,6 +255,10 @@ def _skip_layers(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "storage_options", None) is not None:
+        from bertology.store.location import OPTIONS_ENV
+
+        os.environ[OPTIONS_ENV] = json.dumps(args.storage_options)  # this process only (and its dask workers)
     if args.command == "finetune":
         from bertology.extract.finetune import finetune_task
 
@@ -269,21 +313,23 @@ def run(args: argparse.Namespace) -> int:
                             permutations=args.permutations,
                             strength_site=args.strength_site, confident_margin=args.confident_margin,
                             attention=not args.no_attention, attribution_samples=args.attribution_samples,
-                            ig_steps=args.ig_steps)
+                            ig_steps=args.ig_steps, block_size=args.block_size)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
                                   sweep=args.sweep, pretrained_store=args.pretrained_store,
-                                  checkpoint=args.checkpoint).items():
+                                  checkpoint=args.checkpoint, scheduler=args.scheduler).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from pathlib import Path
 
         from bertology.analysis.index import build_index
 
-        one = Path(args.results[0])
-        if args.db is None and (len(args.results) > 1 or one.name.endswith(".zarr")
+        from bertology.store.location import locate
+
+        one = locate(args.results[0])
+        if args.db is None and (len(args.results) > 1 or one.name.endswith(".zarr") or not one.local
                                 or (one / "analysis.json").exists()):
-            raise BertologyError("index: name the database with --db FILE when indexing stores or analysis folders "
-                                 "(the default, RESULTS/bertology.duckdb, is for one results folder)")
+            raise BertologyError("index: name the database with --db FILE when indexing stores, analysis folders or "
+                                 "URLs (the default, RESULTS/bertology.duckdb, is for one local results folder)")
         db = args.db or str(one / "bertology.duckdb")
         def progress(k, n, store):
             print(f"indexed {k}/{n} {store}", file=sys.stderr, flush=True)
@@ -302,7 +348,9 @@ def run(args: argparse.Namespace) -> int:
             wcfg = json.loads(args.workflow_config) if args.workflow_config else None
         except ValueError as e:
             raise BertologyError(f"--workflow-config is not JSON: {e}") from None
-        path = build_report(args.results, args.out or Path(args.results) / "report", db=args.db,
+        from bertology.store.location import locate
+
+        path = build_report(args.results, args.out or locate(args.results) / "report", db=args.db,
                             tasks=list(args.tasks) if args.tasks else None, workflow_config=wcfg)
         print(f"wrote {path}")
     elif args.command == "sql":

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 import bertology
 from bertology import BertologyError
 from bertology.store import schema as S
+from bertology.store.location import Location
 from bertology.store.writer import StorePlan, StoreWriter
 
 from .batching import Encoded, check_max_length, collate, encode, length_batches
@@ -192,15 +193,16 @@ def pick_device(device: str | None) -> torch.device:
 def extract(
     model: str | LoadedModel,
     split: Split,
-    out: str | Path,
+    out,
     cfg: ExtractConfig | None = None,
     *,
     overwrite: bool = False,
     device: str | None = None,
     progress: bool = True,
     on_window=None,
-) -> Path:
-    """Run ``model`` over ``split`` and write (or resume) the store at ``out``; return its path.
+) -> "Path | Location":
+    """Run ``model`` over ``split`` and write (or resume) the store at ``out`` (a path or URL); return
+    its ``Path`` (on local disk) or its :class:`~bertology.store.location.Location` (a URL).
 
     ``on_window(w)`` is called after window ``w`` is committed (used by tests to simulate a crash).
     """
@@ -225,11 +227,11 @@ def extract(
             on_window(w)
     bar.close()
     writer.finish()
-    return Path(out)
+    return writer.path.local_path if writer.path.local else writer.path
 
 
 def extract_task(model: str, task: str, split: str, out, *, glue_dir=None, limit=None,
-                 carve_train_from_dev=None, cfg: ExtractConfig | None = None, **kw) -> Path:
+                 carve_train_from_dev=None, cfg: ExtractConfig | None = None, **kw):
     """Load a GLUE split and extract it (the CLI's entry point)."""
     cfg = cfg or ExtractConfig()
     data = load_split(task, split, glue_dir, carve_train_from_dev=carve_train_from_dev,

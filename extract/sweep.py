@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bertology import BertologyError, __version__
 from bertology.store import open_store
 from bertology.store import overwrite as replace
+from bertology.store.location import locate
 from bertology.store.sweep import write_sweep
 
 from .batching import collate, encode, length_batches
@@ -173,7 +174,7 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             "sample": ds["sample"].values, "skip": np.array(skip_axis, dtype=np.int64),
         },
         attrs={
-            "task": ds.attrs["task"], "model": str(model), "model_sha256": lm.sha256, "store": str(Path(store).resolve()),
+            "task": ds.attrs["task"], "model": str(model), "model_sha256": lm.sha256, "store": locate(store).resolved(),
             "n_layers": n_layers, "n_heads": n_heads, "label_names": list(ds.attrs["label_names"]),
             "families": list(families), "skip_layers": skips, "train_file": train.source, "train_sha256": train.sha256,
             "train_carve_out": train.carve_out or {}, "train_n": len(train), "seed": seed,

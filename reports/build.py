@@ -17,6 +17,7 @@ import pandas as pd
 
 import bertology
 from bertology import BertologyError
+from bertology.store.location import Location, locate
 
 from . import figures
 from bertology.analysis import published as P
@@ -626,43 +627,55 @@ def _software() -> dict[str, str]:
 REPORT_ENTRIES = {"index.html", "summary.md", "tables"}
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Location) -> None:
     """A report replaces only a report (or an empty folder): never a folder that happens to be named.
 
     A report folder is one whose entries are all report entries: a workflow rerun has removed its
     declared files (index.html, summary.md) and left ``tables/``, and that is still a report.
     """
-    if not out.exists():
+    if out.isfile():
+        raise BertologyError(f"{out}: is a file; the report is written only over a report or an empty folder. "
+                             f"Choose another --out")
+    if set(out.listdir()) <= REPORT_ENTRIES:
         return
-    if out.is_dir() and {p.name for p in out.iterdir()} <= REPORT_ENTRIES:
-        return
-    what = "a file" if out.is_file() else "a folder that is not a bertology report"
-    raise BertologyError(f"{out}: is {what}; the report is written only over a report or an empty folder. "
-                         f"Choose another --out")
+    raise BertologyError(f"{out}: is a folder that is not a bertology report; the report is written only over a "
+                         f"report or an empty folder. Choose another --out")
+
+
+def _write_report(folder: Location, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
 
 
 def build_report(results: str | Path, out: str | Path, db: str | Path | None = None,
-                 tasks: list[str] | None = None, workflow_config: dict | None = None) -> Path:
-    """Write the report of ``results`` to ``out`` (see the module docstring); return ``out/index.html``."""
-    _check_out(Path(out))
+                 tasks: list[str] | None = None, workflow_config: dict | None = None):
+    """Write the report of ``results`` to ``out`` (see the module docstring); return ``out/index.html``.
+
+    ``results`` and ``out`` may be URLs. On disk the report is assembled beside ``out`` and renamed into
+    place; on an object store its files are written one by one, ``index.html`` last.
+    """
+    out = locate(out)
+    _check_out(out)
     data = collect(results, db, tasks)
     tabs = T.all_tables(data)
     sections = _sections(data, tabs, workflow_config)
     models = sorted({r.meta["model_type"] + f" ({r.n_layers} layers, hidden {r.meta['hidden']})" for r in data.runs})
     subtitle = (f"{', '.join(t.upper() for t in data.tasks)} · {'; '.join(models)} · every estimate with its 95% "
                 f"bootstrap CI")
-    out = Path(out)
+    md = [f"# {TITLE}", "", subtitle, "", "Figures and example sentences: index.html. Tables as CSV: tables/.", ""]
+    md += [line for s in sections for line in s.md_lines]
+    files = {f"tables/{name}.csv": T.to_csv_bytes(df) for name, df in tabs.items()}
+    files["summary.md"] = "\n".join(md).encode("utf-8")
+    files["index.html"] = page(TITLE, subtitle, [(s.key, s.title, s.html) for s in sections]).encode("utf-8")
+    if not out.local:
+        _write_report(out, files)
+        return out / "index.html"
+    out = out.local_path
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "tables").mkdir(parents=True)
-    for name, df in tabs.items():
-        (tmp / "tables" / f"{name}.csv").write_bytes(T.to_csv_bytes(df))
-    (tmp / "index.html").write_text(page(TITLE, subtitle, [(s.key, s.title, s.html) for s in sections]),
-                                    encoding="utf-8")
-    md = [f"# {TITLE}", "", subtitle, "", "Figures and example sentences: index.html. Tables as CSV: tables/.", ""]
-    md += [line for s in sections for line in s.md_lines]
-    (tmp / "summary.md").write_text("\n".join(md), encoding="utf-8")
+    _write_report(Location(str(tmp)), files)
     if out.exists():
         old = out.with_name(out.name + ".old")
         if old.exists():

@@ -16,6 +16,7 @@ import pandas as pd
 from bertology import BertologyError
 from bertology.analysis.index import build_index, indexed_paths
 from bertology.analysis.sql import query
+from bertology.store.location import Location, locate
 
 #: index tables the report reads, per run
 TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
@@ -43,7 +44,7 @@ class Run:
 
 @dataclass
 class ReportData:
-    results: Path
+    results: Location           # the results folder (a path or URL)
     runs: list[Run]
     tables: dict[str, pd.DataFrame]
     examples: pd.DataFrame          # per-token rows (index table token_strength) of the example sentences
@@ -89,16 +90,19 @@ def example_samples(db: Path, run_ids: list[str], per_task: int = 2, min_tokens:
     return pd.concat(picked).reset_index(drop=True) if picked else cand.head(0)
 
 
-def read_benchmarks(results: Path) -> pd.DataFrame:
+def read_benchmarks(results: Location) -> pd.DataFrame:
     """Wall time and peak memory per workflow job, from Snakemake's ``benchmarks/*.tsv`` (``job`` is the file
     name: the rule and its wildcards). Empty when the results were not made by the workflow."""
+    import io
+
     rows = []
-    for f in sorted((results / "benchmarks").glob("*.tsv")):
+    folder = results / "benchmarks"
+    for name in [n for n in folder.listdir() if n.endswith(".tsv")]:
         try:
-            b = pd.read_csv(f, sep="\t")
-            rows.append({"job": f.stem, "seconds": float(b["s"].iloc[0]),
+            b = pd.read_csv(io.BytesIO((folder / name).read_bytes()), sep="\t")
+            rows.append({"job": name.removesuffix(".tsv"), "seconds": float(b["s"].iloc[0]),
                          "max_rss_mb": float(b["max_rss"].iloc[0]) if "max_rss" in b else float("nan")})
-        except (ValueError, KeyError, IndexError, pd.errors.ParserError):
+        except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
             continue  # a benchmark file still being written, or not Snakemake's
     return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
 
@@ -107,11 +111,14 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
     """Read every analysed dev run of the index ``db``: by default ``results/bertology.duckdb``, built or
     brought up to date over the whole results folder; an index named here is brought up to date over the
     runs it holds (built over ``results`` when missing)."""
-    results = Path(results)
-    if not results.is_dir():
+    results = locate(results)
+    if not results.isdir():
         raise BertologyError(f"{results}: no such results folder")
     named = db is not None
-    db = Path(db) if db else results / "bertology.duckdb"
+    if not named and not results.local:
+        raise BertologyError(f"{results}: results on an object store: name a local index file with --db (the "
+                             f"index is a DuckDB file on this machine)")
+    db = Path(db) if db else results.local_path / "bertology.duckdb"
     # brought up to date incrementally (a no-op when current): an index named with --db over the runs it holds
     # (it may have been built from named stores, as the workflow's is), else over the whole results folder
     build_index((indexed_paths(db) if named and db.is_file() else []) or results, db)
@@ -131,10 +138,10 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
                              f"a report covers one run per task (pass --tasks, or report each folder apart)")
     runs = []
     for row in sorted(runs_df.itertuples(), key=lambda r: _order(r.task)):
-        analysis = json.loads((Path(row.analysis_path) / "analysis.json").read_text())
-        metrics = Path(row.checkpoint) / "metrics.json"
+        analysis = json.loads((Location(row.analysis_path) / "analysis.json").read_text())
+        metrics = Location(row.checkpoint) / "metrics.json"
         runs.append(Run(row.run_id, row.task, json.loads(row.metadata), analysis,
-                        json.loads(metrics.read_text()) if metrics.is_file() else None))
+                        json.loads(metrics.read_text()) if metrics.isfile() else None))
     ids = [r.run_id for r in runs]
     id_list = ", ".join(f"'{r}'" for r in ids)
     present = _tables(db)

@@ -355,12 +355,13 @@ def source_commit() -> str:
         return "unknown"
 
 
-def _relative(path: str | None, base: Path) -> str:
-    """An absolute path inside ``base`` relative to it; anything else (a hub id, a path elsewhere) as is."""
-    if not path or not Path(path).is_absolute():
+def _relative(path: str | None, base) -> str:
+    """An absolute path inside ``base`` (the results :class:`Location`) relative to it; anything else (a hub
+    id, a path elsewhere, a URL) as is."""
+    if not path or not Path(path).is_absolute() or not base.local:
         return path or ""
     try:
-        return str(Path(path).resolve().relative_to(base.resolve()))
+        return str(Path(path).resolve().relative_to(base.local_path.resolve()))
     except ValueError:
         return str(path)
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import schema as S
+from .location import Location, locate
 from .reader import open_store, read_attrs
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _human(n: float) -> str:
@@ -27,9 +24,10 @@ def _head(state: str | None) -> str:
     return "trained head" if state == "trained" else "head state not recorded (store older than bertology 0.2)"
 
 
-def describe(path: str | Path) -> str:
-    """Summarise what a store holds: provenance, capture settings, variables, accuracy and size."""
-    path = Path(path)
+def describe(path: str | Path | Location) -> str:
+    """Summarise what a store (a path or URL) holds: provenance, capture settings, variables, accuracy and
+    size."""
+    path = locate(path)
     attrs = read_attrs(path)
     progress = attrs.get(S.PROGRESS_KEY) or {}
     ds = open_store(path, allow_incomplete=True)
@@ -57,7 +55,7 @@ def describe(path: str | Path) -> str:
     if progress.get("complete"):
         acc = float((ds["pred"] == ds["label"]).mean())
         lines.append(f"  accuracy     {acc:.4f} (stored predictions vs gold labels)")
-    lines.append(f"  size on disk {_human(_size(path))}")
+    lines.append(f"  size on disk {_human(path.size())}")
     lines.append("  variables")
     for name, var in sorted(ds.data_vars.items()):
         lines.append(f"    {name:<16} {str(var.dtype):<8} ({', '.join(f'{d}: {ds.sizes[d]}' for d in var.dims)})")

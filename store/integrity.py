@@ -21,9 +21,11 @@ import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import WrapperStore
 
 from bertology import BertologyError
+
+from .location import Location, locate
 
 #: The codecs of every float/int array bertology writes: zstd, then the chunk's CRC-32C.
 CODECS = (ZstdCodec(level=3), Crc32cCodec())
@@ -73,17 +75,18 @@ def _array_codecs(meta: dict) -> list[str]:
 class VerifyingStore(WrapperStore):
     """A read-only view of a Zarr store that refuses missing and corrupt chunks of checksummed arrays.
 
-    ``label`` is how messages name the store (its path or URL).
+    ``where`` is the store's :class:`Location`; messages name it by its URL.
     """
 
-    def __init__(self, store, label: str, fix: str):
-        super().__init__(store)
-        self._label = label
+    def __init__(self, where: Location, fix: str):
+        super().__init__(where.zarr_store(read_only=True))
+        self._where = where
+        self._label = str(where)
         self._fix = fix
         self._checked: dict[str, bool] = {}
 
-    def __reduce__(self):  # picklable for process schedulers: rebuilt from the inner store
-        return (VerifyingStore, (self._store, self._label, self._fix))
+    def __reduce__(self):  # for dask workers: rebuilt from the URL, without secrets (see store.location)
+        return (VerifyingStore, (self._where, self._fix))
 
     async def _has_checksums(self, array: str, prototype) -> bool:
         if array not in self._checked:
@@ -112,9 +115,9 @@ class VerifyingStore(WrapperStore):
                 f"`bertology store verify {self._label}` lists all damage; {self._fix}")
 
 
-def reading_store(path: str | Path, fix: str) -> VerifyingStore:
-    """The store at ``path`` opened read-only behind chunk verification."""
-    return VerifyingStore(LocalStore(str(path), read_only=True), str(path), fix)
+def reading_store(where: str | Path | Location, fix: str) -> VerifyingStore:
+    """The store at ``where`` (a path or URL) opened read-only behind chunk verification."""
+    return VerifyingStore(locate(where), fix)
 
 
 def _chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]):
@@ -138,17 +141,18 @@ class VerifyReport:
         return not self.damage
 
 
-def verify(path: str | Path, progress: bool = True) -> VerifyReport:
-    """Read every chunk of every array under ``path`` once; return every missing or corrupt chunk."""
+def verify(path: str | Path | Location, progress: bool = True) -> VerifyReport:
+    """Read every chunk of every array under ``path`` (a path or URL) once; return every missing or
+    corrupt chunk."""
     from tqdm.auto import tqdm
 
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    path = Path(path)
+    path = locate(path)
     if not path.exists():
         raise BertologyError(f"{path}: no such store")
-    store = LocalStore(str(path), read_only=True)
+    store = path.zarr_store(read_only=True)
     proto = default_buffer_prototype()
     try:
         group = zarr.open_group(store=store, mode="r")

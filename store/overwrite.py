@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from bertology import BertologyError
 
 from . import schema as S
+from .location import Location, locate
 
 
-def _zarr_attrs(path: Path) -> dict | None:
-    """The group attributes of a Zarr v3 group at ``path``; None when it is not one."""
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        return None
+def _zarr_attrs(where: Location) -> dict | None:
+    """The group attributes of a Zarr v3 group at ``where``; None when it is not one."""
+    meta = where / "zarr.json"
     try:
+        if not meta.isfile():
+            return None
         doc = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
     return doc.get("attributes") or {} if doc.get("node_type") == "group" else None
 
 
-def kind_of(path: Path) -> str | None:
+def kind_of(path: str | Path | Location) -> str | None:
     """``'store'`` for an activation store (complete or not), ``'sweep'`` for an intervention sweep, else None."""
-    attrs = _zarr_attrs(path)
+    attrs = _zarr_attrs(locate(path))
     if attrs is None:
         return None
     if (attrs.get(S.META_KEY) or {}).get("format") == S.FORMAT_NAME:
@@ -35,41 +35,52 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def describe(path: Path) -> str:
-    """What is at ``path``, in a few words (for a refusal)."""
-    if path.is_symlink():
-        return f"a symbolic link to {path.resolve()}"
-    if path.is_file():
-        return f"a file of {path.stat().st_size} bytes"
-    if path.is_dir():
-        entries = sorted(p.name for p in path.iterdir())
-        if _zarr_attrs(path) is not None:
-            return "a Zarr group that is not a bertology store or sweep"
-        shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
-        return f"a folder with {len(entries)} entries ({shown})" if entries else "an empty folder"
-    return "something that is neither a file nor a folder"
+def describe(where: Location) -> str:
+    """What is at ``where``, in a few words (for a refusal)."""
+    if where.local:
+        path = where.local_path
+        if path.is_symlink():
+            return f"a symbolic link to {path.resolve()}"
+        if path.is_file():
+            return f"a file of {path.stat().st_size} bytes"
+        if not path.is_dir():
+            return "something that is neither a file nor a folder"
+    elif where.isfile():
+        return f"an object of {where.size()} bytes"
+    entries = where.listdir()
+    if _zarr_attrs(where) is not None:
+        return "a Zarr group that is not a bertology store or sweep"
+    shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
+    return f"a folder with {len(entries)} entries ({shown})" if entries else "an empty folder"
 
 
-def check(path: str | Path, kind: str, flag: str = "--overwrite") -> None:
+def _free(where: Location) -> bool:
+    """Nothing there, or an empty folder."""
+    if where.local:
+        p = where.local_path
+        return (not p.exists() and not p.is_symlink()) or (p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
+    return not where.isfile() and not where.listdir()
+
+
+def check(path: str | Path | Location, kind: str, flag: str = "--overwrite") -> None:
     """Refuse (naming what is there) unless ``path`` is free, an empty folder, or a bertology ``kind``."""
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    where = locate(path)
+    if _free(where):
         return
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        return
-    found = kind_of(path) if path.is_dir() and not path.is_symlink() else None
+    is_folder = where.isdir() and not (where.local and where.local_path.is_symlink())
+    found = kind_of(where) if is_folder else None
     if found != kind:
         raise BertologyError(
-            f"{path}: {flag} replaces only a bertology {kind}, and this is "
-            + (f"a bertology {found}" if found else describe(path))
+            f"{where}: {flag} replaces only a bertology {kind}, and this is "
+            + (f"a bertology {found}" if found else describe(where))
             + "; nothing was removed. Choose another output path, or remove it yourself if it is yours to lose")
 
 
-def remove(path: str | Path, kind: str, flag: str = "--overwrite") -> None:
+def remove(path: str | Path | Location, kind: str, flag: str = "--overwrite") -> None:
     """Remove the bertology ``kind`` ('store' or 'sweep') at ``path``; refuse anything else (see :func:`check`)."""
-    check(path, kind, flag)
-    path = Path(path)
-    if path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-    elif path.exists():
-        shutil.rmtree(path)
+    where = locate(path)
+    check(where, kind, flag)
+    if where.local and where.local_path.is_dir() and not any(where.local_path.iterdir()):
+        where.local_path.rmdir()
+    else:
+        where.remove()

@@ -18,6 +18,7 @@ from bertology import BertologyError
 
 from . import schema as S
 from .integrity import reading_store
+from .location import Location, locate
 
 # Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
@@ -27,13 +28,13 @@ class StoreError(BertologyError):
     """A path that is not a complete, readable bertology store."""
 
 
-def read_attrs(path: str | Path) -> dict:
+def read_attrs(path: str | Path | Location) -> dict:
     """The store's group attributes, after checking it is a bertology store of a known schema."""
-    path = Path(path)
+    path = locate(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store")
     try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        attrs = dict(zarr.open_group(path.zarr_store(read_only=True), mode="r").attrs)
     except Exception as e:  # noqa: BLE001
         raise StoreError(f"{path}: not a zarr store ({type(e).__name__}: {e})") from None
     meta = attrs.get(S.META_KEY)
@@ -47,13 +48,16 @@ def read_attrs(path: str | Path) -> dict:
     return attrs
 
 
-def open_store(path: str | Path, *, allow_incomplete: bool = False) -> xr.Dataset:
-    """Open a store lazily (dask-backed) with named dimensions and coordinates.
+def open_store(path: str | Path | Location, *, allow_incomplete: bool = False, dask: bool = True) -> xr.Dataset:
+    """Open a store (a path or URL) lazily, with named dimensions and coordinates: dask-backed, or with
+    ``dask=False`` as lazily indexed zarr arrays (what analysis tasks use: each reads only the chunks it
+    indexes, with no dask graph of its own, so tasks never schedule nested computations).
 
     Dimensions: ``sample`` (coordinate: data-row id), ``layer`` (1..L), ``site`` (attn res1 ln1 ff res2 ln2),
     ``head`` (1..h), ``class`` (label names), ``hidden``, ``ff_hidden``, and the ragged ``token``,
     ``token_layer`` and ``pair`` axes. ``ds.attrs`` holds the extraction metadata.
     """
+    path = locate(path)
     attrs = read_attrs(path)
     progress = attrs.get(S.PROGRESS_KEY) or {}
     if not progress.get("complete") and not allow_incomplete:
@@ -63,7 +67,7 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False) -> xr.Datase
         )
     fix = ("re-extract it (the same `bertology extract` command with --overwrite)" if progress.get("complete") else
            "rerun the same `bertology extract` command to resume it, or add --overwrite to start again")
-    ds = xr.open_zarr(reading_store(path, fix), consolidated=False, chunks={})
+    ds = xr.open_zarr(reading_store(path, fix), consolidated=False, chunks={} if dask else None)
     ds = ds.set_coords([c for c in S.SAMPLE_COORDS + S.TOKEN_COORDS if c in ds])
     ds.attrs = dict(attrs[S.META_KEY])
     ds.attrs["complete"] = bool(progress.get("complete"))

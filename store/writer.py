@@ -4,9 +4,10 @@ A store is planned in full before any model runs: tokenization fixes every sampl
 offsets of the ragged token and attention axes, so every array is created at its final shape. Samples are
 then written in *windows* of consecutive samples; after each window the group attribute
 ``bertology_progress`` records how many windows are done. An interrupted run resumes at the next window and
-rewrites exactly what a clean run would have written (zarr's LocalStore replaces chunk files atomically, so
-a crash never leaves a torn chunk), so the finished store is byte-identical to an uninterrupted one. The
-store becomes readable (``complete: true``) only after its last write.
+rewrites exactly what a clean run would have written (on disk zarr's LocalStore replaces chunk files
+atomically; on an object store every chunk is one PUT, which is atomic too, so a crash never leaves a torn
+chunk), so the finished store is byte-identical to an uninterrupted one. The store becomes readable
+(``complete: true``) only after its last write: one write of the group's metadata, which needs no rename.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bertology import BertologyError
 from . import schema as S
 from . import overwrite as replace
 from .integrity import ARRAY_CONFIG, CODECS
+from .location import Location, locate
 
 
 @dataclass
@@ -81,25 +83,27 @@ def _canonical(meta: dict) -> dict:
 class StoreWriter:
     """Creates (or resumes) a store at ``path`` and writes it window by window."""
 
-    def __init__(self, path: str | Path, plan: StorePlan, *, overwrite: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | Location, plan: StorePlan, *, overwrite: bool = False):
+        self.path = locate(path)
         self.plan = plan
         if plan.window % plan.sample_chunk:
             raise ValueError("window must be a multiple of sample_chunk")
         self.windows_done = 0
-        if self.path.exists():
+        exists = self.path.exists()
+        if exists:
             if overwrite:
                 replace.remove(self.path, "store")
+                exists = False
             else:
                 self.windows_done = self._resume_point()
-        if not self.path.exists():
+        if not exists:
             self._create()
-        self.group = zarr.open_group(str(self.path), mode="r+")
+        self.group = zarr.open_group(self.path.zarr_store(), mode="r+")
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _resume_point(self) -> int:
         try:
-            attrs = dict(zarr.open_group(str(self.path), mode="r").attrs)
+            attrs = dict(zarr.open_group(self.path.zarr_store(read_only=True), mode="r").attrs)
         except Exception:  # noqa: BLE001 - anything unreadable is not ours to resume
             raise BertologyError(
                 f"{self.path}: exists and is not a bertology store; choose another --out or pass --overwrite"
@@ -137,8 +141,7 @@ class StoreWriter:
 
     def _create(self):
         p = self.plan
-        tmp = self.path
-        self._g = g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        self._g = g = zarr.open_group(self.path.zarr_store(), mode="w", zarr_format=3)
         n, L, H, F, h = p.n_samples, p.n_layers, p.hidden, p.ff_hidden, p.n_heads
         T = int(p.lengths.sum())
         P = int((p.lengths.astype(np.int64) ** 2).sum())
