@@ -2,9 +2,12 @@
 #                     pre-trained model on dev: attention only)
 #                     -> [intervene] -> analyze -> index -> report.         Run: snakemake --cores 8
 # Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
-# affects (and what depends on their outputs); a second run with nothing changed runs nothing.
+# affects (and what depends on their outputs); a second run with nothing changed runs nothing. The settings
+# that cannot change a result (storage.options, dask.scheduler, gpu) are not params: they rerun nothing.
+# On a SLURM cluster: snakemake --profile config/slurm (config/slurm/config.yaml documents it).
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,6 +45,44 @@ BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
 ANALYSIS_TABLES = tables_for(tokens=True, attention=True, pretrained=AN["attention_change"],
                              full=AN["attribution_samples"] > 0, sweep=IV["enabled"])
 
+# Remote stores (config `storage`). With `storage.root` set (an fsspec URL such as s3://bucket/prefix, or a
+# folder), the activation stores and sweeps are written there, mirroring the local layout, and Snakemake
+# tracks a small local receipt per store instead (written once the command succeeded): Snakemake never
+# stages a store through local disk. Credentials come from the environment (AWS_ACCESS_KEY_ID, ...), never
+# from config; `storage.options` (non-secret fsspec options) goes to every command that opens a store.
+ROOT = config["storage"]["root"].rstrip("/") if config["storage"]["root"] else None
+SO = f"--storage-options {shlex.quote(json.dumps(config['storage']['options'], sort_keys=True))}" \
+    if config["storage"]["options"] else ""
+SCHEDULER = config["dask"]["scheduler"]     # `bertology analyze --scheduler`: threads, processes, local:N, tcp://
+# A `gpu` resource on the rules a GPU speeds up (config `gpu: true`): for cluster executors, and for local
+# runs with `--resources gpu=N` (N GPU jobs at a time). `--device auto` picks CUDA wherever there is one.
+GPU = {"gpu": 1} if config["gpu"] else {}
+
+
+def location(task, name):
+    """Where the store or sweep `name` (dev.zarr, train.zarr, pretrained_dev.zarr, dev.sweep) of a task lives:
+    (the path or URL the bertology commands get, the file Snakemake tracks). Without storage.root both are
+    the directory RESULTS/TASK/NAME; with it, ROOT/TASK/NAME and the local receipt RESULTS/TASK/NAME.receipt.
+    `task` may be the wildcard "{task}" (a rule's input or output pattern)."""
+    local = f"{R}/{task}/{name}"
+    return (local, local) if ROOT is None else (f"{ROOT}/{task}/{name}", f"{local}.receipt")
+
+
+def tracked(name):
+    """A rule's output pattern for a task's store or sweep: the directory, or its receipt."""
+    path = location("{task}", name)[1]
+    return directory(path) if ROOT is None else path
+
+
+def url(name):
+    """A rule's params function: the path or URL of a task's store or sweep for the bertology command."""
+    return lambda w: location(w.task, name.format(**w))[0]
+
+
+# The last step of a rule that writes a remote store or sweep: its receipt (a store's metadata, a sweep's URL).
+STORE_RECEIPT = " && bertology store info {params.out:q} --json {SO} > {output} 2>> {log}" if ROOT else ""
+SWEEP_RECEIPT = " && echo {params.out:q} > {output}" if ROOT else ""
+
 
 def carve(task):
     f = config["carve_train_from_dev"].get(task)
@@ -69,7 +110,7 @@ rule init_model:
     log: f"{R}/logs/init_model.log"
     benchmark: f"{R}/benchmarks/init_model.tsv"
     threads: 1
-    resources: mem_mb=2000
+    resources: mem_mb=2000, runtime=10
     params:
         size=lambda w: " ".join(f"--{k} {v}" for k, v in sorted(RANDOM_INIT.items())),
         seed=config["seed"],
@@ -83,7 +124,7 @@ rule finetune:
     log: f"{R}/logs/finetune_{{task}}.log"
     benchmark: f"{R}/benchmarks/finetune_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=4000
+    resources: mem_mb=4000, runtime=240, **GPU
     params:
         model=BASE_MODEL,
         glue_dir=GLUE,
@@ -104,11 +145,12 @@ rule finetune:
 # One extraction command; the three extraction rules differ in model, split and capture mode only.
 EXTRACT = (
     "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} "
-    "--split {params.split} --glue-dir {params.glue_dir} --out {output} {params.limit} {params.mode} "
+    "--split {params.split} --glue-dir {params.glue_dir} --out {params.out:q} {params.limit} {params.mode} "
     "--dtype {params.dtype} --max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite "
-    "--quiet > {log} 2>&1"
+    "{SO} --quiet > {log} 2>&1" + STORE_RECEIPT
 )
 DEV_LIMIT = f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else ""
+PRETRAINED_MODE = "--attention-only --allow-untrained-head"
 
 
 def train_limit(w):
@@ -117,21 +159,22 @@ def train_limit(w):
     return f"--limit {n}" if n else ""
 
 
-def extract_params(split, mode, limit, model=None):
+def extract_params(store, split, mode, limit, model=None):
     """The params of an extraction rule: everything the command uses, so a change reruns exactly it."""
-    return dict(model=model or (lambda w, input: input[0]), split=split, mode=mode, limit=limit, glue_dir=GLUE,
-                carve=lambda w: carve(w.task), dtype=EX["dtype"], max_length=EX["max_length"], seed=config["seed"])
+    return dict(model=model or (lambda w, input: input[0]), out=url(store), split=split, mode=mode, limit=limit,
+                glue_dir=GLUE, carve=lambda w: carve(w.task), dtype=EX["dtype"], max_length=EX["max_length"],
+                seed=config["seed"])
 
 
 rule extract_dev:
     """The fine-tuned model on the dev samples: every site of every layer, per token, and the attention."""
     input: lambda w: checkpoint(w.task)
-    output: directory(f"{R}/{{task}}/dev.zarr")
+    output: tracked("dev.zarr")
     log: f"{R}/logs/extract_dev_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_dev_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=6000
-    params: **extract_params("dev", "", DEV_LIMIT)
+    resources: mem_mb=6000, runtime=120, **GPU
+    params: **extract_params("dev.zarr", "dev", "", DEV_LIMIT)
     shell: EXTRACT
 
 
@@ -139,47 +182,50 @@ rule extract_pretrained:
     """The pre-trained model (the one fine-tuning started from) on the same dev samples, attention maps only:
     the reference for the attention change through fine-tuning."""
     input: [BASE_MODEL] if RANDOM_INIT else []
-    output: directory(f"{R}/{{task}}/pretrained_dev.zarr")
+    output: tracked("pretrained_dev.zarr")
     log: f"{R}/logs/extract_pretrained_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_pretrained_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=4000
-    params: **extract_params("dev", "--attention-only --allow-untrained-head", DEV_LIMIT, model=BASE_MODEL)
+    resources: mem_mb=4000, runtime=60, **GPU
+    params: **extract_params("pretrained_dev.zarr", "dev", PRETRAINED_MODE, DEV_LIMIT, model=BASE_MODEL)
     shell: EXTRACT
 
 
 rule extract_train:
     """The fine-tuned model on the train samples the probes are fitted on: [CLS] states only."""
     input: lambda w: checkpoint(w.task)
-    output: directory(f"{R}/{{task}}/train.zarr")
+    output: tracked("train.zarr")
     log: f"{R}/logs/extract_train_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_train_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=4000
-    params: **extract_params("train", "--cls-only", train_limit)
+    resources: mem_mb=4000, runtime=120, **GPU
+    params: **extract_params("train.zarr", "train", "--cls-only", train_limit)
     shell: EXTRACT
 
 
 rule store_info:
-    input: f"{R}/{{task}}/{{split}}.zarr"
+    input: location("{task}", "{split}.zarr")[1]
     output: f"{R}/{{task}}/{{split}}.info.txt"
     log: f"{R}/logs/store_info_{{task}}_{{split}}.log"
     benchmark: f"{R}/benchmarks/store_info_{{task}}_{{split}}.tsv"
     threads: 1
-    resources: mem_mb=1000
-    shell: "OMP_NUM_THREADS={threads} bertology store info {input} > {output} 2> {log}"
+    resources: mem_mb=1000, runtime=15
+    params: store=url("{split}.zarr")
+    shell: "OMP_NUM_THREADS={threads} bertology store info {params.store:q} {SO} > {output} 2> {log}"
 
 
 rule intervene:
     input:
         model=lambda w: checkpoint(w.task),
-        dev=f"{R}/{{task}}/dev.zarr",
-    output: directory(f"{R}/{{task}}/dev.sweep")
+        dev=location("{task}", "dev.zarr")[1],
+    output: tracked("dev.sweep")
     log: f"{R}/logs/intervene_{{task}}.log"
     benchmark: f"{R}/benchmarks/intervene_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=4000
+    resources: mem_mb=4000, runtime=240, **GPU
     params:
+        dev=url("dev.zarr"),
+        out=url("dev.sweep"),
         glue_dir=GLUE,
         carve=lambda w: carve(w.task),
         families=",".join(IV["families"]),
@@ -187,18 +233,18 @@ rule intervene:
         skip_layers=",".join(map(str, IV["skip_layers"])) if isinstance(IV["skip_layers"], list) else IV["skip_layers"],
         seed=config["seed"],
     shell:
-        "OMP_NUM_THREADS={threads} bertology intervene --model {input.model} --store {input.dev} --out {output} "
-        "--families {params.families} --train-limit {params.train_limit} --skip-layers {params.skip_layers} "
-        "--glue-dir {params.glue_dir} "
-        "{params.carve} --seed {params.seed} --quiet > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} bertology intervene --model {input.model} --store {params.dev:q} "
+        "--out {params.out:q} --families {params.families} --train-limit {params.train_limit} "
+        "--skip-layers {params.skip_layers} --glue-dir {params.glue_dir} "
+        "{params.carve} --seed {params.seed} {SO} --quiet > {log} 2>&1" + SWEEP_RECEIPT
 
 
 rule analyze:
     input:
-        unpack(lambda w: {"sweep": f"{R}/{w.task}/dev.sweep"} if IV["enabled"] else {}),
-        unpack(lambda w: {"pretrained": f"{R}/{w.task}/pretrained_dev.zarr"} if AN["attention_change"] else {}),
-        dev=f"{R}/{{task}}/dev.zarr",
-        train=f"{R}/{{task}}/train.zarr",
+        unpack(lambda w: {"sweep": location(w.task, "dev.sweep")[1]} if IV["enabled"] else {}),
+        unpack(lambda w: {"pretrained": location(w.task, "pretrained_dev.zarr")[1]} if AN["attention_change"] else {}),
+        dev=location("{task}", "dev.zarr")[1],
+        train=location("{task}", "train.zarr")[1],
     output:
         f"{R}/{{task}}/analysis/analysis.json",
         f"{R}/{{task}}/analysis/timings.json",
@@ -207,33 +253,40 @@ rule analyze:
     log: f"{R}/logs/analyze_{{task}}.log"
     benchmark: f"{R}/benchmarks/analyze_{{task}}.tsv"
     threads: 2
-    resources: mem_mb=3000
+    resources: mem_mb=3000, runtime=120
     params:
+        dev=url("dev.zarr"), train=url("train.zarr"),
         out=lambda w: f"{R}/{w.task}/analysis",
         resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
-        sweep=lambda w, input: f"--sweep {input.sweep}" if IV["enabled"] else "",
-        pretrained=lambda w, input: f"--pretrained-store {input.pretrained}" if AN["attention_change"] else "",
+        sweep=lambda w: f"--sweep {shlex.quote(location(w.task, 'dev.sweep')[0])}" if IV["enabled"] else "",
+        pretrained=lambda w: (f"--pretrained-store {shlex.quote(location(w.task, 'pretrained_dev.zarr')[0])}"
+                              if AN["attention_change"] else ""),
         attribution=AN["attribution_samples"],
     shell:
-        "OMP_NUM_THREADS={threads} bertology analyze {input.dev} --train-store {input.train} --out {params.out} "
-        "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} {params.sweep} "
-        "{params.pretrained} --attribution-samples {params.attribution} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} bertology analyze {params.dev:q} --train-store {params.train:q} "
+        "--out {params.out} --resamples {params.resamples} --permutations {params.permutations} "
+        "--seed {params.seed} {params.sweep} {params.pretrained} --attribution-samples {params.attribution} "
+        "--scheduler {SCHEDULER:q} {SO} > {log} 2>&1"
 
 
 rule index:
     """The DuckDB index of exactly the runs this workflow made: each task's dev and train stores and the dev
     store's analysis tables (every one of them an input, so a missing table reruns its analysis)."""
     input:
-        stores=expand(f"{R}/{{task}}/{{split}}.zarr", task=TASKS, split=("dev", "train")),
+        stores=[location(t, f"{s}.zarr")[1] for t in TASKS for s in ("dev", "train")],
         analyses=expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS),
         tables=expand(f"{R}/{{task}}/analysis/{{table}}.parquet", task=TASKS, table=ANALYSIS_TABLES),
     output: f"{R}/bertology.duckdb"
     log: f"{R}/logs/index.log"
     benchmark: f"{R}/benchmarks/index.tsv"
     threads: 1
-    resources: mem_mb=4000
-    params: analyses=lambda w, input: [os.path.dirname(a) for a in input.analyses]
-    shell: "OMP_NUM_THREADS={threads} bertology index {input.stores} {params.analyses} --db {output} > {log} 2>&1"
+    resources: mem_mb=4000, runtime=60
+    params:
+        stores=[location(t, f"{s}.zarr")[0] for t in TASKS for s in ("dev", "train")],
+        analyses=lambda w, input: [os.path.dirname(a) for a in input.analyses],
+    shell:
+        "OMP_NUM_THREADS={threads} bertology index {params.stores:q} {params.analyses} --db {output} {SO} "
+        "> {log} 2>&1"
 
 
 rule report:
@@ -244,11 +297,11 @@ rule report:
     log: f"{R}/logs/report.log"
     benchmark: f"{R}/benchmarks/report.tsv"
     threads: 1
-    resources: mem_mb=2000
+    resources: mem_mb=2000, runtime=30
     params:
         out=f"{R}/report",
         tasks=",".join(TASKS),
         config=json.dumps(config, sort_keys=True),
     shell:
         "OMP_NUM_THREADS={threads} bertology report {R} --db {input.db} --out {params.out} --tasks {params.tasks} "
-        "--workflow-config {params.config:q} > {log} 2>&1"
+        "--workflow-config {params.config:q} {SO} > {log} 2>&1"

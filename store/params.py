@@ -90,6 +90,11 @@ class ModelParameters:
         self.n_heads = int(self.config["num_attention_heads"])
         self._t = _tensors(path)
 
+    def __getstate__(self):  # to dask workers: the encoder layers' parameters only (not the embeddings)
+        state = dict(self.__dict__)
+        state["_t"] = {k: v for k, v in self._t.items() if "encoder.layer." in k}
+        return state
+
     def _get(self, layer: int, suffix: str, alt: str | None = None) -> np.ndarray:
         keys = [k for k in self._t if k.endswith(f"encoder.layer.{layer - 1}.{suffix}")
                 or (alt and k.endswith(f"encoder.layer.{layer - 1}.{alt}"))]

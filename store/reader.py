@@ -67,7 +67,11 @@ def open_store(path: str | Path | Location, *, allow_incomplete: bool = False, d
         )
     fix = ("re-extract it (the same `bertology extract` command with --overwrite)" if progress.get("complete") else
            "rerun the same `bertology extract` command to resume it, or add --overwrite to start again")
-    ds = xr.open_zarr(reading_store(path, fix), consolidated=False, chunks={} if dask else None)
+    # without dask, nothing is cached in memory: a dataset sent to a worker carries no data, only its store
+    if dask:
+        ds = xr.open_zarr(reading_store(path, fix), consolidated=False, chunks={})
+    else:
+        ds = xr.open_dataset(reading_store(path, fix), engine="zarr", consolidated=False, chunks=None, cache=False)
     ds = ds.set_coords([c for c in S.SAMPLE_COORDS + S.TOKEN_COORDS if c in ds])
     ds.attrs = dict(attrs[S.META_KEY])
     ds.attrs["complete"] = bool(progress.get("complete"))

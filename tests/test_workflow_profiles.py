@@ -1,0 +1,140 @@
+"""The workflow's settings for remote stores, GPUs and SLURM, checked by dry runs of the tiny profile (no rule
+runs): which files Snakemake tracks, where the stores go, what every command gets, which rules ask for a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bertology.analysis.catalog import tables_for
+
+from .conftest import REPO
+
+TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
+STORES = ("dev.zarr", "train.zarr", "pretrained_dev.zarr", "dev.sweep")
+GPU_RULES = {"finetune", "extract_dev", "extract_pretrained", "extract_train", "intervene"}
+ROOT = "s3://bucket/prefix"
+OPTIONS = """--storage-options '{"client_kwargs": {"region_name": "eu-west-1"}}'"""
+REMOTE = ("storage: {root: s3://bucket/prefix/, options: {client_kwargs: {region_name: eu-west-1}}}\n"
+          "dask: {scheduler: 'local:4'}\ngpu: true\n")
+
+
+def snakemake(*args: str, glue_dir: Path, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The venv's snakemake from a shell where nothing is activated (as tests/test_workflow.py runs it)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    cmd = [os.path.join(venv_bin, "snakemake"), *args, "--config", f"glue_dir={glue_dir}", *config]
+    return subprocess.run(cmd,
+                          cwd=REPO, env=dict(os.environ, PATH=path), capture_output=True, text=True, timeout=300)
+
+
+def dry_run(tmp: Path, glue_dir: Path, extra_config: str = "", *args: str) -> tuple[Path, list[dict]]:
+    """(results folder, the jobs of a dry run of the tiny profile): rule, output, resources, shell per job."""
+    (tmp / "extra.yaml").write_text(extra_config or "{}\n")
+    results = tmp / "results"
+    proc = snakemake("-n", "-p", "--configfile", "config/tiny.yaml", str(tmp / "extra.yaml"), *args,
+                     glue_dir=glue_dir, config=(f"results={results}",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n\s*\n", proc.stdout + proc.stderr):
+        rule = re.search(r"^rule (\w+):", block, re.M)
+        if rule and rule.group(1) != "all":
+            field = lambda name: (re.search(rf"^\s*{name}: (.*)$", block, re.M) or [None, ""])[1]  # noqa: E731
+            jobs.append(dict(rule=rule.group(1), output=field("output").split(", "),
+                             resources=field("resources"), shell=field("Shell command")))
+    return results, jobs
+
+
+@pytest.fixture(scope="session")
+def local(tmp_path_factory, glue_dir):
+    return dry_run(tmp_path_factory.mktemp("local"), glue_dir, "", "--cores", "2")
+
+
+@pytest.fixture(scope="session")
+def remote(tmp_path_factory, glue_dir):
+    return dry_run(tmp_path_factory.mktemp("remote"), glue_dir, REMOTE, "--cores", "2")
+
+
+def test_without_storage_root_the_outputs_are_todays_local_layout(local):
+    results, jobs = local
+    tables = tables_for(tokens=True, attention=True, pretrained=True, full=True, sweep=True)
+    per_task = ["model", *STORES, "dev.info.txt", "train.info.txt", "analysis/analysis.json",
+                "analysis/timings.json", *(f"analysis/{t}.parquet" for t in tables)]
+    want = {f"{results}/{p}" for p in ("base_model", "bertology.duckdb", "report/index.html", "report/summary.md")}
+    want |= {f"{results}/{task}/{p}" for task in TASKS for p in per_task}
+    assert {o for j in jobs for o in j["output"]} == want
+    shells = "\n".join(j["shell"] for j in jobs)
+    assert "receipt" not in shells and "--storage-options" not in shells and "s3://" not in shells
+    assert f"--out {results}/sst2/dev.zarr " in shells and f"--store {results}/sst2/dev.zarr " in shells
+    assert all("--scheduler threads " in j["shell"] for j in jobs if j["rule"] == "analyze")
+
+
+def test_with_storage_root_stores_live_under_the_url_and_snakemake_tracks_receipts(remote):
+    results, jobs = remote
+    outputs = {o for j in jobs for o in j["output"]}
+    assert not [o for o in outputs if o.endswith((".zarr", ".sweep"))]
+    assert {o for o in outputs if o.endswith(".receipt")} == {f"{results}/{t}/{s}.receipt" for t in TASKS
+                                                               for s in STORES}
+    for j in jobs:
+        words = j["shell"].split()
+        assert not [w for w in words if w.startswith(str(results)) and w.endswith((".zarr", ".sweep"))], j["shell"]
+        if j["rule"] not in ("init_model", "finetune"):         # every command that opens a store or an index
+            assert j["shell"].count("bertology ") == j["shell"].count(OPTIONS) >= 1, j["shell"]
+        if j["rule"].startswith("extract") or j["rule"] == "intervene":
+            task, receipt = j["output"][0].split("/")[-2], j["output"][0]
+            store = receipt.rsplit("/", 1)[1].removesuffix(".receipt")
+            assert f"--out {ROOT}/{task}/{store} " in j["shell"]
+            assert j["shell"].rstrip().endswith(f"> {receipt}") or f"> {receipt} 2>>" in j["shell"]
+    analyze = next(j["shell"] for j in jobs if j["rule"] == "analyze" and "/cola/" in j["output"][0])
+    for flag, store in (("", "dev.zarr"), ("--train-store ", "train.zarr"), ("--sweep ", "dev.sweep"),
+                        ("--pretrained-store ", "pretrained_dev.zarr")):
+        assert f"{flag}{ROOT}/cola/{store} " in analyze
+    assert "--scheduler local:4 " in analyze
+    index = next(j["shell"] for j in jobs if j["rule"] == "index")
+    assert all(f" {ROOT}/{t}/{s}.zarr " in index for t in TASKS for s in ("dev", "train"))
+
+
+def test_gpu_true_asks_a_gpu_for_exactly_the_gpu_rules(local, remote):
+    def gpu_rules(jobs):
+        return {j["rule"] for j in jobs if re.search(r"\bgpu=1\b", j["resources"])}
+
+    assert gpu_rules(remote[1]) == GPU_RULES
+    assert gpu_rules(local[1]) == set()
+    assert all(re.search(r"\bruntime=\d+", j["resources"]) for j in local[1])
+
+
+def test_a_malformed_dask_scheduler_is_refused_before_any_rule(tmp_path, glue_dir):
+    (tmp_path / "bad.yaml").write_text("dask: {scheduler: 'local:0'}\n")
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/tiny.yaml", str(tmp_path / "bad.yaml"),
+                     glue_dir=glue_dir)
+    assert proc.returncode != 0 and "On instance['dask']['scheduler']" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_names_only_rules_of_the_workflow(glue_dir):
+    profile = yaml.safe_load((REPO / "config" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["jobs"] > 0
+    assert {"slurm_partition", "slurm_account", "mem_mb", "runtime"} <= set(profile["default-resources"])
+    proc = snakemake("--list-rules", "--configfile", "config/tiny.yaml", glue_dir=glue_dir)
+    rules = {line.split()[0] for line in proc.stdout.splitlines() if line and not line[0].isspace()}
+    assert proc.returncode == 0 and GPU_RULES < rules
+    assert set(profile["set-resources"]) <= rules
+    assert {r for r, res in profile["set-resources"].items() if res.get("gpu")} == GPU_RULES
+
+
+def test_slurm_profile_dry_run(tmp_path, glue_dir):
+    assert importlib.util.find_spec("snakemake_executor_plugin_slurm"), \
+        "pip install snakemake-executor-plugin-slurm (the workflow/dev extras) to check the SLURM profile"
+    results, jobs = dry_run(tmp_path, glue_dir, "", "--profile", "config/slurm")
+    assert len(jobs) == 43
+    for j in jobs:
+        gpu = "YOUR_GPU_PARTITION" if j["rule"] in GPU_RULES else "YOUR_PARTITION"
+        assert f"slurm_partition={gpu}," in j["resources"] + ",", j
+        assert "slurm_account=YOUR_ACCOUNT" in j["resources"]
+        assert ("gpu=1" in j["resources"]) == (j["rule"] in GPU_RULES)
