@@ -146,20 +146,22 @@ def _bca(boot, estimate, jack, level):
     d = np.nanmean(jack, axis=0) - jack
     acc = np.sum(d ** 3, axis=0) / (6.0 * np.sum(d ** 2, axis=0) ** 1.5 + 1e-300)
     a = (1 - level) / 2
-    out = []
+    out, levels = [], []
     for z in (sps.norm.ppf(a), sps.norm.ppf(1 - a)):
         adj = sps.norm.cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
         q = np.where(np.isfinite(adj), adj, 0.5)
         flat_b = boot.reshape(boot.shape[0], -1)
         vals = np.array([np.nanquantile(flat_b[:, k], qk) for k, qk in enumerate(np.ravel(q))])
         out.append(vals.reshape(np.shape(q)))
+        levels.append(q)
     lo, hi = out
     plo, phi = percentile_ci(boot, level)
     # Where (almost) every resample lies on one side of the estimate, BCa's bias correction saturates and the
-    # interval collapses onto an extreme resample: use the basic interval 2θ̂ − q, which reflects the
-    # resampling bias back around the estimate.
+    # interval collapses onto the most extreme resamples (its adjusted levels leave fewer than two resamples
+    # between them): use the basic interval 2θ̂ − q, which reflects the resampling bias back around the
+    # estimate.
     B = np.sum(np.isfinite(boot), axis=0)
-    saturated = (prop * B < 1) | (prop * B > B - 1)
+    saturated = (prop * B < 1) | (prop * B > B - 1) | ((levels[1] - levels[0]) * B < 2)
     lo = np.where(saturated, 2 * estimate - phi, lo)
     hi = np.where(saturated, 2 * estimate - plo, hi)
     bad = ~np.isfinite(lo) | ~np.isfinite(hi)

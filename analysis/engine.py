@@ -86,8 +86,9 @@ def sample_blocks(n: int, size: int | None = None) -> list[slice]:
 
 
 def shared(obj):
-    """``obj`` as one node of the graph, sent to each worker once rather than with every task."""
-    return dask.delayed(obj, pure=True, traverse=False)
+    """``obj`` as one node of the graph, sent to each worker once rather than with every task (named, not
+    hashed: hashing a dataset for a key would read its data)."""
+    return dask.delayed(obj, pure=False, traverse=False)
 
 
 def task(fn, *args, **kwargs):

@@ -58,7 +58,9 @@ def ensure_store(path: Path) -> None:
     if path.exists():
         return
     subprocess.run([Path(sys.executable).with_name("bertology"), "extract", "--model", "minilm-l6", "--task",
-                    "sst2", "--split", "dev", "--out", str(path), "--allow-untrained-head", "--quiet"], check=True)
+                    "sst2", "--split", "dev", "--out", str(path), "--allow-untrained-head", "--quiet",
+                    "--glue-dir", os.environ.get("GLUE_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "glue"))],
+                   check=True)
 
 
 def cluster_run(store: Path, out: Path) -> dict:

@@ -160,6 +160,41 @@ def test_bca_falls_back_to_the_basic_interval_when_every_resample_is_biased_one_
     assert lo[0] < hi[0]
 
 
+def test_an_estimate_outside_its_interval_is_a_basic_interval_around_the_bias_corrected_estimate():
+    from bertology.analysis.bootstrap import bias_corrected
+
+    # no class signal in many dimensions: the plug-in ratio sits on its noise floor and resampling inflates it
+    rng = np.random.default_rng(12)
+    n, d = 120, 60
+    x, y = rng.normal(size=(n, 4, d)), np.arange(n) % 2
+    res = energies_with_ci(SampleSums.from_vectors(x), y, 2, Bootstrap.draw(n, 400, seed=1))
+    seen = 0
+    for name in ("fisher_trace", "centroid_ratio"):
+        e = res[name]
+        assert set(e.ci_method) <= {"bca", "basic"}
+        outside = (e.estimate < e.ci_low) | (e.estimate > e.ci_high)
+        bc = bias_corrected(e.resamples, e.estimate)
+        assert np.allclose(bc, 2 * e.estimate - e.resamples.mean(axis=0))
+        seen += outside.sum()
+        assert all(e.ci_method[outside] == "basic")                 # never a silently collapsed BCa interval
+        assert np.all((bc[outside] >= e.ci_low[outside]) & (bc[outside] <= e.ci_high[outside]))
+        assert np.all(e.ci_high - e.ci_low > 0)
+    assert seen > 0                                                 # the case this test is about occurred
+
+
+def test_poisson_weights_depend_only_on_the_seed_and_the_sample_id():
+    from bertology.analysis.bootstrap import poisson_weights
+
+    ids = np.array([7, 3, 1000, 42, 5])
+    b = Bootstrap.draw(5, 300, seed=4, keys=ids)
+    assert np.array_equal(b.block(slice(1, 3)), b.weights[:, 1:3])            # a block computes its own
+    assert np.array_equal(poisson_weights(4, ids[::-1], 300), b.weights[:, ::-1])  # order of samples: irrelevant
+    assert not np.array_equal(poisson_weights(5, ids, 300), b.weights)          # the seed matters
+    w = poisson_weights(0, np.arange(20000), 50).ravel()
+    assert abs(w.mean() - 1) < 0.01 and abs(w.var() - 1) < 0.02                 # Poisson(1): mean = variance = 1
+    assert abs((w == 0).mean() - np.exp(-1)) < 0.005
+
+
 def test_chance_level_is_the_statistic_under_explicit_relabellings():
     """Permutation nulls equal recomputing with shuffled labels, and sit at the d/n noise floor."""
     rng = np.random.default_rng(11)

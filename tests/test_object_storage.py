@@ -197,3 +197,46 @@ def test_credentials_never_reach_metadata_tables_index_or_task_graphs(stores, an
         assert secret.encode() not in f.read_bytes(), f
     assert secret not in proc.stdout + proc.stderr
     assert all(secret.encode() not in b for b in _objects(remote).values())
+
+
+def test_sweeps_on_s3_round_trip_and_an_unfinished_one_is_refused(s3, tmp_path):
+    import zarr
+
+    from bertology.store.reader import StoreError
+    from bertology.store.sweep import open_sweep, write_sweep
+
+    from .test_intervention_analysis import synthetic_sweep
+
+    ds = synthetic_sweep()
+    url = f"s3://{BUCKET}/sweeps/dev.sweep"
+    write_sweep(ds, url)
+    write_sweep(ds, url)                                     # replaced in place: a sweep over a sweep
+    local = open_sweep(write_sweep(ds, tmp_path / "dev.sweep"))
+    remote = open_sweep(url)
+    for name in ("logits", "cls_final", "train_cls_final"):
+        assert np.array_equal(remote[name].values, local[name].values)
+    assert list(remote["intervention"].values) == list(local["intervention"].values)
+    zarr.open_group(Location(url).zarr_store(), mode="r+").attrs["complete"] = False   # a writer that stopped
+    with pytest.raises(StoreError, match="unfinished"):
+        open_sweep(url)
+
+
+def test_the_scheduler_is_chosen_by_flag_or_environment(monkeypatch, capsys):
+    import dask
+    from distributed import LocalCluster
+
+    from bertology.analysis.engine import SCHEDULER_ENV, engine, parse_scheduler
+
+    assert parse_scheduler("local:3") == ("local", 3) and parse_scheduler(None) == ("threads", None)
+    for bad in ("local:0", "local:x", "gpu"):
+        with pytest.raises(ValueError, match="--scheduler"):
+            parse_scheduler(bad)
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cl:
+        monkeypatch.setenv(SCHEDULER_ENV, cl.scheduler_address)
+        lines = []
+        with engine(None, say=lines.append) as kind:                 # $DASK_SCHEDULER_ADDRESS
+            pid = dask.delayed(os.getpid)().compute()
+        assert kind == "address" and pid != os.getpid()              # ran on the cluster's worker process
+        assert cl.scheduler_address in lines[0] and "dashboard http://127.0.0.1:" in lines[0]
+        with engine("threads") as kind:                              # the flag wins over the environment
+            assert dask.delayed(os.getpid)().compute() == os.getpid()
