@@ -6,9 +6,11 @@ The tables, which of them a store gets, and which are per-row rather than summar
 identical reruns give identical files).
 
 The statistics tables have the columns ``task``, ``model``, ``layer``, ``site``, ``statistic``, ``estimate``,
-``ci_low``, ``ci_high``, ``n`` (``p`` and ``p_adj`` where a test applies) and the columns the table needs
-beyond them. One bootstrap weight matrix, drawn from ``seed``, serves every statistic, so results are
-deterministic and layer differences paired.
+``ci_low``, ``ci_high``, ``n`` (``p`` and ``p_adj`` where a test applies), ``ci_method`` (how the interval
+was made: :data:`bootstrap.CI_METHODS`) and ``estimate_bc`` (the bias-corrected estimate, where the ratio
+bootstrap gives one), and the columns the table needs beyond them. One Poisson bootstrap, keyed by ``seed``
+and each sample's id, serves every statistic, so results are deterministic, layer differences paired, and
+the work can be split into tasks any way (:mod:`engine`).
 """
 
 from __future__ import annotations
