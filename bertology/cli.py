@@ -255,10 +255,23 @@ def _skip_layers(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "storage_options", None) is not None:
-        from bertology.store.location import OPTIONS_ENV
+    """Run the parsed command; ``--storage-options`` hold for this command only."""
+    from bertology.store.location import OPTIONS_ENV
 
-        os.environ[OPTIONS_ENV] = json.dumps(args.storage_options)  # this process only (and its dask workers)
+    if getattr(args, "storage_options", None) is None:
+        return _run(args)
+    saved = os.environ.get(OPTIONS_ENV)
+    os.environ[OPTIONS_ENV] = json.dumps(args.storage_options)   # this command's locations (and its workers')
+    try:
+        return _run(args)
+    finally:
+        if saved is None:
+            os.environ.pop(OPTIONS_ENV, None)
+        else:
+            os.environ[OPTIONS_ENV] = saved
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         from bertology.extract.finetune import finetune_task
 
@@ -440,6 +453,30 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bertology: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - object-storage clients' own errors: one line with the fix
+        message = storage_error_message(e)
+        if debug or message is None:
+            raise
+        print(f"bertology: error: {message}", file=sys.stderr)
+        return 2
+
+
+#: The fsspec protocols whose library is an extra of bertology.
+_PROTOCOL_EXTRAS = {"gcsfs": "gcs", "adlfs": "azure"}
+
+
+def storage_error_message(e: Exception) -> str | None:
+    """One line for an error of an object-storage client (no credentials, an unreachable endpoint, a
+    protocol whose library is not installed); None for anything else."""
+    if isinstance(e, ImportError) and "to access" in str(e):  # fsspec: "Please install gcsfs to access ..."
+        lib = next((k for k in _PROTOCOL_EXTRAS if k in str(e)), None)
+        extra = f" (pip install 'bertology[{_PROTOCOL_EXTRAS[lib]}]')" if lib else ""
+        return f"{e}{extra}"
+    module = type(e).__module__ or ""
+    if module.startswith(("botocore", "aiobotocore", "s3fs", "google", "azure")):
+        return (f"object storage: {type(e).__name__}: {e}. Credentials and endpoints come from the environment "
+                f"(for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3) or --storage-options")
+    return None
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class Location:
         return hash(self.resolved())
 
     def __reduce__(self):  # the URL and non-secret options only: workers bring their own credentials
-        return (Location, (self.url, public_options(self.options)))
+        return (_arrive, (self.url, public_options(self.options)))
 
     # -- reading and writing -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -218,6 +218,14 @@ class Location:
         if self.local:
             return LocalStore(str(self.local_path), read_only=read_only)
         return FsspecStore.from_url(self.url, storage_options=dict(self.options) or None, read_only=read_only)
+
+
+def _arrive(url: str, options: dict) -> Location:
+    """A location unpickled (on a dask worker): its non-secret options, and the secrets this process was
+    given itself (a LocalCluster's workers inherit ``BERTOLOGY_STORAGE_OPTIONS``), never the sender's."""
+    own = storage_options()
+    secrets = {k: v for k, v in own.items() if k.lower() in SECRET_KEYS}
+    return Location(url, {**options, **secrets})
 
 
 def locate(where: str | os.PathLike | Location, options: dict | None = None) -> Location:

@@ -227,6 +227,12 @@ CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
     ("analyze: --out is a file", lambda ws: (ws.path("t.txt").write_text("x"),
                                              analyze(ws, ws.store, out=ws.path("t.txt")))[1], 2, "t.txt: is a file"),
     ("analyze: --resamples 0", lambda ws: analyze(ws, ws.store, "--resamples", "0"), 2, "argument --resamples: 0 is not at least 10"),
+    ("analyze: --scheduler unknown", lambda ws: analyze(ws, ws.store, "--scheduler", "gpu"), 2,
+     "--scheduler gpu: use threads, processes, local:N, or a scheduler address"),
+    ("analyze: --scheduler local:0", lambda ws: analyze(ws, ws.store, "--scheduler", "local:0"), 2,
+     "local:N needs a positive number of workers"),
+    ("analyze: --storage-options not JSON", lambda ws: analyze(ws, ws.store, "--storage-options", "{key: 1"), 2,
+     "argument --storage-options: not JSON"),
     # index
     ("index: results missing", lambda ws: ["index", str(ws.path("none")), "--db", str(ws.path("i.duckdb"))], 2,
      "no such results folder"),
@@ -250,6 +256,12 @@ CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
     ("store info: not a store", lambda ws: (ws.path("f").mkdir(), ["store", "info", str(ws.path("f"))])[1], 2,
      "not a zarr store"),
     ("store verify: missing", lambda ws: ["store", "verify", str(ws.path("none.zarr"))], 2, "no such store"),
+    ("store info: a protocol not installed", lambda ws: ["store", "info", "gs://bucket/dev.zarr"], 2,
+     "install gcsfs to access Google Storage (pip install 'bertology[gcs]')"),
+    ("store info: s3 without credentials", lambda ws: [
+        "store", "info", "s3://bucket/dev.zarr", "--storage-options",
+        '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "config_kwargs": {"retries": {"max_attempts": 1}}}'],
+     2, "NoCredentialsError: Unable to locate credentials. Credentials and endpoints come from the environment"),
 ]
 
 
@@ -268,6 +280,12 @@ def test_bad_input(ws, name, build, code, needle, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
         monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    if name == "store info: s3 without credentials":
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(ws.path("no-aws-config")))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(ws.path("no-aws-credentials")))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")     # no instance-metadata lookup off 127.0.0.1
     before = snapshot(ws.root)
     try:
         rc = main(argv)

@@ -187,9 +187,12 @@ def test_credentials_never_reach_metadata_tables_index_or_task_graphs(stores, an
     assert secret.encode() not in pickle.dumps(with_secret)
     assert Location(str(remote), options).isdir()                        # the options themselves work
     out = tmp_path / "analysis"
-    proc = subprocess.run([str(Path(sys.executable).with_name("bertology")), "analyze", str(remote), "--out", str(out),
-                           "--resamples", "20", "--permutations", "0", "--attribution-samples", "0", "--no-probe",
-                           "--storage-options", json.dumps(options)], capture_output=True, text=True)
+    # the credentials only in --storage-options: a LocalCluster's workers get them from their own environment
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    proc = subprocess.run([str(Path(sys.executable).with_name("bertology")), "analyze", str(remote), "--out",
+                           str(out), "--resamples", "20", "--permutations", "0", "--attribution-samples", "0",
+                           "--no-probe", "--scheduler", "local:2", "--storage-options", json.dumps(options)],
+                          env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     db = tmp_path / "i.duckdb"
     build_index([str(remote), str(out)], db)
