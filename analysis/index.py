@@ -49,7 +49,7 @@ from filelock import FileLock, Timeout
 from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.location import Location, locate
-from bertology.store.reader import StoreError, read_attrs
+from bertology.store.reader import StoreError, is_complete, read_attrs
 
 from .catalog import ANALYSIS_FORMAT, TABLES
 from .errors import CONFIDENT_MARGIN, margins
@@ -286,7 +286,7 @@ def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
         except StoreError as e:
             report.skipped.append(f"{store}: {e}")
             continue
-        if not (attrs.get("bertology_progress") or {}).get("complete"):
+        if not is_complete(store, attrs):
             report.skipped.append(f"{store}: incomplete extraction")
             continue
         if (attrs.get("bertology") or {}).get("attention_only"):

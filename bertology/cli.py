@@ -65,6 +65,15 @@ def _storage_options(text: str) -> dict:
     return options
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from bertology.store.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _scheduler(text: str) -> str:
     from bertology.analysis.engine import parse_scheduler
 
@@ -119,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "positions]; checked before any work)")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing bertology store instead of resuming it (anything else is refused)")
+                   help="replace an existing bertology store instead of resuming it (anything else is refused); "
+                        "with --shard, only this shard's part")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="extract the K-th of N parts of the samples (whole windows); N such commands, at once on "
+                        "one or many machines, fill one store, complete when all N have finished")
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="accept a checkpoint whose classifier head is newly initialised at load (its predictions "
                         "are random; recorded in the store), e.g. for attention maps of a pre-trained model")
@@ -305,8 +318,8 @@ def _run(args: argparse.Namespace) -> int:
             allow_untrained_head=args.allow_untrained_head, extra_meta={"attention_only": True} if args.attention_only else {})
         path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
                             carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
-                            device=args.device, progress=not args.quiet)
-        print(f"wrote {path}")
+                            device=args.device, progress=not args.quiet, shard=args.shard)
+        print(f"wrote {path}" + (f" (shard {args.shard[0]} of {args.shard[1]})" if args.shard else ""))
     elif args.command == "intervene":
         from bertology.extract.sweep import FAMILIES, sweep
 

@@ -7,8 +7,9 @@ samples of each window are run in length-sorted batches (dynamic padding), then 
 
 from __future__ import annotations
 
+import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from tqdm.auto import tqdm
 import bertology
 from bertology import BertologyError
 from bertology.store import schema as S
-from bertology.store.location import Location
+from bertology.store.location import Location, locate
+from bertology.store.overwrite import kind_of
+from bertology.store.shards import SHARDS, shard_name, shard_windows, write_top
 from bertology.store.writer import StorePlan, StoreWriter
 
 from .batching import Encoded, check_max_length, collate, encode, length_batches
@@ -200,11 +203,14 @@ def extract(
     device: str | None = None,
     progress: bool = True,
     on_window=None,
+    shard: tuple[int, int] | None = None,
 ) -> "Path | Location":
     """Run ``model`` over ``split`` and write (or resume) the store at ``out`` (a path or URL); return
     its ``Path`` (on local disk) or its :class:`~bertology.store.location.Location` (a URL).
 
     ``on_window(w)`` is called after window ``w`` is committed (used by tests to simulate a crash).
+    ``shard=(K, N)`` extracts only the K-th of N consecutive ranges of windows, into the store's sub-store
+    for that shard (:mod:`bertology.store.shards`): N such calls, at once or not, fill one store.
     """
     cfg = cfg or ExtractConfig()
     dev = pick_device(device)
@@ -216,7 +222,13 @@ def extract(
     check_max_length(lm.tokenizer, lm.model.config, cfg.max_length, split.task.is_pair)
     enc = encode(lm.tokenizer, split, cfg.max_length)
     plan = plan_store(lm, split, enc, cfg)
-    writer = StoreWriter(out, plan, overwrite=overwrite)
+    target = out
+    if shard is not None:
+        split, target, samples = _shard(locate(out), split, plan, shard)
+        enc = encode(lm.tokenizer, split, cfg.max_length)
+        plan = plan_store(lm, split, enc, cfg)
+        plan.meta["shard"] = {"index": shard[0], "of": shard[1], "samples": samples}  # positions [lo, hi)
+    writer = StoreWriter(target, plan, overwrite=overwrite)
     bar = tqdm(total=plan.n_samples, initial=min(writer.windows_done * plan.window, plan.n_samples),
                unit="seq", desc=f"extract {split.task.name}/{split.split}", disable=not progress)
     for w in range(writer.windows_done, plan.n_windows):
@@ -227,7 +239,21 @@ def extract(
             on_window(w)
     bar.close()
     writer.finish()
-    return writer.path.local_path if writer.path.local else writer.path
+    where = locate(out)
+    return where.local_path if where.local else where
+
+
+def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int]):
+    """The samples of one shard (whole windows) and its sub-store, after writing the store's top metadata."""
+    k, n = shard
+    windows = shard_windows(plan.n_windows, n, k)
+    if out.isdir() and (out / "zarr.json").isfile() and kind_of(out) == "store" and not (
+            (json.loads((out / "zarr.json").read_text()).get("attributes", {}).get(S.META_KEY) or {}).get(SHARDS)):
+        raise BertologyError(f"{out}: is a store extracted without --shard; choose another --out, or remove it "
+                             f"before sharding (shards never remove what other shards may be writing)")
+    write_top(out, plan.meta, n)
+    lo, hi = windows.start * plan.window, min(windows.stop * plan.window, plan.n_samples)
+    return replace(split, examples=split.examples[lo:hi]), out / shard_name(k, n), [lo, hi]
 
 
 def extract_task(model: str, task: str, split: str, out, *, glue_dir=None, limit=None,

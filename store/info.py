@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import schema as S
+from . import shards
 from .location import Location, locate
 from .reader import open_store, read_attrs
 
@@ -29,11 +30,24 @@ def describe(path: str | Path | Location) -> str:
     size."""
     path = locate(path)
     attrs = read_attrs(path)
-    progress = attrs.get(S.PROGRESS_KEY) or {}
+    n_shards = attrs[S.META_KEY].get(shards.SHARDS)
+    if n_shards:
+        missing = shards.unfinished(path, n_shards)
+        if missing:
+            m = attrs[S.META_KEY]
+            return (f"bertology store {path}  (schema {m['schema_version']}, {n_shards} shards, INCOMPLETE: shard(s) "
+                    f"{', '.join(missing)})\n  task/split   {m['task']} / {m['split']}  ({m['n_samples']} samples)\n"
+                    f"  model        {m['model']}\n  run `bertology extract ... --shard K/{n_shards}` for each "
+                    f"unfinished shard (a rerun resumes it)")
+        progress = {"complete": True}
+    else:
+        progress = attrs.get(S.PROGRESS_KEY) or {}
     ds = open_store(path, allow_incomplete=True)
     m = ds.attrs
+    state = ("complete" if progress.get("complete") else
+             "INCOMPLETE: " + str(progress.get("windows_done")) + " windows written")
     lines = [f"bertology store {path}  (schema {m['schema_version']}, "
-             f"{'complete' if progress.get('complete') else 'INCOMPLETE: ' + str(progress.get('windows_done')) + ' windows written'})"]
+             + (f"{n_shards} shards, " if n_shards else "") + f"{state})"]
     carve = m.get("carve_out")
     lines += [
         f"  task/split   {m['task']} / {m['split']}  ({ds.sizes[S.SAMPLE]} samples, labels: {', '.join(m['label_names'])})",

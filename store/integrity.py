@@ -159,7 +159,9 @@ def verify(path: str | Path | Location, progress: bool = True) -> VerifyReport:
     except Exception as e:  # noqa: BLE001
         raise BertologyError(f"{path}: not a zarr store ({type(e).__name__}: {e})") from None
     report = VerifyReport(str(path), damage=[])
-    arrays = sorted(group.arrays(), key=lambda kv: kv[0])
+    # every array, those of a sharded store's sub-stores too (their names start with the shard's)
+    arrays = sorted(((name, node) for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)),
+                    key=lambda kv: kv[0])
     total = sum(int(np.prod([-(-s // c) for s, c in zip(a.shape, a.chunks)])) for _, a in arrays)
     bar = tqdm(total=total, unit="chunk", desc=f"verify {path.name}", disable=not progress)
     for name, arr in arrays:

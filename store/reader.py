@@ -17,15 +17,13 @@ import zarr
 from bertology import BertologyError
 
 from . import schema as S
+from . import shards
+from .errors import StoreError  # re-exported: the reader's refusals
 from .integrity import reading_store
 from .location import Location, locate
 
 # Workflow tools leave marker files in directory outputs (Snakemake's `.snakemake_timestamp`): not ours.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized", module="zarr")
-
-
-class StoreError(BertologyError):
-    """A path that is not a complete, readable bertology store."""
 
 
 def read_attrs(path: str | Path | Location) -> dict:
@@ -48,6 +46,16 @@ def read_attrs(path: str | Path | Location) -> dict:
     return attrs
 
 
+def is_complete(path: str | Path | Location, attrs: dict | None = None) -> bool:
+    """Whether the store at ``path`` is complete (a sharded one: every shard); ``attrs`` from :func:`read_attrs`."""
+    path = locate(path)
+    attrs = read_attrs(path) if attrs is None else attrs
+    n = attrs[S.META_KEY].get(shards.SHARDS)
+    if n:
+        return not shards.unfinished(path, int(n))
+    return bool((attrs.get(S.PROGRESS_KEY) or {}).get("complete"))
+
+
 def open_store(path: str | Path | Location, *, allow_incomplete: bool = False, dask: bool = True) -> xr.Dataset:
     """Open a store (a path or URL) lazily, with named dimensions and coordinates: dask-backed, or with
     ``dask=False`` as lazily indexed zarr arrays (what analysis tasks use: each reads only the chunks it
@@ -59,6 +67,8 @@ def open_store(path: str | Path | Location, *, allow_incomplete: bool = False, d
     """
     path = locate(path)
     attrs = read_attrs(path)
+    if attrs[S.META_KEY].get(shards.SHARDS):  # filled by N `extract --shard K/N` processes
+        return shards.open_sharded(path, attrs, allow_incomplete=allow_incomplete, dask=dask, open_store=open_store)
     progress = attrs.get(S.PROGRESS_KEY) or {}
     if not progress.get("complete") and not allow_incomplete:
         raise StoreError(

@@ -243,3 +243,15 @@ def test_the_scheduler_is_chosen_by_flag_or_environment(monkeypatch, capsys):
         assert cl.scheduler_address in lines[0] and "dashboard http://127.0.0.1:" in lines[0]
         with engine("threads") as kind:                              # the flag wins over the environment
             assert dask.delayed(os.getpid)().compute() == os.getpid()
+
+
+def test_shards_started_together_fill_one_store_on_s3(s3, tiny_models, tmp_path):
+    from .test_shards import N_SAMPLES as N, WINDOW, assert_same_store, run_together
+
+    url = f"s3://{BUCKET}/sharded/dev.zarr"
+    run_together(tiny_models["bert"], url)
+    serial = extract(str(tiny_models["bert"]), make_split(N, seed=2), tmp_path / "serial.zarr",
+                     ExtractConfig(window=WINDOW), progress=False)
+    assert_same_store(serial, url)
+    keys = _objects(Location(url))
+    assert {k.split("/")[0] for k in keys if "/" in k} == {"shard-1-of-3", "shard-2-of-3", "shard-3-of-3"}

@@ -1,4 +1,4 @@
-"""The workflow's settings for remote stores, GPUs and SLURM, checked by dry runs of the tiny profile (no rule
+"""The workflow's settings for remote stores, GPUs, sharded extraction and SLURM, checked by dry runs of the tiny profile (no rule
 runs): which files Snakemake tracks, where the stores go, what every command gets, which rules ask for a GPU."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def dry_run(tmp: Path, glue_dir: Path, extra_config: str = "", *args: str) -> tu
         rule = re.search(r"^rule (\w+):", block, re.M)
         if rule and rule.group(1) != "all":
             field = lambda name: (re.search(rf"^\s*{name}: (.*)$", block, re.M) or [None, ""])[1]  # noqa: E731
-            jobs.append(dict(rule=rule.group(1), output=field("output").split(", "),
+            jobs.append(dict(rule=rule.group(1), output=field("output").split(", "), input=field("input").split(", "),
                              resources=field("resources"), shell=field("Shell command")))
     return results, jobs
 
@@ -60,6 +60,18 @@ def local(tmp_path_factory, glue_dir):
 @pytest.fixture(scope="session")
 def remote(tmp_path_factory, glue_dir):
     return dry_run(tmp_path_factory.mktemp("remote"), glue_dir, REMOTE, "--cores", "2")
+
+
+SHARDS = 3
+SHARDED = f"extract: {{shards: {SHARDS}}}\n"
+
+
+@pytest.fixture(scope="session", params=["local", "remote"])
+def sharded(request, tmp_path_factory, glue_dir):
+    """(where the stores live, results, jobs) of a dry run with extract.shards: 3, local (gpu: true) or remote."""
+    extra = SHARDED + ("gpu: true\n" if request.param == "local" else REMOTE)
+    results, jobs = dry_run(tmp_path_factory.mktemp(f"sharded_{request.param}"), glue_dir, extra, "--cores", "2")
+    return (results if request.param == "local" else ROOT), results, jobs
 
 
 def test_without_storage_root_the_outputs_are_todays_local_layout(local):
@@ -138,3 +150,73 @@ def test_slurm_profile_dry_run(tmp_path, glue_dir):
         assert f"slurm_partition={gpu}," in j["resources"] + ",", j
         assert "slurm_account=YOUR_ACCOUNT" in j["resources"]
         assert ("gpu=1" in j["resources"]) == (j["rule"] in GPU_RULES)
+
+
+def shard_receipts(results, task):
+    return {f"{results}/{task}/dev.zarr.shard-{k}-of-{SHARDS}.receipt" for k in range(1, SHARDS + 1)}
+
+
+def test_sharded_dev_store_is_extracted_by_n_jobs_into_one_store(sharded):
+    stores, results, jobs = sharded
+    for task in TASKS:
+        shards = [j for j in jobs if j["rule"] == "extract_dev" and f"--task {task} " in j["shell"]]
+        assert len(shards) == SHARDS
+        assert {re.search(r"--shard (\S+) ", j["shell"])[1] for j in shards} == {f"{k}/{SHARDS}" for k in (1, 2, 3)}
+        for j in shards:
+            k = re.search(rf"--shard (\d)/{SHARDS} ", j["shell"])[1]
+            receipt = f"{results}/{task}/dev.zarr.shard-{k}-of-{SHARDS}.receipt"
+            assert j["output"] == [receipt]                      # the store itself is no output
+            assert j["shell"].count("--shard ") == 1 and f" --out {stores}/{task}/dev.zarr " in j["shell"]
+            assert "--overwrite " in j["shell"] and f"extract_dev_{task}.shard-{k}-of-{SHARDS}.log" in j["shell"]
+            assert j["shell"].rstrip().endswith(f"> {receipt}") and " 2>&1 && " in j["shell"]  # once it exited 0
+            assert re.search(r"\bgpu=1\b", j["resources"])
+    assert {j["rule"] for j in jobs if "--shard" in j["shell"]} == {"extract_dev"}     # train, pretrained: whole
+    assert sum(j["rule"] == "extract_dev" for j in jobs) == SHARDS * len(TASKS)
+    outputs = {o for j in jobs for o in j["output"]}
+    assert not [o for o in outputs if "/dev.zarr" in o and ".shard-" not in o]
+
+
+def test_every_reader_of_a_sharded_store_waits_for_all_its_shards(sharded):
+    stores, results, jobs = sharded
+    for task in TASKS:
+        receipts = shard_receipts(results, task)
+        dev = f"{stores}/{task}/dev.zarr"
+        readers = {j["rule"]: j for j in jobs if f"{results}/{task}/" in j["output"][0]
+                   and j["rule"] in ("intervene", "analyze", "store_info") and "train.info" not in j["output"][0]}
+        assert set(readers) == {"intervene", "analyze", "store_info"}
+        for rule, j in readers.items():
+            assert receipts <= set(j["input"]), (rule, j["input"])
+            assert not [i for i in j["input"] if i.endswith(("/dev.zarr", "/dev.zarr.receipt"))], j["input"]
+        assert f"--store {dev} " in readers["intervene"]["shell"]
+        assert f" analyze {dev} --train-store " in readers["analyze"]["shell"]
+        assert f" store info {dev} " in readers["store_info"]["shell"]
+        train_info = next(j for j in jobs if j["output"] == [f"{results}/{task}/train.info.txt"])
+        assert not [i for i in train_info["input"] if ".shard-" in i]
+    index = next(j for j in jobs if j["rule"] == "index")
+    assert set().union(*(shard_receipts(results, t) for t in TASKS)) <= set(index["input"])
+    assert all(f" {stores}/{t}/dev.zarr " in index["shell"] for t in TASKS)
+
+
+def test_one_shard_is_todays_workflow(local, tmp_path, glue_dir):
+    """extract.shards: 1 (the default) changes no job, input, output or command: only the workflow config the
+    report records says shards: 1."""
+    def jobs(run):
+        return sorted((j["rule"], tuple(sorted(j["output"])), tuple(sorted(j["input"])), j["resources"],
+                       j["shell"].replace('"shards": 1, ', "")) for j in run[1])
+
+    results, one = dry_run(tmp_path, glue_dir, "extract: {shards: 1}\n", "--cores", "2")
+    assert results == local[0] or True          # both under their own tmp folder: compare with paths mapped
+    mapped = [dict(j, output=[o.replace(str(results), str(local[0])) for o in j["output"]],
+                   input=[i.replace(str(results), str(local[0])) for i in j["input"]],
+                   shell=j["shell"].replace(str(results), str(local[0]))) for j in one]
+    assert jobs((None, mapped)) == jobs(local)
+    assert not [j for j in one if "--shard" in j["shell"] or any(".shard-" in o for o in j["output"])]
+    assert sum(j["rule"] == "extract_dev" for j in one) == len(TASKS)
+
+
+@pytest.mark.parametrize("shards", ["0", "'2'"])
+def test_a_malformed_shard_count_is_refused_before_any_rule(tmp_path, glue_dir, shards):
+    (tmp_path / "bad.yaml").write_text(f"extract: {{shards: {shards}}}\n")
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/tiny.yaml", str(tmp_path / "bad.yaml"),
+                     glue_dir=glue_dir)
+    assert proc.returncode != 0 and "On instance['extract']['shards']" in proc.stdout + proc.stderr

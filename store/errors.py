@@ -1,0 +1,7 @@
+"""The store layer's refusals."""
+
+from bertology import BertologyError
+
+
+class StoreError(BertologyError):
+    """A path that is not a complete, readable bertology store."""
