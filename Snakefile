@@ -1,5 +1,5 @@
-# bertology workflow: [init_model] -> finetune -> extract (dev: full capture; train: cls only;
-#                     pre-trained model on dev: attention only)
+# bertology workflow: [init_model] -> finetune -> extract (dev: full capture, in N jobs with extract.shards;
+#                     train: cls only; pre-trained model on dev: attention only)
 #                     -> [intervene] -> analyze -> index -> report.         Run: snakemake --cores 8
 # Every config value a rule uses is one of its `params`, so changing a value reruns exactly the rules it
 # affects (and what depends on their outputs); a second run with nothing changed runs nothing. The settings
@@ -59,17 +59,40 @@ SCHEDULER = config["dask"]["scheduler"]     # `bertology analyze --scheduler`: t
 GPU = {"gpu": 1} if config["gpu"] else {}
 
 
+# Sharded extraction (config `extract.shards: N` > 1): each task's dev store is extracted by N jobs, one per
+# `bertology extract --shard K/N` (K = 1..N), that fill one store together; N jobs cannot share a directory
+# output, so each tracks a small local receipt (RESULTS/TASK/dev.zarr.shard-K-of-N.receipt, written once its
+# shard succeeded), the store itself is no output, and whatever reads it waits for all N receipts.
+SHARDS = EX.get("shards", 1)                         # config extract.shards (unset: 1)
+SHARDED = {"dev.zarr"} if SHARDS > 1 else set()     # the stores extracted in shards (rule extract_dev)
+
+wildcard_constraints:
+    shard=r"[1-9][0-9]*",
+
+
+def shard_tag(name, shard="{shard}"):
+    """What a shard's receipt, log and benchmark add to their names: `.shard-K-of-N` (a sharded store), else ""."""
+    return f".shard-{shard}-of-{SHARDS}" if name in SHARDED else ""
+
+
 def location(task, name):
     """Where the store or sweep `name` (dev.zarr, train.zarr, pretrained_dev.zarr, dev.sweep) of a task lives:
     (the path or URL the bertology commands get, the file Snakemake tracks). Without storage.root both are
     the directory RESULTS/TASK/NAME; with it, ROOT/TASK/NAME and the local receipt RESULTS/TASK/NAME.receipt.
+    A sharded store's tracked files are the list of its N shard receipts, local either way.
     `task` may be the wildcard "{task}" (a rule's input or output pattern)."""
     local = f"{R}/{task}/{name}"
-    return (local, local) if ROOT is None else (f"{ROOT}/{task}/{name}", f"{local}.receipt")
+    where = local if ROOT is None else f"{ROOT}/{task}/{name}"
+    if name in SHARDED:
+        return where, [f"{local}{shard_tag(name, k)}.receipt" for k in range(1, SHARDS + 1)]
+    return where, local if ROOT is None else f"{local}.receipt"
 
 
 def tracked(name):
-    """A rule's output pattern for a task's store or sweep: the directory, or its receipt."""
+    """A rule's output pattern for a task's store or sweep: the directory, or its receipt; a sharded store's:
+    one shard's receipt (wildcard `shard`)."""
+    if name in SHARDED:
+        return f"{R}/{{task}}/{name}{shard_tag(name)}.receipt"
     path = location("{task}", name)[1]
     return directory(path) if ROOT is None else path
 
@@ -142,13 +165,18 @@ rule finetune:
         "--quiet > {log} 2>&1"
 
 
-# One extraction command; the three extraction rules differ in model, split and capture mode only.
-EXTRACT = (
-    "OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} "
-    "--split {params.split} --glue-dir {params.glue_dir} --out {params.out:q} {params.limit} {params.mode} "
-    "--dtype {params.dtype} --max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite "
-    "{SO} --quiet > {log} 2>&1" + STORE_RECEIPT
-)
+def extract_command(store):
+    """The extraction command for `store`; the three extraction rules differ in model, split and capture mode
+    only. A sharded store's command extracts shard K/N, and the shard's receipt records what it finished."""
+    shard, receipt = ((f"--shard {{wildcards.shard}}/{SHARDS} ",
+                       f" && echo {{params.out:q}} shard {{wildcards.shard}}/{SHARDS} > {{output}}")
+                      if store in SHARDED else ("", STORE_RECEIPT))
+    return ("OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {wildcards.task} "
+            "--split {params.split} --glue-dir {params.glue_dir} --out {params.out:q} {params.limit} {params.mode} "
+            "--dtype {params.dtype} --max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite "
+            + shard + "{SO} --quiet > {log} 2>&1" + receipt)
+
+
 DEV_LIMIT = f"--limit {EX['dev_limit']}" if EX.get("dev_limit") else ""
 PRETRAINED_MODE = "--attention-only --allow-untrained-head"
 
@@ -170,12 +198,12 @@ rule extract_dev:
     """The fine-tuned model on the dev samples: every site of every layer, per token, and the attention."""
     input: lambda w: checkpoint(w.task)
     output: tracked("dev.zarr")
-    log: f"{R}/logs/extract_dev_{{task}}.log"
-    benchmark: f"{R}/benchmarks/extract_dev_{{task}}.tsv"
+    log: f"{R}/logs/extract_dev_{{task}}{shard_tag('dev.zarr')}.log"
+    benchmark: f"{R}/benchmarks/extract_dev_{{task}}{shard_tag('dev.zarr')}.tsv"
     threads: 2
     resources: mem_mb=6000, runtime=120, **GPU
     params: **extract_params("dev.zarr", "dev", "", DEV_LIMIT)
-    shell: EXTRACT
+    shell: extract_command("dev.zarr")
 
 
 rule extract_pretrained:
@@ -188,7 +216,7 @@ rule extract_pretrained:
     threads: 2
     resources: mem_mb=4000, runtime=60, **GPU
     params: **extract_params("pretrained_dev.zarr", "dev", PRETRAINED_MODE, DEV_LIMIT, model=BASE_MODEL)
-    shell: EXTRACT
+    shell: extract_command("pretrained_dev.zarr")
 
 
 rule extract_train:
@@ -200,11 +228,11 @@ rule extract_train:
     threads: 2
     resources: mem_mb=4000, runtime=120, **GPU
     params: **extract_params("train.zarr", "train", "--cls-only", train_limit)
-    shell: EXTRACT
+    shell: extract_command("train.zarr")
 
 
 rule store_info:
-    input: location("{task}", "{split}.zarr")[1]
+    input: lambda w: location(w.task, f"{w.split}.zarr")[1]
     output: f"{R}/{{task}}/{{split}}.info.txt"
     log: f"{R}/logs/store_info_{{task}}_{{split}}.log"
     benchmark: f"{R}/benchmarks/store_info_{{task}}_{{split}}.tsv"
@@ -273,7 +301,7 @@ rule index:
     """The DuckDB index of exactly the runs this workflow made: each task's dev and train stores and the dev
     store's analysis tables (every one of them an input, so a missing table reruns its analysis)."""
     input:
-        stores=[location(t, f"{s}.zarr")[1] for t in TASKS for s in ("dev", "train")],
+        stores=[location(t, f"{s}.zarr")[1] for t in TASKS for s in ("dev", "train")],  # (lists flatten)
         analyses=expand(f"{R}/{{task}}/analysis/analysis.json", task=TASKS),
         tables=expand(f"{R}/{{task}}/analysis/{{table}}.parquet", task=TASKS, table=ANALYSIS_TABLES),
     output: f"{R}/bertology.duckdb"

@@ -27,6 +27,7 @@ from bertology.store.writer import StorePlan, StoreWriter
 from .batching import Encoded, check_max_length, collate, encode, length_batches
 from .capture import ATTENTION, LAYER_HOOKS, Capture
 from .models import LoadedModel, load_classifier, require_trained_head
+from .pipeline import WindowPipeline
 from .tasks import Split, load_split
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -45,6 +46,7 @@ class ExtractConfig:
     window: int = 128
     seed: int = 0
     allow_untrained_head: bool = False             # accept a classifier head newly initialised at load
+    overlap_writes: bool | None = None             # writer thread beside the forward passes (None: on a GPU)
     extra_meta: dict = field(default_factory=dict)
 
     def validate(self, n_layers: int) -> None:
@@ -156,12 +158,15 @@ def _run_window(lm: LoadedModel, enc: Encoded, plan: StorePlan, w: int, cfg: Ext
             cap.reset()
             batch = collate(enc, batch_idx, pad_id, use_types, device)
             logits = lm.model(**batch).logits
-            # (L, B, N, W); a site stored only at [CLS] is moved off the device at position 0 alone
-            st = {s: torch.stack(cap.states[s])[:, :, : None if s in plan.token_sites else 1]
-                  .to(cast).cpu().numpy() for s in LAYER_HOOKS}
-            emb = cap.states[S.EMBED][:, : None if S.EMBED in plan.token_sites else 1].to(cast).cpu().numpy()
-            att = torch.stack(cap.states[ATTENTION]).to(cast).cpu().numpy() if plan.attention else None
-            logits = logits.float().cpu().numpy()
+            # (L, B, N, W), cast on the device; a site stored only at [CLS] leaves the device at position 0 alone
+            on_device = {s: torch.stack(cap.states[s])[:, :, : None if s in plan.token_sites else 1].to(cast)
+                         for s in LAYER_HOOKS}
+            on_device[S.EMBED] = cap.states[S.EMBED][:, : None if S.EMBED in plan.token_sites else 1].to(cast)
+            if plan.attention:
+                on_device[ATTENTION] = torch.stack(cap.states[ATTENTION]).to(cast)
+            on_device["logits"] = logits.float()
+            st = to_host(on_device)
+            emb, att, logits = st.pop(S.EMBED), st.pop(ATTENTION, None), st.pop("logits")
             for r, i in enumerate(batch_idx):
                 j = i - sl.start
                 k = int(plan.lengths[i])
@@ -183,6 +188,19 @@ def _run_window(lm: LoadedModel, enc: Encoded, plan: StorePlan, w: int, cfg: Ext
     for name, parts in per_sample.items():
         out[name] = np.concatenate(parts, axis=0)
     return out
+
+
+def to_host(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Tensors as numpy arrays. From a GPU, every copy is queued at once into pinned host memory
+    (asynchronous device-to-host transfers) and waited for once."""
+    first = next(iter(tensors.values()))
+    if first.device.type != "cuda":
+        return {k: v.cpu().numpy() for k, v in tensors.items()}
+    host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in tensors.items()}
+    for k, v in tensors.items():
+        host[k].copy_(v, non_blocking=True)
+    torch.cuda.current_stream(first.device).synchronize()
+    return {k: v.numpy() for k, v in host.items()}
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -224,26 +242,29 @@ def extract(
     plan = plan_store(lm, split, enc, cfg)
     target = out
     if shard is not None:
-        split, target, samples = _shard(locate(out), split, plan, shard)
+        split, target, samples = _shard(locate(out), split, plan, shard, overwrite)
         enc = encode(lm.tokenizer, split, cfg.max_length)
         plan = plan_store(lm, split, enc, cfg)
         plan.meta["shard"] = {"index": shard[0], "of": shard[1], "samples": samples}  # positions [lo, hi)
     writer = StoreWriter(target, plan, overwrite=overwrite)
     bar = tqdm(total=plan.n_samples, initial=min(writer.windows_done * plan.window, plan.n_samples),
                unit="seq", desc=f"extract {split.task.name}/{split.split}", disable=not progress)
-    for w in range(writer.windows_done, plan.n_windows):
-        writer.write_window(w, _run_window(lm, enc, plan, w, cfg, dev))
-        writer.commit(w)
+    def committed(w):
         bar.update(plan.window_slice(w).stop - plan.window_slice(w).start)
         if on_window is not None:
             on_window(w)
+
+    overlap = dev.type == "cuda" if cfg.overlap_writes is None else cfg.overlap_writes
+    with WindowPipeline(writer, committed, threaded=overlap) as pipeline:   # w+1's forward while w is written
+        for w in range(writer.windows_done, plan.n_windows):
+            pipeline.put(w, _run_window(lm, enc, plan, w, cfg, dev))
     bar.close()
     writer.finish()
     where = locate(out)
     return where.local_path if where.local else where
 
 
-def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int]):
+def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int], overwrite: bool):
     """The samples of one shard (whole windows) and its sub-store, after writing the store's top metadata."""
     k, n = shard
     windows = shard_windows(plan.n_windows, n, k)
@@ -251,7 +272,7 @@ def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int])
             (json.loads((out / "zarr.json").read_text()).get("attributes", {}).get(S.META_KEY) or {}).get(SHARDS)):
         raise BertologyError(f"{out}: is a store extracted without --shard; choose another --out, or remove it "
                              f"before sharding (shards never remove what other shards may be writing)")
-    write_top(out, plan.meta, n)
+    write_top(out, plan.meta, n, overwrite)
     lo, hi = windows.start * plan.window, min(windows.stop * plan.window, plan.n_samples)
     return replace(split, examples=split.examples[lo:hi]), out / shard_name(k, n), [lo, hi]
 

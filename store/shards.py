@@ -55,9 +55,11 @@ def shard_windows(n_windows: int, n: int, k: int) -> range:
     return range(bounds[k - 1], bounds[k])
 
 
-def write_top(where: Location, meta: dict, n: int) -> None:
+def write_top(where: Location, meta: dict, n: int, overwrite: bool = False) -> None:
     """The top group of a sharded store: its whole-store metadata. Every shard writes the same bytes, so
-    shards starting together cannot disagree; a different extraction already there is refused."""
+    shards starting together cannot disagree; a different extraction already there is refused, or, with
+    ``overwrite``, a different sharded extraction is replaced (each shard then replaces its own sub-store;
+    the sub-stores of another N stay, unread)."""
     meta = json.loads(json.dumps({**meta, SHARDS: n}))
     doc = {"zarr_format": 3, "node_type": "group", "attributes": {S.META_KEY: meta}}
     top = where / "zarr.json"
@@ -66,13 +68,14 @@ def write_top(where: Location, meta: dict, n: int) -> None:
             old = json.loads(top.read_text()).get("attributes", {})
         except ValueError:
             old = {}
-        if old.get(S.META_KEY) != meta:
-            found = (old.get(S.META_KEY) or {}).get(SHARDS)
+        found = (old.get(S.META_KEY) or {}).get(SHARDS)
+        if old.get(S.META_KEY) != meta and not (overwrite and found):
             what = (f"a store of {found} shards of another extraction" if found else
                     "a store that is not sharded" if S.META_KEY in old else "not a bertology store")
             raise BertologyError(f"{where}: {what}; shard with the same settings and N, choose another --out, or "
                                  f"remove it")
-        return
+        if old.get(S.META_KEY) == meta:
+            return
     top.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 

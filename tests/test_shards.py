@@ -140,3 +140,20 @@ def test_a_sharded_store_is_analysed_and_indexed_as_the_serial_one(serial, shard
     db = tmp_path / "i.duckdb"
     build_index([str(sharded), str(tmp_path / "b")], db)
     assert query(db, "SELECT n_samples FROM runs")["n_samples"].tolist() == [N_SAMPLES]
+
+
+def test_overwrite_replaces_a_sharded_store_shard_by_shard(tiny_models, tmp_path):
+    model, split, out = str(tiny_models["bert"]), make_split(N_SAMPLES, seed=2), tmp_path / "s.zarr"
+    for k in (1, 2, 3):
+        extract(model, split, out, ExtractConfig(window=WINDOW), progress=False, shard=(k, 3))
+    for k in (1, 2, 3):   # other settings (what a workflow rerun after a config change does)
+        extract(model, split, out, ExtractConfig(window=WINDOW, dtype="float32"), progress=False, shard=(k, 3),
+                overwrite=True)
+    ds = open_store(out)
+    assert ds.attrs["dtype"] == "float32" and ds["cls"].dtype == np.float32 and ds.sizes["sample"] == N_SAMPLES
+
+
+def test_writes_overlapped_with_the_forward_passes_give_the_same_bytes(serial, tiny_models, tmp_path):
+    threaded = extract(str(tiny_models["bert"]), make_split(N_SAMPLES, seed=2), tmp_path / "t.zarr",
+                       ExtractConfig(window=WINDOW, overlap_writes=True), progress=False)
+    assert_same_store(serial, threaded)
