@@ -466,19 +466,24 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters |
     return pd.DataFrame(ratios), (pd.DataFrame(outliers) if params is not None else None)
 
 
-def _block_tokens(ds: xr.Dataset, var: str, layer: int, idx: slice) -> np.ndarray:
-    start = int(ds["token_start"].values[idx.start])
-    stop = int(ds["token_start"].values[idx.stop - 1] + ds["length"].values[idx.stop - 1])
-    return np.asarray(ds[var].sel(token_layer=layer).isel(token=slice(start, stop)).values, np.float32)
+def _block_span(ds: xr.Dataset, idx: slice) -> tuple[np.ndarray, int, int]:
+    """The token counts of samples ``idx`` and their span (t0, t1) on the token axis."""
+    starts = ds["token_start"].isel(sample=idx).values.astype(np.int64)
+    lengths = ds["length"].isel(sample=idx).values.astype(np.int64)
+    return lengths, int(starts[0]), int(starts[-1] + lengths[-1])
+
+
+def _block_tokens(ds: xr.Dataset, var: str, layer: int, t0: int, t1: int) -> np.ndarray:
+    return np.asarray(ds[var].sel(token_layer=layer).isel(token=slice(t0, t1)).values, np.float32)
 
 
 def _block_ff_ratio(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
     """One task: per sample of ``idx`` and layer, the sum over its tokens of ‖ff‖ / ‖ln1‖, (samples, L)."""
-    lengths = ds["length"].values[idx].astype(np.int64)
+    lengths, t0, t1 = _block_span(ds, idx)
     rel = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     out = np.zeros((len(lengths), len(layers)))
     for j, layer in enumerate(layers):
-        ff, ln1 = _block_tokens(ds, "token_ff", layer, idx), _block_tokens(ds, "token_ln1", layer, idx)
+        ff, ln1 = _block_tokens(ds, "token_ff", layer, t0, t1), _block_tokens(ds, "token_ln1", layer, t0, t1)
         ratio = np.linalg.norm(ff, axis=1) / np.maximum(np.linalg.norm(ln1, axis=1), 1e-12)
         out[:, j] = np.add.reduceat(ratio.astype(np.float64), rel)
     return out
@@ -486,5 +491,6 @@ def _block_ff_ratio(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray
 
 def _block_abs_ff(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
     """One task: Σ |ff| over the tokens of samples ``idx``, per layer and hidden dimension, (L, d)."""
-    return np.stack([np.abs(_block_tokens(ds, "token_ff", layer, idx)).astype(np.float64).sum(axis=0)
+    _, t0, t1 = _block_span(ds, idx)
+    return np.stack([np.abs(_block_tokens(ds, "token_ff", layer, t0, t1)).astype(np.float64).sum(axis=0)
                      for layer in layers])

@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes), or a scheduler address tcp://host:port (default: $DASK_SCHEDULER_ADDRESS, "
                         "else threads)")
     p.add_argument("--block-size", type=POSITIVE, default=None,
-                   help="samples per analysis task (default: the store's sample chunk); results do not depend on it")
+                   help="samples per analysis task (default 256); results do not depend on it")
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
@@ -345,10 +345,7 @@ def _run(args: argparse.Namespace) -> int:
                                   checkpoint=args.checkpoint, scheduler=args.scheduler).items():
             print(f"wrote {path}")
     elif args.command == "index":
-        from pathlib import Path
-
         from bertology.analysis.index import build_index
-
         from bertology.store.location import locate
 
         one = locate(args.results[0])
@@ -366,8 +363,6 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{what:9} {item}")
         print(f"{db}: {'updated' if rep.changed else 'unchanged'}")
     elif args.command == "report":
-        from pathlib import Path
-
         from bertology.reports import build_report
 
         try:

@@ -7,7 +7,6 @@ samples of each window are run in length-sorted batches (dynamic padding), then 
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,8 +19,7 @@ import bertology
 from bertology import BertologyError
 from bertology.store import schema as S
 from bertology.store.location import Location, locate
-from bertology.store.overwrite import kind_of
-from bertology.store.shards import SHARDS, shard_name, shard_windows, write_top
+from bertology.store.shards import shard_name, shard_windows, write_top
 from bertology.store.writer import StorePlan, StoreWriter
 
 from .batching import Encoded, check_max_length, collate, encode, length_batches
@@ -268,10 +266,6 @@ def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int],
     """The samples of one shard (whole windows) and its sub-store, after writing the store's top metadata."""
     k, n = shard
     windows = shard_windows(plan.n_windows, n, k)
-    if out.isdir() and (out / "zarr.json").isfile() and kind_of(out) == "store" and not (
-            (json.loads((out / "zarr.json").read_text()).get("attributes", {}).get(S.META_KEY) or {}).get(SHARDS)):
-        raise BertologyError(f"{out}: is a store extracted without --shard; choose another --out, or remove it "
-                             f"before sharding (shards never remove what other shards may be writing)")
     write_top(out, plan.meta, n, overwrite)
     lo, hi = windows.start * plan.window, min(windows.stop * plan.window, plan.n_samples)
     return replace(split, examples=split.examples[lo:hi]), out / shard_name(k, n), [lo, hi]

@@ -5,8 +5,9 @@ thread runs the forward passes of window w+1. At most ``depth`` finished windows
 stays bounded by ``depth + 2`` windows. Windows are written and committed strictly in order by the one thread;
 a window counts as done only after its commit, so a crash at any point loses at most uncommitted windows,
 which a rerun redoes. ``threaded=False`` writes each window as it is handed over (what extraction does on
-a CPU, where the forward passes already use every core: bench/RESULTS.md). An error in the writer (or in the ``on_commit`` callback) stops the extraction: it is
-raised in the main thread at its next hand-over, or when the pipeline closes.
+a CPU, where the forward passes already use every core: bench/RESULTS.md). An error in the writer (or in
+the ``on_commit`` callback) stops the extraction: it is raised in the main thread at its next hand-over, or
+when the pipeline closes.
 """
 
 from __future__ import annotations

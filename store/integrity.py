@@ -28,7 +28,7 @@ from bertology import BertologyError
 from .location import Location, locate
 
 #: The codecs of every float/int array bertology writes: zstd, then the chunk's CRC-32C. Level 1: on full
-#: capture it wrote the same bytes (+0.2%) as level 3 in 0.87× the time (bench/RESULTS.md, "Extraction").
+#: capture it wrote the same bytes (+0.2%) as level 3 in 0.92× the time (bench/RESULTS.md, "Extraction").
 CODECS = (ZstdCodec(level=1), Crc32cCodec())
 #: Zarr array settings that make every chunk exist on disk (an all-zero chunk too).
 ARRAY_CONFIG = {"write_empty_chunks": True}

@@ -70,8 +70,11 @@ def write_top(where: Location, meta: dict, n: int, overwrite: bool = False) -> N
             old = {}
         found = (old.get(S.META_KEY) or {}).get(SHARDS)
         if old.get(S.META_KEY) != meta and not (overwrite and found):
-            what = (f"a store of {found} shards of another extraction" if found else
-                    "a store that is not sharded" if S.META_KEY in old else "not a bertology store")
+            if S.META_KEY in old and not found:
+                raise BertologyError(f"{where}: is a store extracted without --shard; choose another --out, or "
+                                     f"remove it before sharding (shards never remove what other shards may be "
+                                     f"writing)")
+            what = f"a store of {found} shards of another extraction" if found else "not a bertology store"
             raise BertologyError(f"{where}: {what}; shard with the same settings and N, choose another --out, or "
                                  f"remove it")
         if old.get(S.META_KEY) == meta:
@@ -97,12 +100,9 @@ def open_sharded(where: Location, attrs: dict, *, allow_incomplete: bool, dask: 
     """The N shards of ``where`` as one dataset (see the module docstring)."""
     n = int(attrs[S.META_KEY][SHARDS])
     missing = unfinished(where, n)
-    if missing and not allow_incomplete:
+    if missing:  # allow_incomplete or not: an unfinished shard has no data to present
         raise StoreError(f"{where}: sharded extraction is incomplete: shard(s) {', '.join(missing)} of {n}; run "
-                          f"(or rerun, to resume) `bertology extract ... --shard K/{n}` for each")
-    if missing:
-        raise StoreError(f"{where}: shard(s) {', '.join(missing)} of {n} are unfinished; `bertology store info "
-                         f"{where}` lists them")
+                         f"(or rerun, to resume) `bertology extract ... --shard K/{n}` for each")
     parts = [open_store(where / shard_name(k, n), dask=dask) for k in range(1, n + 1)]
     first = parts[0]
     counts = {dim: [p.sizes.get(dim, 0) for p in parts] for dim in (S.SAMPLE, S.TOKEN, S.PAIR)}
