@@ -1,8 +1,8 @@
 """Benchmark: latency of typical index queries on a synthetic index of 1,000,000 samples × 12 layers.
 
 Run by hand:  python bench/index_queries.py --samples 1000000 --layers 12 --out bench/out
-Builds a database with the index's schema (``samples``, ``layer_predictions`` and the ``errors`` /
-``confident_errors`` views, as ``bertology index`` creates them) filled with synthetic rows over 5 tasks,
+Builds a database with the index's schema (``runs``, ``samples``, ``layer_predictions``, ``index_info`` and the
+``errors`` / ``confident_errors`` views, as ``bertology index`` creates them; ``bench/serve_load.py`` serves it) filled with synthetic rows over 5 tasks,
 then times the README's queries (median of 5 runs, warm, in-process; `bertology sql` adds interpreter start-up).
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from bertology.analysis.index import VIEWS
+from bertology.analysis.catalog import ANALYSIS_FORMAT
+from bertology.analysis.index import INDEX_SCHEMA_VERSION, VIEWS
 
 QUERIES = {
     "confident errors by task": "SELECT task, count(*) AS errors, count(*) FILTER (margin > 0.3) AS confident, "
@@ -30,7 +31,7 @@ QUERIES = {
                                                    "coalesce(last + 1, 0) AS settled, count(*) FROM c GROUP BY ALL",
     "errors by length bucket": "SELECT task, length // 16 AS bucket, avg(CASE WHEN correct THEN 0 ELSE 1 END) "
                                "FROM samples GROUP BY ALL ORDER BY ALL",
-    "one sample's layers": "SELECT * FROM layer_predictions WHERE run_id = 'r3' AND sample_index = 123456 ORDER BY layer",
+    "one sample's layers": "SELECT * FROM layer_predictions WHERE run_id = '0000000000000003' AND sample_index = 123456 ORDER BY layer",
     "confident errors, long inputs, top margin": "SELECT task, sample_id, margin FROM confident_errors "
                                                  "WHERE length > 40 ORDER BY margin DESC LIMIT 20",
 }
@@ -43,7 +44,7 @@ def build(db: Path, n: int, layers: int) -> float:
         con.execute("SELECT setseed(0.42)")
         con.execute(f"""
             CREATE TABLE samples AS
-            SELECT 'r' || (i % 5) AS run_id, ['cola','sst2','mrpc','rte','qnli'][1 + i % 5] AS task, 'dev' AS split,
+            SELECT lpad((i % 5)::VARCHAR, 16, '0') AS run_id, ['cola','sst2','mrpc','rte','qnli'][1 + i % 5] AS task, 'dev' AS split,
                    i AS sample_id, i // 5 AS sample_index, 'text ' || i AS text_a, '' AS text_b,
                    (random() < 0.5)::INT AS label, 8 + (random() * 100)::INT AS length, random() AS u
             FROM range({n}) t(i)""")
@@ -60,7 +61,28 @@ def build(db: Path, n: int, layers: int) -> float:
                    random() * 20 AS cls_norm, random() - 0.5 AS class_direction_projection
             FROM samples s CROSS JOIN range(0, {layers + 1}) l(layer)""")
         con.execute("ALTER TABLE layer_predictions ADD COLUMN probe_correct BOOLEAN")
-        con.execute("UPDATE layer_predictions SET probe_correct = probe_pred = label")
+        con.execute("ALTER TABLE layer_predictions ADD COLUMN centroid_correct BOOLEAN")
+        con.execute("ALTER TABLE layer_predictions ADD COLUMN site VARCHAR")
+        con.execute("UPDATE layer_predictions SET probe_correct = probe_pred = label, "
+                    "centroid_correct = centroid_pred = label, site = CASE WHEN layer = 0 THEN 'embed' ELSE 'ln2' END")
+        # the rest of the index's schema, so that `bertology serve` can serve this database
+        con.execute("""
+            CREATE OR REPLACE TABLE samples AS
+            SELECT *, CASE WHEN label = 1 THEN 'positive' ELSE 'negative' END AS label_name,
+                   CASE WHEN pred = 1 THEN 'positive' ELSE 'negative' END AS pred_name,
+                   CASE WHEN pred = 1 THEN [1 - confidence, confidence] ELSE [confidence, 1 - confidence] END AS probs
+            FROM samples""")
+        con.execute(f"""
+            CREATE TABLE runs AS
+            SELECT lpad(k::VARCHAR, 16, '0') AS run_id, ['cola','sst2','mrpc','rte','qnli'][1 + k] AS task, 'dev' AS split,
+                   'synthetic' AS model, 'synthetic' AS checkpoint, '' AS model_sha256,
+                   (SELECT count(*) FROM samples s WHERE s.run_id = lpad(k::VARCHAR, 16, '0')) AS n_samples, false AS carve_out,
+                   'null' AS carve_out_json, NULL::VARCHAR AS analysis_path, 'train store' AS layer_fit,
+                   '{{"n_layers": {layers}, "n_heads": 12, "label_names": ["negative", "positive"]}}' AS metadata,
+                   'run-' || k || '.zarr' AS store_path, '' AS fingerprint
+            FROM range(5) t(k)""")
+        con.execute("CREATE TABLE index_info AS SELECT ? AS schema_version, ? AS analysis_format",
+                    [INDEX_SCHEMA_VERSION, ANALYSIS_FORMAT])
         for name, q in VIEWS.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {q}")
         con.execute("CHECKPOINT")

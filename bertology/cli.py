@@ -234,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=POSITIVE_FLOAT, default=None,
                    help="seconds a query may run before it is interrupted (default 60)")
 
+    p = sub.add_parser("serve", help="a local web explorer and JSON API over a results folder's index and stores")
+    p.add_argument("results", help="results folder (the runs it serves; its index is RESULTS/bertology.duckdb)")
+    p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; build it with `bertology index`)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=_number(int, 0, "a port number"), default=8000, help="port (default 8000)")
+    p.add_argument("--quiet", action="store_true", help="no request log")
+
     p = sub.add_parser("store", help="inspect stores")
     ssub = p.add_subparsers(dest="store_command", required=True)
     pi = ssub.add_parser("info", help="summarise a store")
@@ -385,6 +393,10 @@ def _run(args: argparse.Namespace) -> int:
             print(sql.render(result, args.format, args.output))
             if result.attrs.get("truncated"):
                 print(f"bertology sql: stopped at {limits.max_rows} rows (--max-rows raises the limit)", file=sys.stderr)
+    elif args.command == "serve":
+        from bertology.reports.serve import serve
+
+        serve(args.results, args.db, host=args.host, port=args.port, quiet=args.quiet)
     elif args.command == "store" and args.store_command == "verify":
         from bertology.store.integrity import verify
 

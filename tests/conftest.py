@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,16 @@ import torch
 from bertology.extract.tasks import Example, Split, get_task
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
+    # the venv's snakemake from a shell where nothing is activated: the workflow finds its own `bertology`
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    env = dict(os.environ, PATH=path)
+    cmd = [os.path.join(venv_bin, "snakemake"), "--cores", "2", "--configfile", str(configfile),
+           "--config", f"glue_dir={glue_dir}", f"results={results}", *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +116,15 @@ def tiny_index(tiny_results, tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("tiny_index") / "bertology.duckdb"
     build_index(tiny_results, db)
     return db
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory, glue_dir) -> Path:
+    """The tiny profile's whole workflow (Snakemake, config/tiny.yaml), run once: its results folder.
+
+    Shared, read-only: tests that rerun or change it work on copies or other folders.
+    """
+    results = tmp_path_factory.mktemp("tiny") / "results"
+    proc = snakemake(results, glue_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return results

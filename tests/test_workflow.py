@@ -4,12 +4,8 @@ the report; reruns; reproducibility; and the report itself (HTML, images, headle
 from __future__ import annotations
 
 import base64
-import io
-import os
 import re
-import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,21 +16,13 @@ import pytest
 from bertology import BertologyError
 from bertology.store import open_store
 
-from .conftest import REPO
+from .browser import chromium as _chromium
+from .browser import non_blank as _non_blank
+from .conftest import REPO, snakemake
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
 RULES = ("init_model", "finetune", "extract_dev", "extract_pretrained", "extract_train", "store_info", "intervene",
          "analyze", "index", "report")
-
-
-def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
-    # the venv's snakemake from a shell where nothing is activated: the workflow finds its own `bertology`
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
-    env = dict(os.environ, PATH=path)
-    cmd = [os.path.join(venv_bin, "snakemake"), "--cores", "2", "--configfile", str(configfile),
-           "--config", f"glue_dir={glue_dir}", f"results={results}", *extra]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -46,11 +34,8 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, glue_dir) -> Path:
-    results = tmp_path_factory.mktemp("tiny") / "results"
-    proc = snakemake(results, glue_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return results
+def tiny(tiny_workflow) -> Path:
+    return tiny_workflow
 
 
 def test_tiny_profile_runs_every_rule_with_log_and_benchmark(tiny):
@@ -123,16 +108,6 @@ class _Page(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
-
-
-def _non_blank(png: bytes) -> tuple[int, float]:
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(png))
-    img.load()
-    px = np.asarray(img.convert("RGB"), dtype=np.float64)
-    ink = (px.min(axis=2) < 235).mean()     # share of pixels that are not (near) white
-    return img.size, ink
 
 
 def test_report_html_is_self_contained_and_every_image_decodes(tiny):
@@ -276,24 +251,6 @@ def test_report_errors_name_the_problem(tiny, tmp_path):
         build_report(tmp_path / "nowhere", tmp_path / "out")
     with pytest.raises(BertologyError, match="task"):
         build_report(tiny, tmp_path / "out", tasks=["sst2", "wnli"])
-
-
-def _chromium() -> tuple[str | None, str]:
-    """Debian's Chromium, installed with apt-get where missing; (path, why not) when it cannot be had."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name), ""
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return None, "Chromium is not installed and apt-get (as root) is not available to install it"
-    log = ""
-    for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "chromium"]):
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        log = (p.stdout + p.stderr)[-500:]
-        if shutil.which("chromium"):
-            return shutil.which("chromium"), ""
-    return None, f"Chromium is not installed and `apt-get install chromium` failed: {log}"
 
 
 def test_report_renders_in_headless_chromium(tiny, tmp_path):
