@@ -120,6 +120,12 @@ def run_query(con, sql: str, limits: Limits = Limits()):
             if rows > limits.max_rows:
                 break
         table = pa.Table.from_batches(batches, schema=reader.schema)
+        truncated = table.num_rows > limits.max_rows
+        try:
+            df = table.slice(0, limits.max_rows).to_pandas()
+        except (pa.ArrowException, ValueError, TypeError) as e:
+            raise BertologyError(f"the result has a column type that cannot be shown ({e}); cast it, e.g. "
+                                 f"CAST(column AS VARCHAR)") from None
     except duckdb.InterruptException:
         raise BertologyError(f"query interrupted after {limits.timeout:g} s (--timeout raises the limit)") from None
     except duckdb.PermissionException as e:
@@ -128,8 +134,6 @@ def run_query(con, sql: str, limits: Limits = Limits()):
         raise BertologyError(f"SQL error: {e}") from None
     finally:
         timer.cancel()
-    truncated = table.num_rows > limits.max_rows
-    df = table.slice(0, limits.max_rows).to_pandas()
     df.attrs["truncated"] = truncated
     return df
 

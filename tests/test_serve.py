@@ -100,6 +100,10 @@ def served(tiny_workflow):
         yield base, tiny_workflow, tiny_workflow / "bertology.duckdb"
 
 
+def _run_by_id(db: Path, rid: str) -> dict:
+    return index_rows(db, "SELECT * FROM runs WHERE run_id = ?", [rid]).iloc[0].to_dict()
+
+
 def _run(db: Path, task: str) -> dict:
     return index_rows(db, "SELECT * FROM runs WHERE task = ? AND split = 'dev'", [task]).iloc[0].to_dict()
 
@@ -273,6 +277,14 @@ def test_api_sql_reads_and_refuses_with_400(served):
     assert status == 422 and "query" in r["error"]
     status, r = post(base, "/api/sql", {"query": "SELECT * FROM no_such_table"})
     assert status == 400 and "no_such_table" in r["error"]
+    # values JSON has no type for come back as text; a type pandas cannot hold is a 400 with the fix
+    status, r = post(base, "/api/sql", {"query": "SELECT '\\xAA'::BLOB AS b, INTERVAL 1 DAY AS i, "
+                                                 "TIMESTAMP '2020-01-02 03:04:05' AS t, [1, 2] AS l, NULL AS n, "
+                                                 "'nan'::DOUBLE AS f"})
+    assert status == 200, r
+    assert r["rows"][0][0] == "\\xaa" and r["rows"][0][2] == "2020-01-02T03:04:05" and r["rows"][0][3:] == [[1, 2], None, None]
+    status, r = post(base, "/api/sql", {"query": "SELECT union_value(k := 1) AS u"})
+    assert status == 400 and "CAST" in r["error"]
 
 
 def test_bad_parameters_answer_4xx_with_a_message_never_500(served):
@@ -292,6 +304,8 @@ def test_bad_parameters_answer_4xx_with_a_message_never_500(served):
         "/static/../explorer.py": 404, f"/runs/{rid}/samples/{n}": 404, f"/runs/{rid}/samples/0?layer=0": 422,
         "/errors?min_margin=abc": 400, "/errors?min_margin=5": 400, "/errors?page=0": 422,
         "/sql?query=DROP+TABLE+runs": 400, "/sql.csv?query=DELETE+FROM+runs": 400, "/runs/xyz/layers": 422,
+        "/api/samples?errors=false&confident=true": 400, "/api/samples?min_margin=0.5&max_margin=0.1": 400,
+        "/api/samples?min_length=50&max_length=10": 400,
     }
     for path, code in cases.items():
         status, body, headers = get(base, path)
@@ -301,6 +315,33 @@ def test_bad_parameters_answer_4xx_with_a_message_never_500(served):
         if path.startswith("/api"):
             assert isinstance(body, dict) and body["error"], path
     assert not index_rows(db, "SELECT count(*) AS n FROM runs")["n"].eq(0).any()  # nothing was dropped
+    # DNS rebinding: a request naming another host is refused (the server listens on 127.0.0.1)
+    req = urllib.request.Request(base + "/api/runs", headers={"Host": "attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 400
+    req = urllib.request.Request(base + "/api/runs", headers={"Host": f"localhost:{base.rsplit(':', 1)[1]}"})
+    assert urllib.request.urlopen(req, timeout=30).status == 200
+
+
+def test_what_a_store_lacks_is_a_404_with_the_reason(served):
+    base, _, db = served
+    train = index_rows(db, "SELECT run_id FROM runs WHERE split = 'train' ORDER BY run_id")["run_id"]
+    assert len(train), "the tiny workflow indexes its --cls-only train stores"
+    rid = train[0]
+    status, s, _ = get(base, f"/api/samples/{rid}/0")
+    assert status == 200 and s["layers"] == [] and s["flips"] is None
+    run = _run_by_id(db, rid)
+    ds = open_store(run["store_path"])
+    n = int(ds["length"].values[0])   # a --cls-only store keeps its tokens' texts, not their states
+    assert s["tokens"] == {"source": "store", "rows": [{"position": k, "token": str(t)} for k, t in
+                                                       enumerate(ds["token_text"].values[:n])]}
+    assert "no attention maps" in s["available"]["attention"] and "full capture" in s["available"]["attribution"]
+    for path in (f"/api/samples/{rid}/0/attention?layer=1", f"/api/samples/{rid}/0/attribution?layer=1"):
+        status, body, _ = get(base, path)
+        assert status == 404 and f"run {rid}" in body["error"], body
+    status, html, _ = get(base, f"/runs/{rid}/samples/0")
+    assert status == 200 and "holds no attention maps" in html
 
 
 def test_pages_render_and_link_the_runs_samples_and_layers(served):
@@ -435,11 +476,14 @@ def test_the_server_keeps_serving_while_the_index_is_rebuilt(hostile_results, ti
         assert body["total"] == sum(r["n_samples"] for r in runs)
 
 
-def test_serve_refuses_a_missing_index_in_one_line(tmp_path):
+def test_serve_refuses_a_missing_index_and_a_bad_port_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bertology.cli", "serve", str(tmp_path)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bertology index" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "bertology.cli", "serve", str(tmp_path), "--port", "70000"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a port number" in proc.stderr
 
 
 # -- headless Chromium ------------------------------------------------------------------------------------
@@ -454,7 +498,7 @@ def test_every_page_in_headless_chromium(served, tmp_path):
     rid = run["run_id"]
     pages = {"runs": "/", "errors": f"/errors?run_id={rid}&show=all", "sample": f"/runs/{rid}/samples/1?attr_layer=2",
              "layers": f"/runs/{rid}/layers", "sql": "/sql?query=" + urllib.parse.quote("SELECT task, count(*) FROM errors GROUP BY task"),
-             "api": "/api"}
+             "api": "/api", "report": "/report/"}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
         try:

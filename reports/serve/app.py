@@ -11,6 +11,7 @@ are turned off: ``/api`` describes the API from the OpenAPI document instead.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,13 +23,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bertology import BertologyError, __version__
 
 from . import api, pages
-from .explorer import Explorer, NotFound, Unavailable
+from .explorer import Explorer, IndexUnavailable, NotFound, Unavailable
 
 HERE = Path(__file__).parent
 log = logging.getLogger("bertology.serve")
 
 
 def _status(e: BertologyError) -> int:
+    if isinstance(e, IndexUnavailable):
+        return 503
     if isinstance(e, (NotFound, Unavailable)):
         return 404
     return 400  # BadRequest, RefusedQuery, an SQL error, a query interrupted at its time limit
@@ -51,8 +54,15 @@ def _validation_message(e: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(results: str | Path, db: str | Path | None = None) -> FastAPI:
-    """The app serving ``results`` (a results folder) and its index ``db``."""
+#: Host names a request may carry when the server listens on loopback (others: DNS rebinding, refused).
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def create_app(results: str | Path, db: str | Path | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The app serving ``results`` (a results folder) and its index ``db``, listening on ``host``: requests
+    must name that host (or loopback), so that a web page elsewhere cannot reach it by DNS rebinding."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     ex = Explorer(results, db)
     app = FastAPI(title="bertology", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json",
@@ -98,6 +108,8 @@ def create_app(results: str | Path, db: str | Path | None = None) -> FastAPI:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    allowed = ["*"] if host in ("0.0.0.0", "::", "") else sorted(set(LOOPBACK_HOSTS + [host, f"[{host}]"]))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed)
     app.include_router(api.router(ex))
     app.include_router(pages.router(ex))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -111,9 +123,21 @@ def create_app(results: str | Path, db: str | Path | None = None) -> FastAPI:
 def serve(results: str | Path, db: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           quiet: bool = False) -> None:
     """Serve until interrupted."""
+    import socket
+
     import uvicorn
 
-    app = create_app(results, db)
+    app = create_app(results, db, host)
     ex = app.state.explorer
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as e:
+        raise BertologyError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port "
+                             f"(or --host)") from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"bertology serve: listening on {host}, reachable from other machines; it has no authentication",
+              file=sys.stderr)
     print(f"bertology serve: {ex.results} (index {ex.index.db}) on http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet)

@@ -14,7 +14,9 @@ once the requests already running on the old one have finished.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bertology import BertologyError
 from bertology.analysis import sql
@@ -31,6 +34,7 @@ from bertology.analysis.index import INDEX_SCHEMA_VERSION
 from bertology.analysis.token_strength import default_layer
 from bertology.analysis.vocabulary import SCOPE_SITE, SCOPES
 from bertology.store.location import Location, locate
+from bertology.store.schema import EMBED, token_var
 
 #: Columns of a sample in lists (the API's ``/api/samples`` rows).
 SAMPLE_COLUMNS = ("run_id", "task", "split", "sample_index", "sample_id", "text_a", "text_b", "label_name",
@@ -93,32 +97,47 @@ class _Gate:
                 self._c.notify_all()
 
 
+class IndexUnavailable(BertologyError):
+    """The index file cannot be opened now (HTTP 503): it is being replaced, or what replaced it is no index."""
+
+
 class Index:
     """The index database, reopened whenever ``bertology index`` has renamed a new file over it.
 
     DuckDB keeps one database instance per path in a process, so the new file can only be opened once the
-    old connection is closed: a swap waits for the queries running on the old file (at most their time
-    limit), closes it and opens the new one; requests arriving meanwhile wait for the swap, none fails."""
+    old connection is closed: a swap waits for the queries running on the old file (the longest is bounded by
+    the SQL console's time limit), closes it, opens the new one and checks it is an index of this schema;
+    requests arriving meanwhile wait for the swap, none fails. All the queries of one explorer call run on one
+    cursor, so one answer never mixes two files (:meth:`cursor` is reentrant within a thread)."""
 
     def __init__(self, db: str | Path):
         self.db = Path(db)
         self._gate = _Gate()
         self._con = None
         self._key = None
+        self._local = threading.local()
         self.generation = 0
-        self._tables: tuple[int, set[str]] = (-1, set())
-        self._check_schema()  # refuses a missing or foreign database at start-up
+        self._tables: set[str] = set()
+        with self.cursor():  # refuses a missing, foreign or other-version database at start-up
+            pass
 
-    def _check_schema(self) -> None:
-        tables = self.tables()
-        if "runs" not in tables or "samples" not in tables:
-            raise BertologyError(f"{self.db}: not a bertology index (no runs/samples tables); build it with "
-                                 f"`bertology index RESULTS_DIR --db {self.db}`")
-        version = int(self.query("SELECT schema_version FROM index_info")["schema_version"][0]) \
-            if "index_info" in tables else 1
-        if version != INDEX_SCHEMA_VERSION:
-            raise BertologyError(f"{self.db}: an index of schema version {version}, this bertology serves version "
-                                 f"{INDEX_SCHEMA_VERSION}; rebuild it with `bertology index RESULTS_DIR --db {self.db}`")
+    def _open_checked(self):
+        """A sandboxed connection to the file now at ``db``, and its tables, once it proved to be an index."""
+        con = sql.connect(self.db)
+        try:
+            tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+            if "runs" not in tables or "samples" not in tables:
+                raise BertologyError(f"{self.db}: not a bertology index (no runs/samples tables); build it with "
+                                     f"`bertology index RESULTS_DIR --db {self.db}`")
+            version = con.sql("SELECT schema_version FROM index_info").fetchall()[0][0] if "index_info" in tables else 1
+            if version != INDEX_SCHEMA_VERSION:
+                raise BertologyError(f"{self.db}: an index of schema version {version}, this bertology serves "
+                                     f"version {INDEX_SCHEMA_VERSION}; rebuild it with `bertology index RESULTS_DIR "
+                                     f"--db {self.db}`")
+        except BaseException:
+            con.close()
+            raise
+        return con, tables
 
     def _file_key(self):
         try:
@@ -127,23 +146,41 @@ class Index:
             return self._key  # `bertology index` renames the new file over the old: keep the open one
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def _swap(self, key) -> None:
+        with self._gate.write():
+            if key == self._key and self._con is not None:   # already swapped by another request
+                return
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            try:
+                self._con, self._tables = self._open_checked()
+            except BertologyError as e:
+                if self.generation == 0:
+                    raise                                   # at start-up: the user's mistake, said as such
+                raise IndexUnavailable(f"the index was replaced by a file that cannot be served ({e})") from None
+            self._key = key
+            self.generation += 1
+
     @contextmanager
     def cursor(self):
-        """A cursor on the newest complete database file, for one request's queries."""
+        """A cursor on the newest complete database file; within one thread, the one already open."""
+        held = getattr(self._local, "cursor", None)
+        if held is not None:
+            yield held
+            return
         key = self._file_key()
         if key != self._key or self._con is None:
-            with self._gate.write():
-                if key != self._key or self._con is None:   # not already swapped by another request
-                    if self._con is not None:
-                        self._con.close()
-                    self._con = sql.connect(self.db)
-                    self._key = key
-                    self.generation += 1
+            self._swap(key)
         with self._gate.read():
+            if self._con is None:
+                raise IndexUnavailable(f"{self.db}: the index cannot be opened now; retry in a moment")
             cur = self._con.cursor()
+            self._local.cursor = cur
             try:
                 yield cur
             finally:
+                self._local.cursor = None
                 cur.close()
 
     def query(self, text: str, params: list | None = None):
@@ -152,13 +189,9 @@ class Index:
             return cur.execute(text, params or []).df()
 
     def tables(self) -> set[str]:
-        """The index's tables and views (read once per database file)."""
-        with self.cursor() as cur:
-            generation, names = self._tables
-            if generation != self.generation:
-                names = {r[0] for r in cur.sql("SELECT table_name FROM information_schema.tables").fetchall()}
-                self._tables = (self.generation, names)
-            return names
+        """The index's tables and views (read when the file was opened)."""
+        with self.cursor():
+            return self._tables
 
     def user_query(self, text: str, limits: sql.Limits = SQL_LIMITS):
         """A user's SQL, checked and limited exactly as ``bertology sql`` does (:func:`sql.run_query`)."""
@@ -205,6 +238,46 @@ class SampleFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _snapshot(method):
+    """Run an explorer call's queries on one cursor: one database file answers all of them."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with self.index.cursor():
+            return method(self, *args, **kwargs)
+    return wrapped
+
+
+def _finite_map(m: np.ndarray) -> list[list[float]]:
+    """A map as JSON numbers: values a float16 store could not hold (inf, NaN) become 0."""
+    return np.nan_to_num(np.asarray(m, np.float64), nan=0.0, posinf=0.0, neginf=0.0).round(6).tolist()
+
+
+def _cell(v):
+    """One SQL result value as JSON: numbers and text as they are, NULL/NaN as null, anything else (dates,
+    intervals, blobs, nested values) as its text."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (bytes, bytearray)):
+        return "\\x" + bytes(v).hex()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_cell(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _cell(x) for k, x in v.items()}
+    return str(v)
+
+
 def _records(df) -> list[dict]:
     """JSON-ready rows: NaN and NA become None, numpy scalars Python numbers."""
     return json.loads(df.to_json(orient="records", date_format="iso")) if len(df) else []
@@ -233,6 +306,7 @@ class Explorer:
         self._lock = threading.Lock()
 
     # -- runs -----------------------------------------------------------------------------------------------
+    @_snapshot
     def runs(self) -> list[dict]:
         """Every run with its classifier metrics (estimate and bootstrap CI) as ``metrics``."""
         df = self.index.query("SELECT run_id, task, split, model, checkpoint, n_samples, carve_out, layer_fit, "
@@ -244,6 +318,7 @@ class Explorer:
                             for m in metrics if m["run_id"] == r["run_id"]}
         return rows
 
+    @_snapshot
     def run(self, run_id: str) -> dict:
         df = self.index.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
         if not len(df):
@@ -253,11 +328,12 @@ class Explorer:
         row["carve_out_json"] = json.loads(row["carve_out_json"]) if row.get("carve_out_json") else None
         return row
 
-    def _table_rows(self, table: str, where: str = "", params: list | None = None) -> list[dict]:
+    def _table_rows(self, table: str) -> list[dict]:
         if table not in self.index.tables():
             return []
-        return _records(self.index.query(f'SELECT * FROM "{table}" {where}', params))
+        return _records(self.index.query(f'SELECT * FROM "{table}"'))
 
+    @_snapshot
     def table(self, table: str, run_id: str, order: str = ""):
         """One analysis table's rows of a run, as a DataFrame (empty when the run has none)."""
         import pandas as pd
@@ -267,6 +343,7 @@ class Explorer:
         return self.index.query(f'SELECT * FROM "{table}" WHERE run_id = ? {order}', [run_id])
 
     # -- samples --------------------------------------------------------------------------------------------
+    @_snapshot
     def samples(self, f: SampleFilter, *, sort: str = "sample_index", descending: bool = False, limit: int = 50,
                 offset: int = 0) -> dict:
         """A page of samples matching ``f``, and their ``total``."""
@@ -276,6 +353,11 @@ class Explorer:
             raise BadRequest(f"limit={limit}: between 1 and {MAX_LIMIT}")
         if offset < 0:
             raise BadRequest(f"offset={offset}: zero or more")
+        if f.confident and f.errors is False:
+            raise BadRequest("confident=true selects misclassified samples: it contradicts errors=false")
+        for low, high, what in ((f.min_margin, f.max_margin, "margin"), (f.min_length, f.max_length, "length")):
+            if low is not None and high is not None and low > high:
+                raise BadRequest(f"min_{what}={low} is above max_{what}={high}")
         if f.run_id:
             self.run(f.run_id)  # an unknown run is a 404, not an empty page
         where, params = f.where()
@@ -286,6 +368,7 @@ class Explorer:
                               params + [limit, offset])
         return {"total": total, "limit": limit, "offset": offset, "samples": _records(df)}
 
+    @_snapshot
     def sample(self, run_id: str, sample_index: int) -> dict:
         """One sample: its row, probabilities with class names, per-layer readouts, tokens with strengths and
         HIGH/LOW buckets, the interventions that flip it, and which maps are available."""
@@ -330,9 +413,7 @@ class Explorer:
             return None
         if "token_text" not in ds:
             return None
-        start, n = int(ds["token_start"][i]), int(ds["length"][i])
-        texts = [str(t) for t in ds["token_text"].values[start:start + n]]
-        return {"source": "store", "rows": [{"position": k, "token": t} for k, t in enumerate(texts)]}
+        return {"source": "store", "rows": [{"position": k, "token": t} for k, t in enumerate(self.tokens_of(ds, i))]}
 
     def analysis_info(self, run: dict) -> dict:
         """The run's ``analysis.json`` (its analysis settings), when its analysis folder is under the results."""
@@ -379,27 +460,25 @@ class Explorer:
                 self._stores.popitem(last=False)
         return ds
 
+    @_snapshot
     def available(self, run: dict) -> dict:
         """Which per-sample maps this run can show, with the reason where not."""
-        out = {}
+        has = bool(len(self.index.query("SELECT 1 FROM intervention_predictions WHERE run_id = ? LIMIT 1",
+                                        [run["run_id"]]))) if "intervention_predictions" in self.index.tables() else False
+        out = {"interventions": True if has else "no intervention sweep was analysed for this run"}
         try:
             ds = self.store(run)
         except Unavailable as e:
-            reason = str(e)
-            return {"attention": reason, "attribution": reason,
-                    "interventions": True if "intervention_predictions" in self.index.tables() else "no sweep"}
+            return {"attention": str(e), "attribution": str(e), **out}
         out["attention"] = True if "attention" in ds else "the store holds no attention maps (extracted with " \
                                                           "--no-attention or --cls-only)"
-        missing = [v for v in ("attention", "token_embed", *(f"token_{s}" for s in SCOPE_SITE.values())) if v not in ds]
+        missing = [v for v in ("attention", token_var(EMBED), *(token_var(s) for s in SCOPE_SITE.values())) if v not in ds]
         if missing:
             out["attribution"] = f"needs a full capture (the store lacks {', '.join(missing)})"
         elif set(ds["token_layer"].values.tolist()) != set(ds["layer"].values.tolist()):
             out["attribution"] = "needs token states at every layer (extracted with --token-layers)"
         else:
             out["attribution"] = True
-        has = bool(len(self.index.query("SELECT 1 FROM intervention_predictions WHERE run_id = ? LIMIT 1",
-                                        [run["run_id"]]))) if "intervention_predictions" in self.index.tables() else False
-        out["interventions"] = True if has else "no intervention sweep was analysed for this run"
         return out
 
     def _sample_in_store(self, run_id: str, sample_index: int, need: str):
@@ -417,7 +496,8 @@ class Explorer:
         if not 1 <= layer <= L:
             raise BadRequest(f"layer={layer}: this model's layers are 1…{L}")
 
-    def tokens_of(self, ds, i: int) -> list[str]:
+    @staticmethod
+    def tokens_of(ds, i: int) -> list[str]:
         start, n = int(ds["token_start"][i]), int(ds["length"][i])
         return [str(t) for t in ds["token_text"].values[start:start + n]]
 
@@ -434,7 +514,7 @@ class Explorer:
         maps = flat.reshape(n, n, H)
         m = maps.mean(axis=2) if head is None else maps[:, :, head - 1]
         return {"run_id": run_id, "sample_index": sample_index, "layer": layer, "head": head,
-                "tokens": self.tokens_of(ds, sample_index), "map": m.round(6).tolist()}
+                "tokens": self.tokens_of(ds, sample_index), "map": _finite_map(m)}
 
     def attribution(self, run_id: str, sample_index: int, layer: int, scope: str) -> dict:
         """One scope's token-to-token attribution map (output token × input token) at one layer, computed
@@ -467,13 +547,17 @@ class Explorer:
             actual = sent.site(SCOPE_SITE[name], layer)
             errors[name] = float(np.linalg.norm(total - actual) / max(np.linalg.norm(actual), 1e-12))
         return {"run_id": run_id, "sample_index": sample_index, "layer": layer, "scope": scope,
-                "tokens": sent.tokens, "map": res.maps()[scope].round(6).tolist(), "completeness_error": errors}
+                "tokens": sent.tokens, "map": _finite_map(res.maps()[scope]),
+                "completeness_error": {k: (v if math.isfinite(v) else None) for k, v in errors.items()}}
 
     # -- the SQL console ------------------------------------------------------------------------------------
+    @_snapshot
     def sql(self, text: str, limits: sql.Limits = SQL_LIMITS) -> dict:
         df = self.index.user_query(text, limits)
-        return {"columns": [str(c) for c in df.columns], "rows": json.loads(df.to_json(orient="values")) if len(df) else [],
+        return {"columns": [str(c) for c in df.columns], "rows": [[_cell(v) for v in row] for row in
+                                                                  df.itertuples(index=False, name=None)],
                 "truncated": bool(df.attrs.get("truncated")), "max_rows": limits.max_rows}
 
+    @_snapshot
     def sql_frame(self, text: str, limits: sql.Limits = SQL_CSV_LIMITS):
         return self.index.user_query(text, limits)

@@ -15,11 +15,13 @@ from pathlib import Path as FilePath
 from urllib.parse import urlencode
 
 import numpy as np
+import pandas as pd
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from bertology import BertologyError, __version__
+from bertology.analysis.errors import CONFIDENT_MARGIN
 from bertology.analysis.vocabulary import SCOPES
 
 from . import plots
@@ -33,8 +35,8 @@ SHOW = {"errors": (True, False), "confident": (True, True), "correct": (False, F
 
 def _num(x, digits: int = 3) -> str:
     """A number as the report writes it: integers whole, others to ``digits`` places, NaN/None as –."""
-    if x is None or isinstance(x, str):
-        return "–" if x is None else x
+    if x is None or x is pd.NA or isinstance(x, str):
+        return x if isinstance(x, str) else "–"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
     if isinstance(x, numbers.Integral):
@@ -55,6 +57,7 @@ templates.env.filters["num"] = _num
 templates.env.filters["ci"] = _ci
 templates.env.globals["version"] = __version__
 templates.env.globals["zip"] = zip
+templates.env.globals["CONFIDENT_MARGIN"] = CONFIDENT_MARGIN
 
 
 def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -65,20 +68,59 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return render(request, "error.html", status=status, status_code=status, message=message, title=f"{status}")
 
 
+#: The separability statistics (analysis/separability.py); ``chance_X`` is X's label-permutation chance level
+#: and ``delta_X`` its change from the layer below.
+SEPARABILITY = ("fisher_trace", "centroid_ratio", "probe_accuracy")
+
+
+def _series(g, name: str, marks=None) -> plots.Series:
+    """A statistic per layer with its CI; ``marks``: a layer -> p-value mapping (filled where p < 0.05)."""
+    g = g.sort_values("layer")
+    filled = [bool(marks.get(layer, 1.0) < 0.05) for layer in g["layer"]] if marks is not None else None
+    return plots.Series(name, list(g["layer"].astype(float)), list(g["estimate"].astype(float)),
+                        list(g["ci_low"].astype(float)), list(g["ci_high"].astype(float)), filled)
+
+
 def _separability_charts(df, site: str) -> list[str]:
-    charts = []
+    """Per statistic: the [CLS] separability at ``site`` per layer (layer 0: the embeddings) with its CI band
+    and chance level; and its change layer to layer, where the table has it for this site."""
     if not len(df):
-        return charts
-    sub = df[(df["site"].isin([site, "embed"])) & (df.get("pooling", "cls") == "cls")] if "pooling" in df else \
-        df[df["site"].isin([site, "embed"])]
-    for statistic, g in sub.groupby("statistic", sort=True):
-        g = g.sort_values("layer")
-        marks = list(g["p_adj"] < 0.05) if "p_adj" in g else None
-        series = [plots.Series(statistic, list(g["layer"].astype(float)), list(g["estimate"].astype(float)),
-                               list(g["ci_low"].astype(float)), list(g["ci_high"].astype(float)), marks)]
-        charts.append(plots.line_chart(series, title=f"{statistic} at {site} (layer 0: embeddings)",
-                                       y_label=statistic))
+        return []
+    if "pooling" in df:
+        df = df[df["pooling"] == "cls"]
+    at = df[df["site"].isin([site, "embed"])]
+    charts = []
+    for stat in SEPARABILITY:
+        own = at[at["statistic"] == stat]
+        if not len(own):
+            continue
+        chance = at[at["statistic"] == f"chance_{stat}"]
+        above = dict(zip(chance["layer"], chance["p"])) if len(chance) and "p" in chance else None
+        series = [_series(own, stat, above)]
+        if len(chance):
+            series.append(_series(chance, "chance (2.5–97.5% of permutations)"))
+        note = " (filled: above chance, permutation p < 0.05)" if above is not None else ""
+        charts.append(plots.line_chart(series, title=f"{stat} at {site}{note}", y_label=stat))
+        delta = at[at["statistic"] == f"delta_{stat}"]
+        if len(delta):
+            marks = dict(zip(delta["layer"], delta["p_adj"])) if "p_adj" in delta else None
+            note = " (filled: p_adj < 0.05)" if marks is not None else ""
+            charts.append(plots.line_chart([_series(delta, f"Δ {stat}", marks)], zero_line=True, y_label="Δ",
+                                           title=f"Δ {stat} from the layer below{note}"))
     return charts
+
+
+SKIP_COLUMNS = ("layer", "statistic", "estimate", "ci_low", "ci_high", "p_adj", "rank", "candidate", "rule")
+LAYER_SKIP_COLUMNS = ("layer", "intervention", "baseline_accuracy", "skipped_accuracy", "estimate", "ci_low",
+                      "ci_high", "p_adj", "compensated_accuracy", "compensated_ci_low", "compensated_ci_high",
+                      "hidden_units", "flops_saved", "apriori_candidate")
+APRIORI_COLUMNS = ("statistic", "candidates", "best_skip", "layers_swept", "top1_hit", "accuracy", "estimate",
+                   "ci_low", "ci_high")
+
+
+def _columns(df, names):
+    """The columns of a table the page shows, in this order (those it has)."""
+    return df[[c for c in names if c in df.columns]] if len(df) else df
 
 
 def _field(name: str, text: str | None, kind, low=None, high=None):
@@ -200,9 +242,9 @@ def router(ex: Explorer) -> APIRouter:
         run = ex.run(run_id)
         sep = ex.table("separability", run_id)
         charts = _separability_charts(sep, site)
-        skip = ex.table("skip_candidates", run_id, "ORDER BY layer")
-        layer_skip = ex.table("layer_skip", run_id)
-        apriori = ex.table("apriori_validation", run_id)
+        skip = _columns(ex.table("skip_candidates", run_id, "ORDER BY layer"), SKIP_COLUMNS)
+        layer_skip = _columns(ex.table("layer_skip", run_id, "ORDER BY layer NULLS FIRST"), LAYER_SKIP_COLUMNS)
+        apriori = _columns(ex.table("apriori_validation", run_id), APRIORI_COLUMNS)
         sites = sorted(set(sep["site"]) - {"embed"}) if len(sep) else []
         return render(request, "layers.html", title=f"Layers of {run['task']}", run=run, charts=charts, site=site,
                       sites=sites, skip=skip, layer_skip=layer_skip, apriori=apriori)
@@ -229,6 +271,10 @@ def router(ex: Explorer) -> APIRouter:
         if df.attrs.get("truncated"):
             headers["X-Bertology-Truncated"] = "true"
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    @pages.get("/favicon.ico")
+    def favicon():  # what browsers ask for on pages that name no icon (the static report)
+        return FileResponse(FilePath(__file__).parent / "static" / "favicon.svg", media_type="image/svg+xml")
 
     @pages.get("/api", response_class=HTMLResponse)
     def api_page(request: Request):
