@@ -537,3 +537,29 @@ def test_every_page_in_headless_chromium(served, tmp_path):
                 page.close()
         finally:
             browser.close()
+
+
+def test_a_replacing_file_that_is_no_index_answers_503_until_a_good_one_comes(tiny_index, tmp_path):
+    """The explorer, without the web: a swap to a foreign file refuses (503), the next good file is served."""
+    import os
+
+    from bertology.reports.serve.explorer import Explorer, IndexUnavailable
+
+    results = tmp_path / "results"
+    results.mkdir()
+    db = results / "bertology.duckdb"
+    shutil.copyfile(tiny_index, db)
+    ex = Explorer(results)
+    n = len(ex.runs())
+    foreign = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(foreign)) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    os.replace(foreign, db)
+    with pytest.raises(IndexUnavailable, match="cannot be served"):
+        ex.runs()
+    with pytest.raises(IndexUnavailable):
+        ex.runs()                       # still refused, never a closed connection
+    good = tmp_path / "good.duckdb"
+    shutil.copyfile(tiny_index, good)
+    os.replace(good, db)
+    assert len(ex.runs()) == n
