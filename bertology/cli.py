@@ -65,6 +65,13 @@ def _storage_options(text: str) -> dict:
     return options
 
 
+def _port(text: str) -> int:
+    port = _number(int, 1, "a port number (1-65535)")(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
+    return port
+
+
 def _shard(text: str) -> tuple[int, int]:
     from bertology.store.shards import parse_shard
 
@@ -239,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; build it with `bertology index`)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
-    p.add_argument("--port", type=_number(int, 0, "a port number"), default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--quiet", action="store_true", help="no request log")
 
     p = sub.add_parser("store", help="inspect stores")
