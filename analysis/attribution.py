@@ -176,6 +176,15 @@ def read_sentence(ds: xr.Dataset, i: int) -> Sentence:
                     np.asarray(sample_attention(ds, i).values, np.float64), sites)
 
 
+def completeness_errors(res: LayerAttribution, sent: Sentence, layer: int) -> dict[str, float]:
+    """Per vector scope, how far its vectors plus bias miss the stored site: ‖Σ − site‖ / ‖site‖."""
+    errors = {}
+    for scope, total in res.sums().items():
+        actual = sent.site(SCOPE_SITE[scope], layer)
+        errors[scope] = float(np.linalg.norm(total.astype(np.float64) - actual) / max(np.linalg.norm(actual), 1e-12))
+    return errors
+
+
 def needs(ds: xr.Dataset) -> None:
     missing = [v for v in ("attention", "token_embed", "token_attn", "token_res1", "token_ln1", "token_ff",
                            "token_res2", "token_ln2") if v not in ds]
@@ -206,12 +215,8 @@ def attribute(ds: xr.Dataset, samples: int | slice | None = 50, ig_steps: int | 
         for layer in range(1, L + 1):
             alpha = sent.attention[layer - 1]
             res = decompose_layer(sent.inputs(layer), alpha, lp[layer], ig_steps, dtype)
-            errors = {}
-            for scope, total in res.sums().items():
-                actual = sent.site(SCOPE_SITE[scope], layer)
-                errors[scope] = float(np.linalg.norm(total.astype(np.float64) - actual)
-                                      / max(np.linalg.norm(actual), 1e-12))
-            yield i, layer, sent.tokens, res.maps(), errors, res.ig_seconds, res.value_norms, alpha
+            yield (i, layer, sent.tokens, res.maps(), completeness_errors(res, sent, layer), res.ig_seconds,
+                   res.value_norms, alpha)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

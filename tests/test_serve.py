@@ -23,6 +23,7 @@ import pytest
 
 from bertology.analysis.token_strength import default_layer
 from bertology.store import open_store, sample_attention
+from bertology.store.sweep import open_sweep
 
 from .browser import chromium, non_blank
 from .conftest import make_split
@@ -203,18 +204,12 @@ def test_api_sample_detail_matches_the_store_and_the_index(served):
     np.testing.assert_allclose([t["strength"] for t in tokens["rows"]], np.linalg.norm(h, axis=1), rtol=1e-5)
     assert {t["bucket_corpus"] for t in tokens["rows"] if t["category"] != "special"} <= {"HIGH", "LOW"}
     # the interventions that flip it: the sweep's predictions that differ from the unmodified model's
-    sweep = xr_open_sweep(Path(run["store_path"]).with_name("dev.sweep"))
+    sweep = open_sweep(Path(run["store_path"]).with_name("dev.sweep"))
     names = [str(v) for v in sweep["intervention"].values]
     pred = sweep["pred"].values
     flipped = {names[k] for k in range(len(names)) if pred[k, i] != pred[names.index("none"), i]}
     assert {f["intervention"] for f in s["flips"]} == flipped
     assert s["available"] == {"attention": True, "attribution": True, "interventions": True}
-
-
-def xr_open_sweep(path: Path):
-    from bertology.store.sweep import open_sweep
-
-    return open_sweep(path)
 
 
 def test_api_attention_is_the_stored_map(served):

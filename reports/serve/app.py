@@ -56,6 +56,8 @@ def _validation_message(e: RequestValidationError) -> str:
 
 #: Host names a request may carry when the server listens on loopback (others: DNS rebinding, refused).
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+#: --host values that listen on every interface.
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
 def create_app(results: str | Path, db: str | Path | None = None, host: str = "127.0.0.1") -> FastAPI:
@@ -108,15 +110,16 @@ def create_app(results: str | Path, db: str | Path | None = None, host: str = "1
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
-    allowed = ["*"] if host in ("0.0.0.0", "::", "") else sorted(set(LOOPBACK_HOSTS + [host, f"[{host}]"]))
+    # listening on every interface (only when the user asks for it), any name of the machine is legitimate
+    allowed = ["*"] if host in EVERY_INTERFACE else sorted(set(LOOPBACK_HOSTS + [host, f"[{host}]"]))
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed)
     app.include_router(api.router(ex))
     app.include_router(pages.router(ex))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     report = ex.results.local_path / "report" if ex.results.local else None
-    if report is not None and (report / "index.html").is_file():
-        app.mount("/report", StaticFiles(directory=report, html=True), name="report")
     app.state.has_report = report is not None and (report / "index.html").is_file()
+    if app.state.has_report:
+        app.mount("/report", StaticFiles(directory=report, html=True), name="report")
     return app
 
 
@@ -136,7 +139,7 @@ def serve(results: str | Path, db: str | Path | None = None, host: str = "127.0.
     except OSError as e:
         raise BertologyError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port "
                              f"(or --host)") from None
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK_HOSTS:
         print(f"bertology serve: listening on {host}, reachable from other machines; it has no authentication",
               file=sys.stderr)
     print(f"bertology serve: {ex.results} (index {ex.index.db}) on http://{host}:{port}/", flush=True)

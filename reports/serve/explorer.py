@@ -34,6 +34,7 @@ from bertology.analysis.index import INDEX_SCHEMA_VERSION
 from bertology.analysis.token_strength import default_layer
 from bertology.analysis.vocabulary import SCOPE_SITE, SCOPES
 from bertology.store.location import Location, locate
+from bertology.store.reader import sample_tokens
 from bertology.store.schema import EMBED, token_var
 
 #: Columns of a sample in lists (the API's ``/api/samples`` rows).
@@ -238,6 +239,29 @@ class SampleFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+class _Cache:
+    """At most ``size`` values by key, the least recently used dropped first; thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        """The value for ``key``, made by ``make()`` (outside the lock) when it is not cached; what ``make``
+        raises propagates and nothing is cached (a store that cannot be read now is tried again next time)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
 def _snapshot(method):
     """Run an explorer call's queries on one cursor: one database file answers all of them."""
     @functools.wraps(method)
@@ -278,6 +302,15 @@ def _cell(v):
     return str(v)
 
 
+def _run_key(run: dict) -> str:
+    """A run as cache key: its id and fingerprint (a re-extracted or re-analysed run is another key)."""
+    return f"{run['run_id']}:{run.get('fingerprint')}"
+
+
+def _no_sample(run: dict, i: int) -> NotFound:
+    return NotFound(f"run {run['run_id']} has no sample {i} (its samples are 0…{run['n_samples'] - 1})")
+
+
 def _records(df) -> list[dict]:
     """JSON-ready rows: NaN and NA become None, numpy scalars Python numbers."""
     return json.loads(df.to_json(orient="records", date_format="iso")) if len(df) else []
@@ -299,11 +332,10 @@ class Explorer:
                                  + (f" --db {db}`" if db.parent != self.results.local_path else "`"))
         self.index = Index(db)
         self._root = self.results.resolved().rstrip("/") + "/"
-        self._stores: OrderedDict[str, object] = OrderedDict()
-        self._params: OrderedDict[str, object] = OrderedDict()
-        self._info: dict[str, dict] = {}
-        self._cache = cache
-        self._lock = threading.Lock()
+        self._stores = _Cache(cache)          # run -> its opened store
+        self._shows = _Cache(cache)           # run -> which maps its store holds
+        self._info = _Cache(4 * cache)        # run -> its analysis.json
+        self._params = _Cache(2)              # run -> its checkpoint's parameters (MBs each)
 
     # -- runs -----------------------------------------------------------------------------------------------
     @_snapshot
@@ -336,8 +368,6 @@ class Explorer:
     @_snapshot
     def table(self, table: str, run_id: str, order: str = ""):
         """One analysis table's rows of a run, as a DataFrame (empty when the run has none)."""
-        import pandas as pd
-
         if table not in self.index.tables():
             return pd.DataFrame()
         return self.index.query(f'SELECT * FROM "{table}" WHERE run_id = ? {order}', [run_id])
@@ -375,7 +405,7 @@ class Explorer:
         run = self.run(run_id)
         df = self.index.query("SELECT * FROM samples WHERE run_id = ? AND sample_index = ?", [run_id, sample_index])
         if not len(df):
-            raise NotFound(f"run {run_id} has no sample {sample_index} (its samples are 0…{run['n_samples'] - 1})")
+            raise _no_sample(run, sample_index)
         s = _records(df)[0]
         meta = run["metadata"]
         classes = list(meta.get("label_names") or [])
@@ -385,7 +415,7 @@ class Explorer:
             "SELECT layer, site, centroid_pred, probe_pred, centroid_correct, probe_correct, cls_norm, "
             "class_direction_projection FROM layer_predictions WHERE run_id = ? AND sample_index = ? ORDER BY layer",
             [run_id, sample_index])) if "layer_predictions" in self.index.tables() else []
-        s["tokens"] = self._tokens(run, sample_index, s)
+        s["tokens"] = self._tokens(run, sample_index)
         s["available"] = self.available(run)
         s["flips"] = (_records(self.index.query(
             "SELECT intervention, kind, layer, head, pred, correct FROM intervention_predictions "
@@ -396,7 +426,7 @@ class Explorer:
         s["n_heads"] = int(meta.get("n_heads", 0) or meta.get("num_attention_heads", 0) or 0)
         return s
 
-    def _tokens(self, run: dict, i: int, s: dict) -> dict | None:
+    def _tokens(self, run: dict, i: int) -> dict | None:
         """The sample's tokens with their strength at the analysis's strength layer (index ``token_strength``),
         else the tokens alone from the store; None when neither holds them."""
         if "token_strength" in self.index.tables():
@@ -420,17 +450,13 @@ class Explorer:
         path = run.get("analysis_path")
         if not path or not self._inside(Location(path)):
             return {}
-        key = f"{run['run_id']}:{run.get('fingerprint')}"
-        with self._lock:
-            if key in self._info:
-                return self._info[key]
-        try:
-            info = json.loads((Location(path) / "analysis.json").read_text())
-        except (OSError, ValueError):
-            info = {}
-        with self._lock:
-            self._info[key] = info
-        return info
+        def read():
+            try:
+                return json.loads((Location(path) / "analysis.json").read_text())
+            except (OSError, ValueError):
+                return {}
+
+        return self._info.get(_run_key(run), read)
 
     def _inside(self, path: Location) -> bool:
         return (path.resolved().rstrip("/") + "/").startswith(self._root)
@@ -442,50 +468,52 @@ class Explorer:
         path = Location(run["store_path"])
         if not self._inside(path):
             raise Unavailable(f"run {run['run_id']}: its store {path} is not under the served results folder")
-        key = f"{run['run_id']}:{run.get('fingerprint')}"
-        with self._lock:
-            if key in self._stores:
-                self._stores.move_to_end(key)
-                return self._stores[key]
         from bertology.store import open_store
         from bertology.store.errors import StoreError
 
-        try:
-            ds = open_store(path, dask=False)
-        except StoreError as e:
-            raise Unavailable(f"run {run['run_id']}: its store cannot be read ({e})") from None
-        with self._lock:
-            self._stores[key] = ds
-            while len(self._stores) > self._cache:
-                self._stores.popitem(last=False)
-        return ds
+        def read():
+            try:
+                return open_store(path, dask=False)
+            except StoreError as e:
+                raise Unavailable(f"run {run['run_id']}: its store cannot be read ({e})") from None
+
+        return self._stores.get(_run_key(run), read)
 
     @_snapshot
     def available(self, run: dict) -> dict:
         """Which per-sample maps this run can show, with the reason where not."""
         has = bool(len(self.index.query("SELECT 1 FROM intervention_predictions WHERE run_id = ? LIMIT 1",
                                         [run["run_id"]]))) if "intervention_predictions" in self.index.tables() else False
-        out = {"interventions": True if has else "no intervention sweep was analysed for this run"}
+        return {**self._store_shows(run),
+                "interventions": True if has else "no intervention sweep was analysed for this run"}
+
+    def _store_shows(self, run: dict) -> dict:
+        """Which per-sample maps the run's store can show (``attention``, ``attribution``): True, or why not."""
         try:
             ds = self.store(run)
         except Unavailable as e:
-            return {"attention": str(e), "attribution": str(e), **out}
-        out["attention"] = True if "attention" in ds else "the store holds no attention maps (extracted with " \
-                                                          "--no-attention or --cls-only)"
-        missing = [v for v in ("attention", token_var(EMBED), *(token_var(s) for s in SCOPE_SITE.values())) if v not in ds]
-        if missing:
-            out["attribution"] = f"needs a full capture (the store lacks {', '.join(missing)})"
-        elif set(ds["token_layer"].values.tolist()) != set(ds["layer"].values.tolist()):
-            out["attribution"] = "needs token states at every layer (extracted with --token-layers)"
-        else:
-            out["attribution"] = True
-        return out
+            return {"attention": str(e), "attribution": str(e)}
+
+        def read():
+            out = {"attention": True if "attention" in ds else "the store holds no attention maps (extracted with "
+                                                               "--no-attention or --cls-only)"}
+            missing = [v for v in ("attention", token_var(EMBED), *(token_var(s) for s in SCOPE_SITE.values()))
+                       if v not in ds]
+            if missing:
+                out["attribution"] = f"needs a full capture (the store lacks {', '.join(missing)})"
+            elif set(ds["token_layer"].values.tolist()) != set(ds["layer"].values.tolist()):
+                out["attribution"] = "needs token states at every layer (extracted with --token-layers)"
+            else:
+                out["attribution"] = True
+            return out
+
+        return self._shows.get(_run_key(run), read)
 
     def _sample_in_store(self, run_id: str, sample_index: int, need: str):
         run = self.run(run_id)
         if not 0 <= sample_index < int(run["n_samples"]):
-            raise NotFound(f"run {run_id} has no sample {sample_index} (its samples are 0…{run['n_samples'] - 1})")
-        why = self.available(run)[need]
+            raise _no_sample(run, sample_index)
+        why = self._store_shows(run)[need]
         if why is not True:
             raise Unavailable(f"run {run_id}: no {need} maps: {why}")
         return run, self.store(run)
@@ -498,8 +526,7 @@ class Explorer:
 
     @staticmethod
     def tokens_of(ds, i: int) -> list[str]:
-        start, n = int(ds["token_start"][i]), int(ds["length"][i])
-        return [str(t) for t in ds["token_text"].values[start:start + n]]
+        return [str(t) for t in sample_tokens(ds, i, "token_text").values]
 
     def attention(self, run_id: str, sample_index: int, layer: int, head: int | None) -> dict:
         """The attention map (query × key) of one head at one layer, or the mean over heads (``head`` None),
@@ -520,7 +547,7 @@ class Explorer:
         """One scope's token-to-token attribution map (output token × input token) at one layer, computed
         from the store's states and the checkpoint's parameters (Kobayashi et al.; see
         :mod:`bertology.analysis.attribution`), with each scope's completeness error at that layer."""
-        from bertology.analysis.attribution import decompose_layer, read_sentence
+        from bertology.analysis.attribution import completeness_errors, decompose_layer, read_sentence
         from bertology.store.errors import StoreError
         from bertology.store.params import ModelParameters
 
@@ -528,24 +555,16 @@ class Explorer:
             raise BadRequest(f"scope={scope!r}: one of {', '.join(SCOPES)}")
         run, ds = self._sample_in_store(run_id, sample_index, "attribution")
         self._check_layer(ds, layer)
-        key = f"{run_id}:{run.get('fingerprint')}"
-        with self._lock:
-            params = self._params.get(key)
-        if params is None:
+        def read():
             try:
-                params = ModelParameters(ds.attrs)
+                return ModelParameters(ds.attrs)
             except StoreError as e:
                 raise Unavailable(f"run {run_id}: attribution needs the checkpoint's weights: {e}") from None
-            with self._lock:
-                self._params[key] = params
-                while len(self._params) > 2:
-                    self._params.popitem(last=False)
+
+        params = self._params.get(_run_key(run), read)
         sent = read_sentence(ds, sample_index)
         res = decompose_layer(sent.inputs(layer), sent.attention[layer - 1], params.layer(layer))
-        errors = {}
-        for name, total in res.sums().items():
-            actual = sent.site(SCOPE_SITE[name], layer)
-            errors[name] = float(np.linalg.norm(total - actual) / max(np.linalg.norm(actual), 1e-12))
+        errors = completeness_errors(res, sent, layer)
         return {"run_id": run_id, "sample_index": sample_index, "layer": layer, "scope": scope,
                 "tokens": sent.tokens, "map": _finite_map(res.maps()[scope]),
                 "completeness_error": {k: (v if math.isfinite(v) else None) for k, v in errors.items()}}

@@ -24,6 +24,7 @@ from bertology import BertologyError, __version__
 from bertology.analysis.errors import CONFIDENT_MARGIN
 from bertology.analysis.vocabulary import SCOPES
 
+from ..render import ci, num
 from . import plots
 from .api import RUN_ID, sample_filter
 from .explorer import SORTABLE, BadRequest, Explorer, Unavailable
@@ -34,23 +35,22 @@ SHOW = {"errors": (True, False), "confident": (True, True), "correct": (False, F
 
 
 def _num(x, digits: int = 3) -> str:
-    """A number as the report writes it: integers whole, others to ``digits`` places, NaN/None as –."""
-    if x is None or x is pd.NA or isinstance(x, str):
-        return x if isinstance(x, str) else "–"
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, numbers.Integral):
+    """A table cell as the report writes numbers (:func:`reports.render.num`); text as it is, integers (ids,
+    counts, layers) whole, and the index's NULLs (pandas NA) as an en dash."""
+    if isinstance(x, str):
+        return x
+    if x is pd.NA:
+        return num(None)
+    if isinstance(x, np.bool_):
+        x = bool(x)
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
         return str(int(x))
-    x = float(x)
-    return f"{x:.{digits}f}" if math.isfinite(x) else "–"
+    return num(x, digits)
 
 
 def _ci(m: dict | None) -> str:
-    if not m:
-        return "–"
-    if m.get("ci_low") is None or m.get("ci_high") is None:
-        return _num(m.get("estimate"))
-    return f"{_num(m.get('estimate'))} [{_num(m.get('ci_low'))}, {_num(m.get('ci_high'))}]"
+    """A metric of ``/api/runs`` as the report writes it: estimate [low, high]."""
+    return ci(m.get("estimate"), m.get("ci_low"), m.get("ci_high")) if m else num(None)
 
 
 templates.env.filters["num"] = _num
@@ -208,12 +208,14 @@ def router(ex: Explorer) -> APIRouter:
             else:
                 attribution_why = s["available"]["attribution"]
         classes = s["classes"]
+
+        def name(k):
+            return classes[k] if k is not None and 0 <= k < len(classes) else str(k)
+
         strip = plots.readout_strip(
             [r["layer"] for r in s["layers"]],
-            {"probe": [(bool(r["probe_correct"]), classes[r["probe_pred"]] if r["probe_pred"] is not None and
-                        r["probe_pred"] < len(classes) else str(r["probe_pred"])) for r in s["layers"]],
-             "centroid": [(bool(r["centroid_correct"]), classes[r["centroid_pred"]] if r["centroid_pred"] is not None
-                           and r["centroid_pred"] < len(classes) else str(r["centroid_pred"])) for r in s["layers"]]},
+            {readout: [(bool(r[f"{readout}_correct"]), name(r[f"{readout}_pred"])) for r in s["layers"]]
+             for readout in ("probe", "centroid")},
             title="per-layer readouts of [CLS]")
         projection = None
         if s["layers"] and any(r.get("class_direction_projection") is not None for r in s["layers"]):
@@ -224,12 +226,11 @@ def router(ex: Explorer) -> APIRouter:
                 notes=["probe right" if r["probe_correct"] else "probe wrong" for r in s["layers"]])],
                 title="[CLS] on the class-mean direction (filled: probe right)", y_label="projection",
                 height=200, zero_line=True)
-        right_from = None
-        if s["layers"]:
-            for r in reversed(s["layers"]):
-                if not r["probe_correct"]:
-                    break
-                right_from = r["layer"]
+        right_from = None   # the first layer from which the probe stays right to the output
+        for r in reversed(s["layers"]):
+            if not r["probe_correct"]:
+                break
+            right_from = r["layer"]
         return render(request, "sample.html", title=f"Sample {sample_index}", s=s, layer=layer, head=head or 0,
                       attention=attention, attention_why=attention_why, attribution=attribution,
                       attribution_why=attribution_why, attr_layer=attr_layer, scope=scope, scopes=SCOPES,
