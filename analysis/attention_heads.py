@@ -41,6 +41,7 @@ from bertology import BertologyError
 from bertology.store.reader import sample_attention
 
 from .bootstrap import Bootstrap, percentile_ci
+from .intervals import share_interval
 from .engine import compute, concat, sample_blocks, shared, task
 from .token_strength import is_punctuation, is_special
 from .vocabulary import PATTERNS, TOKEN_CLASSES, UNITS  # noqa: F401  (re-exported)
@@ -182,14 +183,21 @@ def token_shares(ds: xr.Dataset) -> np.ndarray:
     return out
 
 
-def _mean_rows(values: np.ndarray, boot: Bootstrap, keys: list[dict], statistic: str) -> list[dict]:
-    """Rows of means over samples (axis 0 of ``values``, (n, K)) with percentile CIs; NaN samples left out."""
+def _mean_rows(values: np.ndarray, boot: Bootstrap, keys: list[dict], statistic: str,
+               share: bool = False) -> list[dict]:
+    """Rows of means over samples (axis 0 of ``values``, (n, K)) with percentile CIs, or for a ``share``
+    (per-sample values in [0, 1] whose mean is a share of samples, e.g. a head's pattern type) Wilson's
+    interval on the clustered effective n; NaN samples left out."""
     ok = np.isfinite(values)
-    est, bs = boot.ratio(np.where(ok, values, 0.0), ok.astype(np.float64))
-    lo, hi = percentile_ci(bs)
+    if share:
+        est, lo, hi = share_interval(np.where(ok, values, 0.0), ok.astype(np.float64))
+    else:
+        est, bs = boot.ratio(np.where(ok, values, 0.0), ok.astype(np.float64))
+        lo, hi = percentile_ci(bs)
     n = ok.sum(axis=0)
+    method = "wilson" if share else "percentile"
     return [dict(**k, statistic=statistic, estimate=float(est[j]), ci_low=float(lo[j]), ci_high=float(hi[j]),
-                 n=int(n[j])) for j, k in enumerate(keys)]
+                 n=int(n[j]), ci_method=method) for j, k in enumerate(keys)]
 
 
 def _units(per_sample: np.ndarray, layers, heads) -> tuple[np.ndarray, list[dict]]:
@@ -221,7 +229,7 @@ def pattern_table(feats: xr.DataArray, boot: Bootstrap, classifier: PatternClass
         if name == "block" and not pair_task:
             continue                                                  # undefined without a second segment
         values, keys = _units((codes == k).astype(np.float64), layers, heads)
-        rows += _mean_rows(values, boot, keys, f"share_{name}")
+        rows += _mean_rows(values, boot, keys, f"share_{name}", share=True)
     for name in FEATURES:
         values, keys = _units(feats.sel(feature=name).values, layers, heads)
         if np.isfinite(values).any():

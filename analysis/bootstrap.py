@@ -8,6 +8,11 @@ is chunked, how many workers read it or in which order blocks finish: any block 
 weights, and partial sums over blocks add up to the same result. A statistic built from per-sample sums is
 evaluated for all B resamples at once as ``W @ X``. One seed serves every statistic of an analysis, so
 differences between layers (and between two stores of the same samples) are *paired*.
+
+The bootstrap serves means and ratios of per-sample sums (shares, accuracies, attention features), whose
+percentile intervals are checked for coverage in ``bench/coverage.py``. It does not serve the energy
+statistics: a resample that draws a sample twice pairs it with itself, which adds exactly the noise the
+debiased energies remove (:mod:`moments` uses the jackknife instead).
 """
 
 from __future__ import annotations
@@ -16,10 +21,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy import stats as sps
 
 DEFAULT_RESAMPLES = 1000
-CI_LEVEL = 0.95
+CI_LEVEL = 0.95   # the level of every interval (intervals.CI_LEVEL)
 #: Poisson(1) cumulative probabilities P(W <= k), k = 0..19 (P(W > 19) < 1e-17).
 _POISSON1_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(20)])
 
@@ -105,68 +109,6 @@ def percentile_ci(boot: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray
     """Percentile interval over the resample axis (axis 0); NaN resamples are ignored."""
     a = (1 - level) / 2
     return np.nanquantile(boot, a, axis=0), np.nanquantile(boot, 1 - a, axis=0)
-
-
-#: How a row's interval was made (the ``ci_method`` column): BCa; the basic interval, where the estimate lies
-#: beyond (nearly) every resample and BCa's bias correction saturates; the percentile interval; or the range
-#: of the statistic under label permutations (a chance level, not a confidence interval).
-CI_METHODS = ("bca", "basic", "percentile", "permutation")
-
-
-def bias_corrected(boot: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """The bootstrap bias-corrected estimate 2θ̂ − mean(θ*) (Efron & Tibshirani 1993, §10.6): the plug-in
-    estimate minus the resampling bias. Where the bias is larger than the spread of the resamples, an
-    interval that corrects for it can exclude θ̂ itself, but not this estimate."""
-    with np.errstate(invalid="ignore"):
-        return 2 * np.asarray(estimate, dtype=np.float64) - np.nanmean(np.asarray(boot, dtype=np.float64), axis=0)
-
-
-def bca_ci(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
-           level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Bias-corrected and accelerated interval (Efron 1987) over axis 0.
-
-    ``boot``: (B, ...) resample values; ``estimate``: (...) the full-sample value; ``jack``: (n, ...)
-    leave-one-out values. Where the estimate lies outside (nearly) all resamples the basic interval is used;
-    where the correction is undefined, the percentile interval (:func:`bca_interval` says which, per value).
-    """
-    return bca_interval(boot, estimate, jack, level)[:2]
-
-
-def bca_interval(boot: np.ndarray, estimate: np.ndarray, jack: np.ndarray,
-                 level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`bca_ci` and, per value, the method used (``'bca'``, ``'basic'`` or ``'percentile'``)."""
-    boot = np.asarray(boot, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return _bca(boot, np.asarray(estimate, dtype=np.float64), np.asarray(jack, dtype=np.float64), level)
-
-
-def _bca(boot, estimate, jack, level):
-    prop = (np.sum(boot < estimate, axis=0) + 0.5 * np.sum(boot == estimate, axis=0)) / np.sum(np.isfinite(boot), axis=0)
-    z0 = sps.norm.ppf(np.clip(prop, 1e-6, 1 - 1e-6))
-    d = np.nanmean(jack, axis=0) - jack
-    acc = np.sum(d ** 3, axis=0) / (6.0 * np.sum(d ** 2, axis=0) ** 1.5 + 1e-300)
-    a = (1 - level) / 2
-    out, levels = [], []
-    for z in (sps.norm.ppf(a), sps.norm.ppf(1 - a)):
-        adj = sps.norm.cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
-        q = np.where(np.isfinite(adj), adj, 0.5)
-        flat_b = boot.reshape(boot.shape[0], -1)
-        vals = np.array([np.nanquantile(flat_b[:, k], qk) for k, qk in enumerate(np.ravel(q))])
-        out.append(vals.reshape(np.shape(q)))
-        levels.append(q)
-    lo, hi = out
-    plo, phi = percentile_ci(boot, level)
-    # Where (almost) every resample lies on one side of the estimate, BCa's bias correction saturates and the
-    # interval collapses onto the most extreme resamples (its adjusted levels leave fewer than two resamples
-    # between them): use the basic interval 2θ̂ − q, which reflects the resampling bias back around the
-    # estimate.
-    B = np.sum(np.isfinite(boot), axis=0)
-    saturated = (prop * B < 1) | (prop * B > B - 1) | ((levels[1] - levels[0]) * B < 2)
-    lo = np.where(saturated, 2 * estimate - phi, lo)
-    hi = np.where(saturated, 2 * estimate - plo, hi)
-    bad = ~np.isfinite(lo) | ~np.isfinite(hi)
-    method = np.where(bad, "percentile", np.where(saturated, "basic", "bca")).astype(object)
-    return np.where(bad, plo, lo), np.where(bad, phi, hi), method
 
 
 def bootstrap_p(boot_diff: np.ndarray, null: float = 0.0) -> np.ndarray:

@@ -109,8 +109,11 @@ def tree_sum(parts: list, fan_in: int = 4):
 
 def _add(*xs):
     first = xs[0]
+    if first is None:
+        return None
     if isinstance(first, tuple):
-        return tuple(_add(*parts) for parts in zip(*xs))
+        parts = (_add(*parts) for parts in zip(*xs))
+        return type(first)(*parts) if hasattr(first, "_fields") else tuple(parts)
     if isinstance(first, dict):
         return {k: _add(*(x[k] for x in xs)) for k in first}
     out = first

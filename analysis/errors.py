@@ -14,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from .bootstrap import Bootstrap, percentile_ci
+from .intervals import share_interval
 
 CONFIDENT_MARGIN = 0.3
 
@@ -36,16 +37,16 @@ def error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
     right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
     none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
     n = len(y)
-    quantities = {
-        "error_rate": boot.ratio(err, np.ones(n)),
-        "n_errors": (err.sum(), boot.weights @ err),
-        "confident_share": boot.ratio(conf, err),
-        "mean_margin": boot.ratio(err * margin, err),
-        "no_layer_right_share": boot.ratio(none_right, err),
-    }
     rows = []
-    for name, (est, bs) in quantities.items():
+    shares = {"error_rate": (err, np.ones(n)), "confident_share": (conf, err), "no_layer_right_share": (none_right, err)}
+    for name, (num, den) in shares.items():   # shares: Wilson's interval, which a share of 0 or 1 does not collapse
+        est, lo, hi = share_interval(num, den)
+        rows.append(dict(statistic=name, estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
+                         threshold=threshold, ci_method="wilson"))
+    for name, (est, bs) in {"n_errors": (err.sum(), boot.weights @ err),
+                            "mean_margin": boot.ratio(err * margin, err)}.items():
         lo, hi = percentile_ci(bs[:, None])
         rows.append(dict(statistic=name, estimate=float(est), ci_low=lo[0], ci_high=hi[0], n=n,
-                         threshold=threshold))
-    return pd.DataFrame(rows)
+                         threshold=threshold, ci_method="percentile"))
+    order = ["error_rate", "n_errors", "confident_share", "mean_margin", "no_layer_right_share"]
+    return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()

@@ -21,9 +21,10 @@ import xarray as xr
 
 from bertology.store.schema import SITES, token_var
 
-from .bootstrap import Bootstrap, bias_corrected, percentile_ci
+from .bootstrap import Bootstrap, adjust, percentile_ci
 from .engine import compute, concat, sample_blocks, shared, task
-from .moments import SampleSums, energies_with_ci
+from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
+from .requirements import skipped
 
 PARTS = ("total", "structural", "classification", "within", "structural_share", "structural_over_classification")
 TARGETS = ("update", "ff")   # update = ln2 − ln1 (the whole block), ff = raw FFN output
@@ -128,12 +129,15 @@ def _norm_stats(total, total2, count, boot: Bootstrap):
     return mean, cv
 
 
-def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str = "bca",
+def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, correction: str = "holm",
               block_size: int | None = None) -> pd.DataFrame:
-    """Per layer: the energy decomposition of the FFN update and of ``ff``, and norm normalisation.
+    """Per layer: the energy decomposition of the FFN update and of ``ff``, its change from the layer
+    before (``delta_*`` rows, with p-values corrected across layers), and norm normalisation.
 
     ``positions='cls'`` uses the [CLS] vector; ``positions='tokens'`` every (non-padding) token, resampled by
-    sample.
+    sample. The energies are the debiased estimators of :mod:`moments` (``estimate_plugin`` beside them),
+    with jackknife intervals; ``structural_over_classification`` has ``ci_high`` = +inf and ``bounded``
+    False where the classification energy cannot be told from 0 (the ratio then has only a lower bound).
     """
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
@@ -141,23 +145,50 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, ci: str =
     scopes = [("cls", ClsUpdateSource(ds))]
     if tokens and all(token_var(s) in ds for s in ("ln1", "ff", "ln2")):
         scopes.append(("tokens", TokenUpdateSource(ds)))
+    short = min_class_count(y, C)
+    if short < MIN_PER_CLASS:
+        skipped(f"FFN energy decomposition: needs at least {MIN_PER_CLASS} samples of each class; the smallest "
+                f"class has {short}")
     for scope, src in scopes:
-        res = energies_with_ci(src, y, C, boot, method=ci, sample_block=block_size)
         layers, norms, count = norm_sums(ds, scope, block_size)
         n_units = int(count.sum())
-        for part in PARTS:
-            e = res[part]
-            bc = bias_corrected(e.resamples, e.estimate)
-            for k, (layer, target) in enumerate(src.keys):
-                rows.append(dict(positions=scope, layer=layer, site=target if target in SITES else None, vector=target,
-                                 statistic=part, estimate=e.estimate[k], ci_low=e.ci_low[k], ci_high=e.ci_high[k],
-                                 n=n_units, ci_method=e.ci_method[k], estimate_bc=bc[k]))
+        if short >= MIN_PER_CLASS:
+            rows += _energy_rows(scope, src, y, C, n_units, correction, block_size)
         for site, (tot, tot2) in norms.items():
             mean, cv = _norm_stats(tot, tot2, count, boot)
             for name, values in (("norm_mean", mean), ("norm_cv", cv)):
                 lo, hi = percentile_ci(values[1:])
                 for j, layer in enumerate(layers):
                     rows.append(dict(positions=scope, layer=layer, site=site, vector=site, statistic=name,
-                                     estimate=values[0, j],
-                                     ci_low=lo[j], ci_high=hi[j], n=n_units))
+                                     estimate=values[0, j], ci_low=lo[j], ci_high=hi[j], n=n_units,
+                                     ci_method="percentile"))
     return pd.DataFrame(rows)
+
+
+def _energy_rows(scope: str, src, y: np.ndarray, C: int, n_units: int, correction: str, block_size) -> list[dict]:
+    """The decomposition's rows for one scope, and each part's change from the layer before (same vector)."""
+    keys = src.keys
+    deltas = [(keys.index((l0, t)), keys.index((l1, t))) for t in TARGETS
+              for l0, l1 in zip(sorted({l for l, _ in keys}), sorted({l for l, _ in keys})[1:])]
+    res = energies_with_ci(src, y, C, deltas=deltas, sample_block=block_size)
+    rows = []
+    for part in PARTS:
+        e = res.series[part]
+        for k, (layer, target) in enumerate(keys):
+            rows.append(dict(positions=scope, layer=layer, site=target if target in SITES else None, vector=target,
+                             statistic=part, estimate=e.estimate[k], estimate_plugin=e.plugin[k],
+                             ci_low=e.ci_low[k], ci_high=e.ci_high[k], bounded=bool(e.bounded[k]), n=n_units,
+                             ci_method=e.ci_method[k], se=e.se[k]))
+        if part in res.deltas:
+            d = res.deltas[part]
+            for target in TARGETS:
+                idx = [i for i, (_, k1) in enumerate(deltas) if keys[k1][1] == target]
+                p_adj = adjust(d.p[idx], correction)
+                for j, i in enumerate(idx):
+                    layer = keys[deltas[i][1]][0]
+                    rows.append(dict(positions=scope, layer=layer, site=target if target in SITES else None,
+                                     vector=target, statistic=f"delta_{part}", estimate=d.estimate[i],
+                                     estimate_plugin=d.plugin[i], ci_low=d.ci_low[i], ci_high=d.ci_high[i],
+                                     bounded=True, n=n_units, ci_method=d.ci_method[i], se=d.se[i], p=d.p[i],
+                                     p_adj=p_adj[j]))
+    return rows

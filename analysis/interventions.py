@@ -2,7 +2,7 @@
 a-priori skip candidates (chosen from separability, before any ablation) are the layers that skip best.
 
 Every accuracy change is paired: the same bootstrap weights resample the samples under the plain and the
-intervened model, and the exact McNemar test (a binomial test on the samples that flip) gives its p-value,
+intervened model, and McNemar's mid-p test (a binomial test on the samples that flip) gives its p-value,
 corrected across each family of interventions (Holm by default).
 """
 
@@ -13,34 +13,27 @@ import pandas as pd
 import xarray as xr
 from scipy import stats as sps
 
-from .bootstrap import Bootstrap, adjust, percentile_ci
+from .bootstrap import Bootstrap, adjust
+from .intervals import share_interval
+from .stats import paired_difference
 
 HIDDEN_SIZES = (4, 8, 16)
 
 
-def mcnemar_exact(base_right: np.ndarray, new_right: np.ndarray) -> float:
-    """Exact two-sided McNemar p-value: of the samples where exactly one model is right, is each side
-    equally likely?"""
-    b = int(np.sum(base_right & ~new_right))
-    c = int(np.sum(~base_right & new_right))
-    return 1.0 if b + c == 0 else float(sps.binomtest(min(b, c), b + c, 0.5).pvalue)
-
-
 def paired_change(base_right: np.ndarray, new_right: np.ndarray, boot: Bootstrap) -> dict:
-    """Accuracy of the new predictions and its change from the base, each with a percentile CI."""
+    """Accuracy of the new predictions (Wilson's interval) and its paired change from the base
+    (:func:`stats.paired_difference`: percentile CI, McNemar mid-p)."""
     n = len(base_right)
-    acc, acc_b = boot.ratio(new_right.astype(np.float64), np.ones(n))
-    d, d_b = boot.ratio(new_right.astype(np.float64) - base_right, np.ones(n))
-    lo, hi = percentile_ci(acc_b[:, None])
-    dlo, dhi = percentile_ci(d_b[:, None])
-    return dict(accuracy=float(acc), accuracy_ci_low=float(lo[0]), accuracy_ci_high=float(hi[0]),
-                estimate=float(d), ci_low=float(dlo[0]), ci_high=float(dhi[0]),
-                p=mcnemar_exact(base_right, new_right), flipped=int(np.sum(base_right != new_right)), n=n)
+    acc, lo, hi = share_interval(new_right.astype(np.float64), np.ones(n))
+    d = paired_difference(new_right.astype(np.float64), base_right.astype(np.float64), boot=boot)
+    return dict(accuracy=float(acc), accuracy_ci_low=float(lo), accuracy_ci_high=float(hi),
+                estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], ci_method=d["ci_method"],
+                p=d["p"], flipped=d["discordant"], n=n)
 
 
 def intervention_effects(sw: xr.Dataset, boot: Bootstrap, correction: str = "holm") -> pd.DataFrame:
     """Per intervention: accuracy, Δ accuracy from the plain model (``statistic`` ``delta_accuracy``) with CI,
-    exact McNemar p and ``p_adj`` corrected within its family (``kind``)."""
+    McNemar mid-p and ``p_adj`` corrected within its family (``kind``)."""
     y = sw["label"].values
     pred = sw["pred"].values
     base = pred[list(sw["intervention"].values).index("none")] == y
@@ -96,7 +89,7 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
     """Finding 1's layout, per skipped layer (``intervention`` ``skip:l``; and ``none``, ``layer`` NULL: nothing
     skipped, the compensation classifier's control):
     baseline accuracy, accuracy of the skipped model with the original head, accuracy with the compensation
-    classifier, its Δ from the baseline (CI, exact McNemar p, corrected), FLOPs and wall time saved, and
+    classifier, its Δ from the baseline (CI, McNemar mid-p, corrected), FLOPs and wall time saved, and
     whether the layer was an a-priori skip candidate."""
     y = sw["label"].values
     names = list(sw["intervention"].values)

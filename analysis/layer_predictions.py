@@ -67,10 +67,20 @@ def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: 
     return pd.concat(frames, ignore_index=True), fit
 
 
+def _folds(y: np.ndarray, folds: int, seed: int):
+    """Cross-fitting folds: stratified, as many as the smallest class allows (2 to ``folds``); where a class
+    has a single sample, plain folds (stratification is then impossible, and sklearn would only warn)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    counts = np.bincount(y)
+    smallest = counts[counts > 0].min()
+    if smallest >= 2:
+        return StratifiedKFold(int(min(folds, smallest)), shuffle=True, random_state=seed).split(y, y)
+    return KFold(int(min(folds, len(y))), shuffle=True, random_state=seed).split(y)
+
+
 def _layer_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str, folds: int, seed: int):
     """One task: the readouts of one layer for every sample."""
-    from sklearn.model_selection import StratifiedKFold
-
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
     n = len(y)
@@ -82,8 +92,7 @@ def _layer_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str
         xt, yt = layer_vectors(train, layer, site), train["label"].values.astype(int)
         cen_pred, probe_pred, proj = _readouts(xt, yt, x, C)
     else:
-        k = int(max(2, min(folds, np.bincount(y, minlength=C)[np.bincount(y, minlength=C) > 0].min())))
-        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        for tr, te in _folds(y, folds, seed):
             cen_pred[te], probe_pred[te], proj[te] = _readouts(x[tr], y[tr], x[te], C)
     return pd.DataFrame({
         "sample_index": np.arange(n), "sample_id": ds["sample"].values.astype(np.int64), "layer": layer,

@@ -7,10 +7,12 @@ identical reruns give identical files).
 
 The statistics tables have the columns ``task``, ``model``, ``layer``, ``site``, ``statistic``, ``estimate``,
 ``ci_low``, ``ci_high``, ``n`` (``p`` and ``p_adj`` where a test applies), ``ci_method`` (how the interval
-was made: :data:`bootstrap.CI_METHODS`) and ``estimate_bc`` (the bias-corrected estimate, where the ratio
-bootstrap gives one), and the columns the table needs beyond them. One Poisson bootstrap, keyed by ``seed``
-and each sample's id, serves every statistic, so results are deterministic, layer differences paired, and
-the work can be split into tasks any way (:mod:`engine`).
+was made: :data:`intervals.CI_METHODS`) and ``estimate_plugin`` (for the energy statistics, the plug-in
+value beside the debiased ``estimate``: see :mod:`moments`), and the columns the table needs beyond them.
+The energy statistics' intervals come from the jackknife; one Poisson bootstrap, keyed by ``seed`` and each
+sample's id, serves every other statistic; so results are deterministic, layer differences paired, and the
+work can be split into tasks any way (:mod:`engine`). A statistic the data are too few for is skipped with
+one line (:mod:`requirements`), recorded in ``analysis.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .attention_heads import attention_tables
 from .attribution import attribution_tables, ffn_output_tables
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap
 from .engine import engine
+from .requirements import collect_skipped, skipped
 from .catalog import ANALYSIS_FORMAT, BY_NAME, PER_ROW, RETIRED
 from .errors import CONFIDENT_MARGIN, error_table
 from .ffn_roles import ffn_roles
@@ -42,8 +45,10 @@ from .separability import separability, skip_candidates
 from .task_metrics import task_metrics
 from .token_strength import token_strength
 
+#: Cross-fitted layer readouts need two folds.
+MIN_CROSS_FIT = 2
 FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj",
-         "ci_method", "estimate_bc"]
+         "ci_method", "estimate_plugin"]
 
 
 @dataclass
@@ -51,7 +56,6 @@ class AnalyzeConfig:
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     correction: str = "holm"          # or fdr_bh
-    ci: str = "bca"                   # or percentile
     skip_statistic: str = "fisher_trace"
     skip_rule: str = "nonpositive"    # or k_lowest
     skip_k: int = 1
@@ -77,7 +81,7 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
         df["ci_method"] = df["ci_method"].where(df["ci_method"].notna() | df["ci_low"].isna(), "percentile")
     for c in FRONT:
         if c not in df:
-            df[c] = float("nan") if c in ("p", "p_adj", "estimate_bc") else None
+            df[c] = float("nan") if c in ("p", "p_adj", "estimate_plugin") else None
     for c in ("layer", "head"):  # NULL where a row is about no single layer (head): see its ``unit``
         if c in df:
             df[c] = df[c].astype("Int64")
@@ -115,27 +119,43 @@ def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None
     ds = open_store(store, dask=False)
     train = open_store(train_store, dask=False) if train_store else None
     task, model = ds.attrs["task"], ds.attrs["model"]
-    with engine(scheduler):
+    with engine(scheduler), collect_skipped() as skipped_lines:
         tables, fit, cost = _tables(ds, train, cfg, store, sweep, pretrained_store, checkpoint)
-    return _write(tables, out, cfg, task, model, ds, store, fit, cost, train_store, sweep, pretrained_store)
+    if not tables:
+        raise BertologyError(f"{store}: too few samples for any statistic ({ds.sizes['sample']} samples; "
+                             f"see the lines above); extract more samples")
+    return _write(tables, out, cfg, task, model, ds, store, fit, cost, train_store, sweep, pretrained_store,
+                  skipped_lines)
 
 
 def _tables(ds, train, cfg: AnalyzeConfig, store, sweep, pretrained_store, checkpoint):
     """Every table of one store (the dask work of :func:`analyze`)."""
     blocks = cfg.block_size
     boot = Bootstrap.of(ds, cfg.resamples, cfg.seed)
-    sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction, ci=cfg.ci,
+    tables = {}
+    sep = separability(ds, boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction,
                        pooling=cfg.pooling, permutations=cfg.permutations, block_size=blocks)
-    tables = {
-        "separability": sep,
-        "skip_candidates": skip_candidates(sep[sep["pooling"] == "cls"], cfg.skip_statistic, cfg.skip_rule,
-                                           cfg.skip_k),
-        "ffn_roles": ffn_roles(ds, boot, ci=cfg.ci, block_size=blocks),
-    }
+    if len(sep):
+        tables["separability"] = sep
+        cls_rows = sep[sep["pooling"] == "cls"]
+        if (cls_rows["statistic"] == f"delta_{cfg.skip_statistic}").any():
+            tables["skip_candidates"] = skip_candidates(cls_rows, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k)
+        else:
+            skipped(f"skip candidates: they need the Δ {cfg.skip_statistic} rows, which were skipped")
+    else:
+        skipped("skip candidates: they need the separability rows, which were skipped")
+    ffn = ffn_roles(ds, boot, correction=cfg.correction, block_size=blocks)
+    if len(ffn):
+        tables["ffn_roles"] = ffn
     tables["task_metrics"] = task_metrics(ds["label"].values, ds["pred"].values, boot, ds.sizes["class"])
-    preds, fit = layer_predictions(ds, train, seed=cfg.seed)
-    tables["layer_predictions"] = preds.assign(fit=fit)
-    tables["error_summary"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
+    fit = None
+    if ds.sizes["sample"] >= MIN_CROSS_FIT or train is not None:
+        preds, fit = layer_predictions(ds, train, seed=cfg.seed)
+        tables["layer_predictions"] = preds.assign(fit=fit)
+        tables["error_summary"] = error_table(ds, preds, boot, cfg.confident_margin).assign(fit=fit)
+    else:
+        skipped(f"layer predictions and error summary: cross-fitting on the store needs at least "
+                f"{MIN_CROSS_FIT} samples (or --train-store); it has {ds.sizes['sample']}")
     if any(v.startswith("token_") and v in ds.data_vars for v in ds.data_vars):
         try:
             summary, per_token = token_strength(ds, boot, layer=cfg.strength_layer, site=cfg.strength_site,
@@ -175,7 +195,7 @@ def _tables(ds, train, cfg: AnalyzeConfig, store, sweep, pretrained_store, check
 
 
 def _write(tables, out: Location, cfg: AnalyzeConfig, task: str, model: str, ds, store: Location, fit, cost,
-           train_store, sweep, pretrained_store) -> dict[str, Path]:
+           train_store, sweep, pretrained_store, skipped_lines=()) -> dict[str, Path]:
     """Write the tables (each file whole or not at all), then ``analysis.json``, then ``timings.json``."""
     out.mkdir()
     written = {}
@@ -198,7 +218,8 @@ def _write(tables, out: Location, cfg: AnalyzeConfig, task: str, model: str, ds,
          "store_relative": _relative(store, out),
          "train_store": named(train_store), "sweep": named(sweep), "pretrained_store": named(pretrained_store),
          "layer_fit": fit, "task": task, "model": model, "model_sha256": ds.attrs["model_sha256"],
-         "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg)}, indent=2) + "\n")
+         "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg),
+         "skipped": list(skipped_lines)}, indent=2) + "\n")
     # measured wall time differs between identical runs: kept apart, so analysis.json (and the index's
     # fingerprint of it) changes only when the results do
     (out / "timings.json").write_text(json.dumps({"attribution_cost": cost}, indent=2) + "\n")

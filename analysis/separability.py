@@ -13,11 +13,17 @@ import xarray as xr
 
 from bertology.store.schema import token_var
 
-from .bootstrap import Bootstrap, adjust, bca_interval, bias_corrected, bootstrap_p, percentile_ci
+from .bootstrap import Bootstrap, adjust
+from .intervals import share_interval
 from .engine import compute, shared, task
-from .moments import Estimates, SampleSums, energies_with_ci
+from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
+from .requirements import skipped
 
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
+#: The energy statistics of the separability table: the two ratios and the between-class energy itself.
+SEPARABILITY_STATISTICS = RATIO_STATISTICS + ("classification",)
+#: A cross-validated probe needs two folds, each holding every class.
+MIN_PROBE_PER_CLASS = 2
 
 
 class ClsSource:
@@ -104,7 +110,7 @@ def _series_probe(src, k: int, y: np.ndarray, seed: int) -> np.ndarray:
 
 
 def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_site: str = "ln2",
-                 seed: int = 0, correction: str = "holm", ci: str = "bca",
+                 seed: int = 0, correction: str = "holm",
                  pooling: tuple[str, ...] = ("cls",), permutations: int = 200,
                  block_size: int | None = None) -> pd.DataFrame:
     """Separability rows for each pooling: ``cls`` (the [CLS] vector) and/or ``mean`` (mean-pooled tokens,
@@ -124,75 +130,85 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
         else:
             raise ValueError(f"unknown pooling {pool!r}; use 'cls' or 'mean'")
         frames.append(_separability(ds, src, boot, probe=probe, delta_site=delta_site, seed=seed,
-                                    correction=correction, ci=ci, permutations=permutations,
+                                    correction=correction, permutations=permutations,
                                     block_size=block_size).assign(pooling=pool))
     return pd.concat(frames, ignore_index=True)
 
 
 def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_site: str, seed: int,
-                  correction: str, ci: str, permutations: int = 0, block_size: int | None = None) -> pd.DataFrame:
-    """Separability per layer × site with bootstrap CIs, plus ``delta_*`` rows with paired tests.
+                  correction: str, permutations: int = 0, block_size: int | None = None) -> pd.DataFrame:
+    """Separability per layer × site with confidence intervals, plus ``delta_*`` rows with paired tests.
 
-    Rows: statistic ∈ {fisher_trace, centroid_ratio, probe_accuracy} at each (layer, site), layer 0 being
-    the embedding output (site ``embed``); and ``delta_<statistic>`` at ``delta_site`` for layers 1..L with a
-    two-sided bootstrap p-value and its correction across layers. CIs are BCa (``ci='bca'``, jackknife
-    values differenced for Δ) or percentile intervals of the (paired) resamples.
+    Rows: statistic ∈ {fisher_trace, centroid_ratio, classification, probe_accuracy} at each (layer, site),
+    layer 0 being the embedding output (site ``embed``); and ``delta_<statistic>`` at ``delta_site`` for
+    layers 1..L with a two-sided p-value and its correction across layers. The energy statistics are the
+    debiased estimators of :mod:`moments` (``estimate_plugin`` beside them) with their jackknife intervals
+    (``ci_method`` ``jackknife``); the probe's accuracy is a mean of per-sample correctness with a bootstrap
+    interval, and its Δ the paired difference of :func:`stats.paired_difference`.
     """
+    from .stats import paired_difference
+
     y = ds["label"].values.astype(int)
     C = len(ds["class"])
     keys = src.keys
-    res = energies_with_ci(src, y, C, boot, method=ci, permutations=permutations, seed=seed,
-                           sample_block=block_size)
-    stats = {s: res[s] for s in RATIO_STATISTICS if C == 2 or s != "centroid_ratio"}
-    if probe:  # one task per series: each cross-validated probe reads its series for every sample
+    n = len(y)
+    layers = [l for l, s in keys if s == delta_site and l > 0]
+    start = keys.index((0, "embed")) if (0, "embed") in keys else None
+    chain_layers = layers if start is not None else layers[1:]   # Δ needs the layer before
+    chain = ([start] if start is not None else [keys.index((layers[0], delta_site))] if layers else []) + \
+        [keys.index((l, delta_site)) for l in chain_layers]
+    deltas = list(zip(chain[:-1], chain[1:]))
+    rows = []
+    names = [s for s in SEPARABILITY_STATISTICS if C == 2 or s != "centroid_ratio"]
+    short = min_class_count(y, C)
+    if short >= MIN_PER_CLASS:
+        res = energies_with_ci(src, y, C, deltas=deltas, permutations=permutations, seed=seed,
+                               sample_block=block_size)
+        for name in names:
+            e = res.series[name]
+            for k, (layer, site) in enumerate(keys):
+                rows.append(dict(layer=layer, site=site, statistic=name, estimate=e.estimate[k],
+                                 estimate_plugin=e.plugin[k], ci_low=e.ci_low[k], ci_high=e.ci_high[k],
+                                 ci_method=e.ci_method[k], se=e.se[k]))
+            if e.null is not None and name in RATIO_STATISTICS:   # chance level under random relabellings
+                lo, hi = np.quantile(e.null, [0.025, 0.975], axis=0)
+                p = (1 + np.sum(e.null >= e.estimate[None], axis=0)) / (1 + e.null.shape[0])
+                for k, (layer, site) in enumerate(keys):
+                    rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=e.null[:, k].mean(),
+                                     ci_low=lo[k], ci_high=hi[k], p=p[k], ci_method="permutation"))
+            if deltas:
+                d = res.deltas[name]
+                p_adj = adjust(d.p, correction)
+                for i, layer in enumerate(chain_layers):
+                    rows.append(dict(layer=int(layer), site=delta_site, statistic=f"delta_{name}",
+                                     estimate=d.estimate[i], estimate_plugin=d.plugin[i], ci_low=d.ci_low[i],
+                                     ci_high=d.ci_high[i], p=d.p[i], p_adj=p_adj[i], ci_method=d.ci_method[i],
+                                     se=d.se[i]))
+    else:
+        skipped(f"separability ratios: need at least {MIN_PER_CLASS} samples of each class; the smallest "
+                f"class has {short}")
+    if probe and short >= MIN_PROBE_PER_CLASS:
+        # one task per series: each cross-validated probe reads its series for every sample
         shared_src, shared_y = shared(src), shared(y)
         correct = np.stack(compute(*(task(_series_probe, shared_src, k, shared_y, seed) for k in range(src.K))),
                            axis=1)                                              # (n, K)
-        est, bs = boot.mean(correct)
-        n = len(y)
-        jk = (correct.sum(axis=0)[None] - correct) / (n - 1)                  # leave-one-out accuracy
-        stats["probe_accuracy"] = Estimates(est, bs, *percentile_ci(bs), jk,
-                                            ci_method=np.full(src.K, "percentile", dtype=object))
-    rows = []
-    for name, e in stats.items():
-        bc = bias_corrected(e.resamples, e.estimate)
+        est, lo, hi = share_interval(correct, np.ones(n))
         for k, (layer, site) in enumerate(keys):
-            rows.append(dict(layer=layer, site=site, statistic=name, estimate=e.estimate[k], ci_low=e.ci_low[k],
-                             ci_high=e.ci_high[k], ci_method=e.ci_method[k], estimate_bc=bc[k]))
-        if e.null is not None:  # chance level: the statistic under random relabellings, and a permutation test
-            lo, hi = np.quantile(e.null, [0.025, 0.975], axis=0)
-            p = (1 + np.sum(e.null >= e.estimate[None], axis=0)) / (1 + e.null.shape[0])
-            for k, (layer, site) in enumerate(keys):
-                rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=e.null[:, k].mean(),
-                                 ci_low=lo[k], ci_high=hi[k], p=p[k], ci_method="permutation"))
-    # Δ from layer l−1 to l at the delta site (layer 0: the embedding output), paired over resamples
-    layers = [l for l, s in keys if s == delta_site and l > 0]
-    if not layers:
-        return pd.DataFrame(rows).assign(n=len(y))
-    start = keys.index((0, "embed")) if (0, "embed") in keys else None
-    chain_layers = layers if start is not None else layers[1:]   # Δ needs the layer before
-    chain = ([start] if start is not None else [keys.index((layers[0], delta_site))]) + \
-        [keys.index((l, delta_site)) for l in chain_layers]
-    for name, e in stats.items():
-        est, bs, jk = e.estimate, e.resamples, e.jackknife
-        d_est = est[chain[1:]] - est[chain[:-1]]
-        d_bs = bs[:, chain[1:]] - bs[:, chain[:-1]]
-        if ci == "bca":  # the ratios are biased under resampling: correct the paired difference's interval too
-            lo, hi, how = bca_interval(d_bs, d_est, jk[:, chain[1:]] - jk[:, chain[:-1]])
-        else:
-            lo, hi = percentile_ci(d_bs)
-            how = np.full(len(d_est), "percentile", dtype=object)
-        bc = bias_corrected(d_bs, d_est)
-        # resampling shifts these ratios (duplicated samples look more separable): test the estimate, i.e. the
-        # paired bootstrap distribution re-centred on it
-        p = bootstrap_p(d_bs - np.nanmean(d_bs, axis=0) + d_est)
-        p_adj = adjust(p, correction)
-        for i, layer in enumerate(chain_layers):
-            rows.append(dict(layer=int(layer), site=delta_site, statistic=f"delta_{name}", estimate=d_est[i],
-                             ci_low=lo[i], ci_high=hi[i], p=p[i], p_adj=p_adj[i], ci_method=how[i],
-                             estimate_bc=bc[i]))
+            rows.append(dict(layer=layer, site=site, statistic="probe_accuracy", estimate=est[k], ci_low=lo[k],
+                             ci_high=hi[k], ci_method="wilson"))
+        if deltas:
+            diffs = [paired_difference(correct[:, k1], correct[:, k0], boot=boot) for k0, k1 in deltas]
+            p_adj = adjust(np.array([d["p"] for d in diffs]), correction)
+            for i, layer in enumerate(chain_layers):
+                rows.append(dict(layer=int(layer), site=delta_site, statistic="delta_probe_accuracy",
+                                 estimate=diffs[i]["estimate"], ci_low=diffs[i]["ci_low"],
+                                 ci_high=diffs[i]["ci_high"], p=diffs[i]["p"], p_adj=p_adj[i],
+                                 ci_method=diffs[i]["ci_method"]))
+    elif probe:
+        skipped(f"probe accuracy: needs at least {MIN_PROBE_PER_CLASS} samples of each class for its "
+                f"cross-validation folds; the smallest class has {short}")
     out = pd.DataFrame(rows)
-    out["n"] = len(y)
+    out["n"] = n
     return out
 
 

@@ -28,6 +28,7 @@ import xarray as xr
 from bertology.store.schema import token_var
 
 from .bootstrap import Bootstrap, percentile_ci
+from .intervals import share_interval
 from .engine import compute, concat, sample_blocks, shared, task
 from .vocabulary import WORD_CATEGORIES
 
@@ -158,17 +159,17 @@ def buckets(units: pd.DataFrame, threshold: str) -> pd.Series:
 
 
 def _share_rows(units: pd.DataFrame, boot: Bootstrap, n_samples: int, **labels) -> list[dict]:
-    """Share of each category within each bucket, with a CI from resampling sentences."""
+    """Share of each category within each bucket, with Wilson's interval on the sentence-clustered
+    effective sample size (:func:`intervals.share_interval`)."""
     rows = []
     for bucket in BUCKETS:
         inb = units[units["bucket"] == bucket]
         denom = np.bincount(inb["sample"], minlength=n_samples).astype(np.float64)
         for cat in CATEGORIES[:3]:
             num = np.bincount(inb.loc[inb["category"] == cat, "sample"], minlength=n_samples).astype(np.float64)
-            est, bs = boot.ratio(num, denom)
-            lo, hi = percentile_ci(bs[:, None])
-            rows.append(dict(labels, bucket=bucket, category=cat, statistic="share", estimate=est,
-                             ci_low=lo[0], ci_high=hi[0], n=int(denom.sum())))
+            est, lo, hi = share_interval(num, denom)
+            rows.append(dict(labels, bucket=bucket, category=cat, statistic="share", estimate=float(est),
+                             ci_low=float(lo), ci_high=float(hi), n=int(denom.sum()), ci_method="wilson"))
     return rows
 
 

@@ -180,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=_number(int, 10, "at least 10"), default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--correction", default="holm", choices=("holm", "fdr_bh"))
-    p.add_argument("--ci", default="bca", choices=("bca", "percentile"), help="bootstrap interval (default BCa)")
     p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"))
     p.add_argument("--skip-k", type=POSITIVE, default=1, help="with --skip-rule k_lowest: how many layers")
     p.add_argument("--skip-statistic", default="fisher_trace",
@@ -347,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "analyze":
         from bertology.analysis.run import AnalyzeConfig, analyze
 
-        cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction, ci=args.ci,
+        cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction,
                             skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
                             probe=not args.no_probe, strength_layer=args.strength_layer,
                             pooling=("cls", "mean") if args.mean_pooled else ("cls",),

@@ -40,6 +40,21 @@ def plain_fisher(x, y):
     return sb / sw
 
 
+def plain_debiased_fisher(x, y):
+    """The debiased Fisher trace by its definition (analysis/moments.py): the between-class energy less the
+    noise of the class means, Σ_c (1 − π_c) s_c² / n, over the unbiased within-class variance Σ_c π_c s_c²."""
+    if np.allclose(x, x[0]):
+        return 0.0
+    n, mu = len(y), x.mean(0)
+    b = w = 0.0
+    for c in np.unique(y):
+        xc = x[y == c]
+        pi, s2 = len(xc) / n, np.sum((xc - xc.mean(0)) ** 2) / (len(xc) - 1)
+        b += pi * np.sum((xc.mean(0) - mu) ** 2) - (1 - pi) * s2 / n
+        w += pi * s2
+    return b / w
+
+
 def test_tables_have_the_tidy_columns(tables):
     t, _ = tables
     assert {"separability", "skip_candidates", "ffn_roles", "token_strength_summary", "token_strength"} <= set(t)
@@ -62,27 +77,32 @@ def test_separability_equals_plain_numpy(tables, real_store):
     tok = ds["token_ln2"].sel(token_layer=3).values.astype(np.float64)
     pooled = np.add.reduceat(tok, ds["token_start"].values, axis=0) / ds["length"].values[:, None]
     row = mean_rows[(mean_rows.layer == 3) & (mean_rows.site == "ln2") & (mean_rows.statistic == "fisher_trace")]
-    assert row.estimate.iloc[0] == pytest.approx(plain_fisher(pooled, y), rel=1e-9)
+    assert row.estimate_plugin.iloc[0] == pytest.approx(plain_fisher(pooled, y), rel=1e-9)
+    assert row.estimate.iloc[0] == pytest.approx(max(plain_debiased_fisher(pooled, y), 0), rel=1e-9)
     assert len(mean_rows[mean_rows.statistic == "delta_fisher_trace"]) == 6
     for layer, site in ((1, "attn"), (3, "ln1"), (6, "ln2")):
         x = ds["cls"].sel(layer=layer, site=site).values.astype(np.float64)
         row = sep[(sep.layer == layer) & (sep.site == site) & (sep.statistic == "fisher_trace")].iloc[0]
-        assert row.estimate == pytest.approx(plain_fisher(x, y), rel=1e-9)
-        assert row.ci_low < row.ci_high and row.n == 160  # BCa may shift a biased ratio's interval off it
+        assert row.estimate_plugin == pytest.approx(plain_fisher(x, y), rel=1e-9)
+        assert row.estimate == pytest.approx(max(plain_debiased_fisher(x, y), 0), rel=1e-9, abs=1e-12)
+        assert 0 <= row.ci_low <= row.estimate <= row.ci_high and row.ci_low < row.ci_high and row.n == 160
     x0 = ds["cls_embed"].values.astype(np.float64)
     assert np.allclose(x0, x0[0]), "the [CLS] input of layer 1 is the same vector for every sample"
     x1 = ds["cls"].sel(layer=1, site="ln2").values.astype(np.float64)
     d = sep[(sep.statistic == "delta_fisher_trace") & (sep.layer == 1)].iloc[0]
-    assert d.estimate == pytest.approx(plain_fisher(x1, y) - plain_fisher(x0, y), rel=1e-9)
+    assert d.estimate == pytest.approx(plain_debiased_fisher(x1, y) - plain_debiased_fisher(x0, y), rel=1e-7)
+    assert d.estimate_plugin == pytest.approx(plain_fisher(x1, y) - plain_fisher(x0, y), rel=1e-9)
     deltas = sep[sep.statistic == "delta_fisher_trace"]
     assert len(deltas) == 6 and deltas["p"].between(0, 1).all() and (deltas["p_adj"] >= deltas["p"]).all()
     chance = sep[sep.statistic == "chance_fisher_trace"].set_index(["layer", "site"])
     assert len(chance) == 37 and chance["p"].between(0, 1).all()
     assert chance.loc[(0, "embed"), "estimate"] == 0  # coinciding vectors: no separability, even by chance
-    # the chance level is what shuffled labels give: recompute one permutation-free bound by hand
+    # the chance level is what shuffled labels give: about 0 for the debiased ratio, within the spread of
+    # 40 shuffles recomputed by hand (the plug-in ratio's would sit at the 1/(n−2) floor)
     x6 = ds["cls"].sel(layer=6, site="ln2").values.astype(np.float64)
-    shuffled = [plain_fisher(x6, np.random.default_rng(k).permutation(y)) for k in range(20)]
-    assert chance.loc[(6, "ln2"), "estimate"] == pytest.approx(np.mean(shuffled), rel=0.25)
+    shuffled = [plain_debiased_fisher(x6, np.random.default_rng(k).permutation(y)) for k in range(40)]
+    assert abs(chance.loc[(6, "ln2"), "estimate"] - np.mean(shuffled)) < 3 * np.std(shuffled) / np.sqrt(40) + 1e-4
+    assert abs(np.mean(shuffled)) < 0.2 / (len(y) - 2)
     probe = sep[sep.statistic == "probe_accuracy"]
     assert probe["estimate"].between(0, 1).all()
 
@@ -104,25 +124,34 @@ def test_ffn_energies_sum_to_total_and_match_numpy(tables, real_store):
     assert f["site"].dropna().isin(SITES).all() and f.loc[f["vector"] == "update", "site"].isna().all()
     for scope in ("cls", "tokens"):
         for (layer, site), g in f[f.positions == scope].groupby(["layer", "vector"]):
-            e = g.set_index("statistic")["estimate"]
-            if "total" not in e:
+            if "total" not in set(g["statistic"]):
                 continue
-            assert e["structural"] + e["classification"] + e["within"] == pytest.approx(e["total"], rel=1e-9)
+            p = g.set_index("statistic")["estimate_plugin"]
+            assert p["structural"] + p["classification"] + p["within"] == pytest.approx(p["total"], rel=1e-9)
+            e = g.set_index("statistic")["estimate"]   # debiased: the same sum, unless a part was moved to 0
+            if e["classification"] > 0:
+                assert e["structural"] + e["classification"] + e["within"] == pytest.approx(e["total"], rel=1e-6)
     ds = open_store(real_store)
     y = ds["label"].values
     upd = (ds["cls"].sel(layer=2, site="ln2").values.astype(np.float64)
            - ds["cls"].sel(layer=2, site="ln1").values.astype(np.float64))
-    row = f[(f.positions == "cls") & (f.layer == 2) & (f.vector == "update")].set_index("statistic")["estimate"]
-    assert row["structural"] == pytest.approx(np.sum(upd.mean(0) ** 2), rel=1e-9)
-    assert row["structural_share"] == pytest.approx(np.sum(upd.mean(0) ** 2) / np.mean(np.sum(upd ** 2, 1)), rel=1e-9)
+    row = f[(f.positions == "cls") & (f.layer == 2) & (f.vector == "update")].set_index("statistic")
+    assert row.at["structural", "estimate_plugin"] == pytest.approx(np.sum(upd.mean(0) ** 2), rel=1e-9)
+    assert row.at["structural_share", "estimate_plugin"] == pytest.approx(
+        np.sum(upd.mean(0) ** 2) / np.mean(np.sum(upd ** 2, 1)), rel=1e-9)
+    # debiased: less the variance of the overall mean, Σ_c π_c² s_c² / n_c
+    noise = sum(np.mean(y == c) ** 2 * np.sum((upd[y == c] - upd[y == c].mean(0)) ** 2) / (np.sum(y == c) - 1)
+                / np.sum(y == c) for c in (0, 1))
+    assert row.at["structural", "estimate"] == pytest.approx(np.sum(upd.mean(0) ** 2) - noise, rel=1e-9)
+    row = row["estimate"]
     # over every token, pooled in plain numpy
     tok_upd = (ds["token_ln2"].sel(token_layer=4).values.astype(np.float64)
                - ds["token_ln1"].sel(token_layer=4).values.astype(np.float64))
     tok_y = y[ds["token_sample"].values]
     mu = tok_upd.mean(0)
     cls_part = sum(np.mean(tok_y == c) * np.sum((tok_upd[tok_y == c].mean(0) - mu) ** 2) for c in (0, 1))
-    row = f[(f.positions == "tokens") & (f.layer == 4) & (f.vector == "update")].set_index("statistic")["estimate"]
-    assert row["classification"] == pytest.approx(cls_part, rel=1e-9)
+    row = f[(f.positions == "tokens") & (f.layer == 4) & (f.vector == "update")].set_index("statistic")
+    assert row.at["classification", "estimate_plugin"] == pytest.approx(cls_part, rel=1e-9)
     norm = f[(f.positions == "cls") & (f.layer == 3) & (f.vector == "ln1") & (f.statistic == "norm_mean")]
     ln1 = ds["cls"].sel(layer=3, site="ln1").values.astype(np.float64)
     assert norm.estimate.iloc[0] == pytest.approx(np.mean(np.linalg.norm(ln1, axis=1)))

@@ -9,23 +9,29 @@ import xarray as xr
 from scipy import stats as sps
 
 from bertology.analysis.bootstrap import Bootstrap
-from bertology.analysis.interventions import (apriori_validation, intervention_effects, layer_skip, mcnemar_exact,
-                                              paired_change, prediction_rows)
+from bertology.analysis.interventions import (apriori_validation, intervention_effects, layer_skip, paired_change,
+                                              prediction_rows)
+from bertology.analysis.stats import mcnemar_midp
 from bertology import BertologyError
 from bertology.extract.interventions import Intervention
 from bertology.extract.sweep import layer_flops, plan
 from bertology.store.sweep import open_sweep, write_sweep
 
 
-def test_exact_mcnemar_equals_statsmodels():
+def test_mcnemar_mid_p_is_the_exact_p_less_the_observed_point_probability():
+    """Mid-p (Fagerland et al. 2013) = exact McNemar p (statsmodels) − P(observed count), two-sided."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         a, b = rng.random(80) < 0.7, rng.random(80) < 0.6
         table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
-        assert mcnemar_exact(a, b) == pytest.approx(mcnemar(table, exact=True).pvalue)
-    assert mcnemar_exact(a, a) == 1.0
+        n01, n10 = table[0][1], table[1][0]
+        point = sps.binom.pmf(min(n01, n10), n01 + n10, 0.5)
+        exact = mcnemar(table, exact=True).pvalue
+        expected = exact - point if n01 != n10 else 1.0
+        assert mcnemar_midp(a, b) == pytest.approx(min(1.0, expected))
+    assert mcnemar_midp(a, a) == 1.0
 
 
 def test_paired_change_is_the_difference_of_accuracies_with_a_covering_interval():
