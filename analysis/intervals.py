@@ -29,16 +29,19 @@ CI_LEVEL = 0.95
 #: - ``jackknife``: estimate ± z·se with the jackknife standard error of a debiased energy statistic,
 #:   corrected for the jackknife's double count of the pairwise-noise variance (:mod:`moments`); at the edge
 #:   of the statistic's range, the Feldman–Cousins interval with that standard error;
+#: - ``fieller``: Fieller's interval of a ratio of two debiased energies (structural over classification),
+#:   with the same standard errors and their covariance: unbounded above where the denominator may be 0;
 #: - ``percentile``: the Poisson-bootstrap percentile interval of a mean or a ratio of per-sample sums;
 #: - ``wilson``: Wilson's score interval of a share, with the effective sample size of its clustered
 #:   (per-sample) variance;
 #: - ``permutation``: the range of the statistic under label permutations (a chance level, not a CI).
-CI_METHODS = ("jackknife", "percentile", "wilson", "permutation")
+CI_METHODS = ("jackknife", "fieller", "percentile", "wilson", "permutation")
 
 #: Beyond this many standard errors from the edge the unified interval is the central one (to < 1e-6).
 _FAR = 6.0
 
 
+@lru_cache(maxsize=16)
 def z_value(level: float = CI_LEVEL) -> float:
     """The two-sided normal quantile of ``level`` (1.96 for 95%)."""
     return float(sps.norm.ppf(0.5 + level / 2))
@@ -123,37 +126,92 @@ def bounded_interval(estimate: np.ndarray, se: np.ndarray, low: float | None = 0
     return est, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
-def stabilized_interval(estimate: np.ndarray, se: np.ndarray, se_edge: np.ndarray, low: float = 0.0,
-                        level: float = CI_LEVEL, slope_floor: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _belt_at(m: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The unified acceptance region [x1(m), x2(m)] at m ≥ 0 (interpolated; central beyond the grid)."""
+    mu, x1, x2 = _belt(level)
+    z = z_value(level)
+    far = m > mu[-1]
+    lo = np.interp(np.minimum(m, mu[-1]), mu[1:], x1[1:], left=-np.inf)
+    lo = np.where(m <= 0, -np.inf, lo)
+    hi = np.interp(np.minimum(m, mu[-1]), mu, x2)
+    return np.where(far, m - z, lo), np.where(far, m + z, hi)
+
+
+def growing_variance_interval(estimate: np.ndarray, se: np.ndarray, se_edge: np.ndarray, low: float = 0.0,
+                              level: float = CI_LEVEL, slope_floor: np.ndarray | float = 0.0,
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(estimate, ci_low, ci_high) of a statistic θ ≥ ``low`` whose variance grows with its value:
     V(θ) = se_edge² + κ (θ − low), as for an energy, whose noise-only variance ``se_edge``² is joined by a
-    signal term proportional to the signal (κ from the variance at the estimate, V(θ̂) = se²).
+    signal term proportional to the signal (κ from the variance at the estimate, V(θ̂) = se², and at least
+    ``slope_floor``).
 
     A Wald interval with the variance at the estimate is too short above exactly the estimates that came
-    out low (their standard error came out low with them); the interval is therefore made on the variance-
-    stabilised scale g(θ) = ∫ dθ / √V(θ) = (2/κ)(√(se_edge² + κ (θ − low)) − se_edge), where the estimate is
-    about normal with unit variance, as the unified interval of :func:`unified_interval` about g(low) = 0,
-    and mapped back. With κ = 0 it is :func:`bounded_interval`."""
+    out low (their standard error came out low with them). This is the Neyman construction for θ̂ ~ N(θ,
+    V(θ)): each θ accepts the estimates of its own unified (Feldman–Cousins) region scaled by its own
+    standard error √V(θ), and the interval is every θ that accepts the estimate. At the edge it is the
+    unified interval; far from it, the score interval |θ̂ − θ| ≤ z √V(θ) (Wilson's construction for a
+    variance that depends on the parameter)."""
     est = np.asarray(estimate, dtype=np.float64)
     se = np.asarray(se, dtype=np.float64)
     z = z_value(level)
+    shape = np.broadcast(est, se).shape
+    est, se = np.broadcast_to(est, shape).astype(np.float64), np.broadcast_to(se, shape).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.maximum(np.minimum(np.asarray(se_edge, dtype=np.float64), se), 1e-300 + 1e-12 * se)
+        a = np.maximum(np.minimum(np.broadcast_to(np.asarray(se_edge, dtype=np.float64), shape), se),
+                       1e-12 * se + 1e-300)
         kappa = np.maximum(np.maximum(se * se - a * a, 0.0) / np.maximum(est - low, z * a), slope_floor)
-        root = np.sqrt(np.maximum(a * a + kappa * (est - low), 0.0))
-        x = np.where((est >= low) & (kappa > 0), 2 * (root - a) / kappa, (est - low) / a)   # g(θ̂)
-        mlo, mhi = unified_interval(np.where(np.isfinite(x), x, 0.0), level)
+        x = est - low
 
-        def back(g):   # g⁻¹
-            return np.where(kappa > 0, low + ((kappa * g / 2 + a) ** 2 - a * a) / kappa, low + g * a)
+        def sigma(t):
+            return np.sqrt(a * a + kappa * t)
 
-        lo, hi = back(mlo), back(mhi)
-    bad = ~np.isfinite(se) | ~np.isfinite(est) | ~np.isfinite(x)
+        def edges(t):   # θ's acceptance region [f_lo, f_hi], in the estimate's units
+            s = sigma(t)
+            m = t / s
+            x1, x2 = _belt_at(m, level)
+            return t + s * (x1 - m), t + s * (x2 - m)
+
+        def solve(which):   # the θ ≥ 0 where the region's ``which`` end meets x (both ends increase with θ)
+            lo_t = np.zeros(shape)
+            hi_t = np.maximum(x, 0.0) + 10 * sigma(np.maximum(x, 0.0)) + 25 * kappa + 1e-300
+            for _ in range(60):
+                mid = (lo_t + hi_t) / 2
+                below = edges(mid)[which] < x
+                lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
+            return (lo_t + hi_t) / 2
+
+        reaches = edges(np.zeros(shape))[1] >= x             # θ = 0 accepts x: the interval starts at the edge
+        lo = np.where(reaches, 0.0, solve(1)) + low
+        hi = solve(0) + low
+    bad = ~np.isfinite(se) | ~np.isfinite(est)
     zero = (se == 0) & np.isfinite(est)
     est = np.maximum(est, low)
-    lo = np.where(zero, est, lo)
-    hi = np.where(zero, est, hi)
-    return est, np.where(bad & ~zero, np.nan, lo), np.where(bad & ~zero, np.nan, hi)
+    lo = np.where(zero, est, np.minimum(lo, est))
+    hi = np.where(zero, est, np.maximum(hi, est))
+    return est, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def fieller_interval(num: np.ndarray, den: np.ndarray, v_num: np.ndarray, v_den: np.ndarray, cov: np.ndarray,
+                     level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ratio, ci_low, ci_high) of num/den ≥ 0 for jointly normal estimates with the given (co)variances:
+    Fieller's interval (1954), the ratios r whose num − r·den is within z standard errors of 0. Where the
+    denominator cannot be told from 0 the set has no upper end: ``ci_high`` is +inf and the estimate, where
+    the denominator's estimate is ≤ 0, is +inf too."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    z2 = z_value(level) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = den * den - z2 * v_den
+        b = num * den - z2 * cov
+        c = num * num - z2 * v_num
+        disc = np.maximum(b * b - a * c, 0.0)
+        r1, r2 = (b - np.sqrt(disc)) / a, (b + np.sqrt(disc)) / a
+        small, big = np.minimum(r1, r2), np.maximum(r1, r2)
+        ratio = np.where(den > 0, num / den, np.inf)
+        closed = a > 0                                   # the denominator is told from 0: a bounded interval
+        lo = np.where(closed, np.maximum(small, 0.0), np.where(small < 0, np.maximum(big, 0.0), 0.0))
+        hi = np.where(closed, big, np.inf)
+    bad = ~np.isfinite(num) | ~np.isfinite(den) | ~np.isfinite(v_num) | ~np.isfinite(v_den)
+    return ratio, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
 def normal_p(estimate: np.ndarray, se: np.ndarray, null: float = 0.0) -> np.ndarray:

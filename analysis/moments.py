@@ -79,7 +79,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 STATISTICS = tuple(RANGES)
 #: Energies of a mean (and ratios of them) whose variance is the noise's plus a part proportional to the
-#: signal itself: their intervals are made on the variance-stabilised scale (:func:`intervals.stabilized_interval`).
+#: signal itself: their intervals account for it (:func:`intervals.growing_variance_interval`).
 SIGNAL_ENERGIES = ("structural", "classification", "fisher_trace", "centroid_ratio", "classification_over_structural")
 #: Computed for its interval only: the inverse of structural_over_classification (bounded where the latter is not).
 _INVERSE = "classification_over_structural"
@@ -471,7 +471,7 @@ def _pair_variance(gamma_k, gamma_k2, units, gram_pair) -> np.ndarray:
 
 def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> EnergyResult:
     """Standard errors and intervals of every statistic and difference from the gathered pieces."""
-    from .intervals import bounded_interval, normal_p, stabilized_interval
+    from .intervals import bounded_interval, fieller_interval, growing_variance_interval, normal_p
 
     full = {name: np.concatenate([v[0].value[name][0] for v in values]) for name in values[0][0].value}
     plugin = {name: np.concatenate([v[0].plugin[name][0] for v in values]) for name in values[0][0].plugin}
@@ -483,16 +483,25 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
     jack = {name: np.concatenate([v[3][name] for v in values], axis=-1) for name in full}
     index = {p: i for i, p in enumerate(pairs)}
 
-    def variance(name, terms):
-        """Jackknife variance of Σ sign·stat over ``terms`` [(sign, k)], less its pairwise-noise excess."""
-        jk = sum(sign * jack[name][:, k] for sign, k in terms)
-        vj = (n - 1) / n * np.sum((jk - jk.mean()) ** 2)
+    def covariance(terms1, terms2):
+        """The jackknife covariance of two sums of statistics, terms [(sign, name, k)], less the
+        pairwise-noise covariance the jackknife counts twice: (V_J, V̂_Q, the first sum's leave-one-out
+        values)."""
+        jk1 = sum(sign * jack[name][:, k] for sign, name, k in terms1)
+        jk2 = sum(sign * jack[name][:, k] for sign, name, k in terms2)
+        vj = (n - 1) / n * np.sum((jk1 - jk1.mean()) * (jk2 - jk2.mean()))
         vq = 0.0
-        for s1, k1 in terms:
-            for s2, k2 in terms:
+        for s1, name1, k1 in terms1:
+            for s2, name2, k2 in terms2:
                 key = (k1, k2) if (k1, k2) in index else (k2, k1)
-                vq += s1 * s2 * _pair_variance(gamma[name][:, :, k1], gamma[name][:, :, k2], units,
+                vq += s1 * s2 * _pair_variance(gamma[name1][:, :, k1], gamma[name2][:, :, k2], units,
                                                gram[:, :, index[key]])
+        return vj, vq, jk1
+
+    def variance(name, terms):
+        """Variance of Σ sign·stat over ``terms`` [(sign, k)]: (V, V̂_Q, leave-one-out values, the weight
+        the data's own signal part V_L gets)."""
+        vj, vq, jk = covariance([(s, name, k) for s, k in terms], [(s, name, k) for s, k in terms])
         vq = max(min(vq, vj), 0.0)
         # V = V_Q + V_L with V_L = V_J − 2 V_Q ≥ 0, shrunk towards 0 by its own noise (the positive-part
         # estimator of a non-negative quantity): where there is no signal, V_J's noise alone would inflate it
@@ -500,7 +509,7 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
         noise = (n - 1) / n * np.sqrt(n * np.var(dev2))
         vl = vj - 2 * vq
         w = max(0.0, 1.0 - noise ** 2 / vl ** 2) if vl > 0 else 0.0
-        return vq + w * vl, vq, jk
+        return vq + w * vl, vq, jk, w
 
     def signal_slope(base_gamma, base_value, k) -> float:
         """κ₀: the growth of a base energy's variance per unit of it, were the signal's direction as
@@ -533,21 +542,24 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
         var = [variance(target, [(1, k)]) for k in range(K)]
         se = np.sqrt([v[0] for v in var])
         low, high = RANGES[target] if target in RANGES else (0.0, None)
-        if target in SIGNAL_ENERGIES:   # variance grows with the signal: the stabilised interval
-            floor = np.array([slope_floor(target, k) for k in range(K)])
-            est, lo, hi = stabilized_interval(full[target], se, np.sqrt([v[1] for v in var]), low, level,
-                                              slope_floor=floor)
+        if target in SIGNAL_ENERGIES:   # variance grows with the signal
+            # the slope prior counts as far as the data do not measure the signal's variance themselves
+            floor = np.array([slope_floor(target, k) * (1 - v[3]) for k, v in enumerate(var)])
+            est, lo, hi = growing_variance_interval(full[target], se, np.sqrt([v[1] for v in var]), low, level,
+                                                    slope_floor=floor)
         else:
             est, lo, hi = bounded_interval(full[target], se, low, high, level)
         bounded = np.isfinite(hi)
-        if name == "structural_over_classification":   # invert the interval of classification/structural
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ok = full["structural"] > 0
-                est, lo, hi = (np.where(ok, full[name], np.nan), np.where(ok, 1 / hi, np.nan),
-                               np.where(ok & (lo > 0), 1 / lo, np.where(ok, np.inf, np.nan)))
-                bounded = np.isfinite(hi)
-                se = np.full(K, np.nan)
-        series[name] = Estimates(est, plugin[name], se, lo, hi, np.full(K, "jackknife", dtype=object), bounded,
+        method = "jackknife"
+        if name == "structural_over_classification":   # Fieller's interval of the ratio of the two energies
+            v_s = np.array([variance("structural", [(1, k)])[0] for k in range(K)])
+            v_c = np.array([variance("classification", [(1, k)])[0] for k in range(K)])
+            cov = np.array([np.subtract(*covariance([(1, "structural", k)], [(1, "classification", k)])[:2])
+                            for k in range(K)])
+            est, lo, hi = fieller_interval(full["structural"], full["classification"], v_s, v_c, cov, level)
+            est = np.where(full["structural"] > 0, est, 0.0)
+            bounded, se, method = np.isfinite(hi), np.full(K, np.nan), "fieller"
+        series[name] = Estimates(est, plugin[name], se, lo, hi, np.full(K, method, dtype=object), bounded,
                                  jack[target], null[name] if null is not None else None)
     out_deltas = {}
     if len(deltas):

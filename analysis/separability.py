@@ -118,8 +118,8 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
 
     ``chance_<ratio>`` rows give each ratio's chance level: its mean under ``permutations`` random
     relabellings (with the 2.5–97.5% range as ``ci_low``/``ci_high``) and, as ``p``, the permutation p-value
-    of the observed value. With few samples in many dimensions the plug-in ratios have a noise floor of
-    order d/n: compare against this row, not against zero.
+    of the observed value. The ratios are debiased, so without signal they sit at 0 rather than on the
+    plug-in's (k−1)/n floor; this row shows how far above 0 noise alone takes them.
     """
     frames = []
     for pool in pooling:
@@ -171,10 +171,11 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
                                  estimate_plugin=e.plugin[k], ci_low=e.ci_low[k], ci_high=e.ci_high[k],
                                  ci_method=e.ci_method[k], se=e.se[k]))
             if e.null is not None and name in RATIO_STATISTICS:   # chance level under random relabellings
-                lo, hi = np.quantile(e.null, [0.025, 0.975], axis=0)
-                p = (1 + np.sum(e.null >= e.estimate[None], axis=0)) / (1 + e.null.shape[0])
+                null = np.maximum(e.null, 0.0)   # of the reported statistic, which is moved into its range ≥ 0
+                lo, hi = np.quantile(null, [0.025, 0.975], axis=0)
+                p = (1 + np.sum(null >= e.estimate[None], axis=0)) / (1 + null.shape[0])
                 for k, (layer, site) in enumerate(keys):
-                    rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=e.null[:, k].mean(),
+                    rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=null[:, k].mean(),
                                      ci_low=lo[k], ci_high=hi[k], p=p[k], ci_method="permutation"))
             if deltas:
                 d = res.deltas[name]

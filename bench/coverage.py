@@ -372,13 +372,75 @@ def run_probe(n: int, d: int, datasets: int, seed: int = 0) -> dict:
     return out
 
 
+ENERGY_COLUMNS = ("fisher_trace", "centroid_ratio", "classification", "structural", "within", "total",
+                  "structural_share", "structural_over_classification", "delta_fisher_trace",
+                  "delta_centroid_ratio", "delta_classification")
+SHORT = {"fisher_trace": "fisher", "centroid_ratio": "centroid", "classification": "class.",
+         "structural": "struct.", "within": "within", "total": "total", "structural_share": "share",
+         "structural_over_classification": "struct./class.", "delta_fisher_trace": "Δ fisher",
+         "delta_centroid_ratio": "Δ centroid", "delta_classification": "Δ class."}
+
+
+def _cell(v: dict | None) -> str:
+    if not v or "coverage" not in v:
+        return "–"
+    c = v["coverage"]
+    mark = "" if TARGET[0] <= c <= TARGET[1] else ("**" if c < TARGET[0] else "*")
+    return f"{mark}{100 * c:.1f}{mark}"
+
+
+def markdown(results: dict) -> str:
+    """The coverage tables (percent of data sets whose 95% interval held the population value; ``*x*``
+    above 97%, ``**x**`` below 93%), one per kind."""
+    out = []
+    energy = {k: v for k, v in results.items() if k.startswith(("energy:", "tokens:"))}
+    if energy:
+        cols = [c for c in ENERGY_COLUMNS if any(c in v for v in energy.values())]
+        out.append("| regime | " + " | ".join(SHORT[c] for c in cols) + " | KS p, Δ under the null |")
+        out.append("|---" * (len(cols) + 2) + "|")
+        for name, v in energy.items():
+            ks = v.get("delta_fisher_trace", {}).get("null_p_ks")
+            out.append(f"| {name} | " + " | ".join(_cell(v.get(c)) for c in cols)
+                       + (f" | {ks:.2f} |" if ks is not None else " | – |"))
+        bad = sum(v.get("out_of_range", 0) for r in energy.values() for v in r.values() if isinstance(v, dict))
+        outside = sum(v.get("estimate_outside", 0) for r in energy.values() for v in r.values() if isinstance(v, dict))
+        out.append(f"\nIntervals outside the statistic's range: {bad}; estimates outside their own interval: "
+                   f"{outside}.\n")
+    for kind, cols in (("means", ("percentile", "wilson")), ("paired", ("delta_accuracy",)),
+                       ("probe", ("probe_accuracy",))):
+        rows = {k: v for k, v in results.items() if k.startswith(kind + ":")}
+        if not rows:
+            continue
+        extra = {"paired": " | mid-p: KS p, P(p ≤ 0.05) | exact: P(p ≤ 0.05) |", "probe": " | truth |"}.get(kind, " |")
+        out.append("| regime | " + " | ".join(cols) + extra)
+        out.append("|---" * (len(cols) + 1 + extra.count("|") - 1) + "|")
+        for name, v in rows.items():
+            line = f"| {name.split(': ', 1)[1]} | " + " | ".join(_cell(v.get(c)) for c in cols)
+            if kind == "paired":
+                m = v.get("mcnemar_midp", {})
+                e = v.get("mcnemar_exact", {})
+                line += (f" | {m['null_p_ks']:.2f}, {m['null_p_below_05']:.3f} | {e['null_p_below_05']:.3f} |"
+                         if m else " | – | – |")
+            elif kind == "probe":
+                line += f" | {v['probe_accuracy']['truth']:.3f} |"
+            else:
+                line += " |"
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", type=int, default=500, help="simulated data sets per regime (default 500)")
     ap.add_argument("--only", nargs="*", choices=KINDS, default=list(KINDS))
     ap.add_argument("--out", default="bench/results/coverage.json")
     ap.add_argument("--quick", action="store_true", help="a few regimes of each kind")
+    ap.add_argument("--markdown", metavar="JSON", help="only print the tables of an earlier run's JSON")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     results = {}
     for kind in args.only:
         for name, fn in KINDS[kind](args.quick):
@@ -390,6 +452,8 @@ def main(argv=None) -> int:
                   flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=1))
+    Path(args.out).with_suffix(".md").write_text(markdown(results) + "\n")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
     return 0
 
 

@@ -274,7 +274,8 @@ def section_metrics(data: ReportData, tabs: Tables, config: dict | None = None) 
     if m is None:
         return None
     h, rows = _metric_rows(m)
-    inner = ("<p>The fine-tuned classifier on the dev samples that were analysed (95% bootstrap CIs), and "
+    inner = ("<p>The fine-tuned classifier on the dev samples that were analysed (95% CIs: Wilson for accuracy, "
+             "the bootstrap for F1 and MCC), and "
              "on the whole dev split as recorded by fine-tuning. GLUE scores CoLA by MCC, MRPC by F1, the "
              "others by accuracy.</p>" + table_html(h, rows) + _csv_link("metrics"))
     return Section("metrics", "Task metrics", inner, _md("## Task metrics", h, rows))
@@ -293,7 +294,9 @@ def section_separability(data: ReportData, tabs: Tables, config: dict | None = N
     h2, rows2 = _skip_rows(sk, data.tasks) if len(sk) else ([], [])
     inner = ("<p>Class separability of the [CLS] vector after each layer (site <code>ln2</code>; layer 0 is "
              "the embedding output): tr(S<sub>B</sub>)/tr(S<sub>W</sub>), between-class over within-class "
-             "scatter, with its 95% BCa band and its chance level under label permutations (dotted); below, "
+             "scatter, debiased (the noise of the class means removed, so that no signal reads 0 whatever the "
+             "dimension; the plug-in value, dashed, sits on a (k−1)/n floor), with its 95% interval as the band "
+             "and its chance level under label permutations (dotted: 97.5% of permutations fall below); below, "
              "the accuracy of a linear probe per layer. Circled: the a-priori skip candidates, layers whose "
              "Δ from the layer below is ≤ 0 (or the lowest, when none is), chosen before any ablation.</p>"
              + image_html(png, "separability by layer") + "<h3>Fisher trace by layer [95% CI]</h3>"
@@ -506,8 +509,11 @@ def section_ffn(data: ReportData, tabs: Tables, config: dict | None = None) -> S
              "breaks the model even where its class-specific part looks unhelpful.</p>"
              + image_html(figures.ffn_ratio(scopes, data.tasks), "FFN structural/classification ratio")
              + f"<p class=\"note\">{esc(PUBLISHED_NOTE)} "
-             "Where the classification energy is near zero, resampling inflates it, and the interval is the "
-             "basic bootstrap interval, which corrects that bias and can lie beside the plug-in estimate.</p>")
+             "Both energies are debiased (the noise of the class means removed); the dashed lines are the plug-in "
+             "ratios, whose classification energy carries a noise term of about (k−1)/n · tr Σ<sub>W</sub>, so "
+             "that where the class-specific signal is weak they measure mostly noise. Where the classification "
+             "energy cannot be told from 0 the ratio has no upper bound: the table writes ≥ its lower bound and "
+             "the figure marks that bound with an open triangle.</p>")
     md = []
     for scope, title in (("cls", "over the [CLS] vector"), ("tokens", "over all tokens")):
         if scope not in scopes:

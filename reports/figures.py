@@ -34,8 +34,9 @@ def _color(task: str, i: int) -> str:
 
 
 def separability(sep: pd.DataFrame, skip: pd.DataFrame) -> bytes:
-    """Per task: Fisher trace of [CLS] at ln2 by layer with its 95% CI band and chance level, the a-priori
-    skip candidates circled; below, the per-layer probe accuracy with its CI."""
+    """Per task: the debiased Fisher trace of [CLS] at ln2 by layer with its 95% CI band, the plug-in value
+    (dashed: it carries the (k−1)/n noise floor) and the chance level (dotted: the 97.5th percentile under
+    label permutations), the a-priori skip candidates circled; below, the per-layer probe accuracy with its CI."""
     tasks = list(dict.fromkeys(sep["task"]))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2, len(tasks), figsize=(2.6 * len(tasks) + 0.6, 5.0), squeeze=False,
@@ -46,9 +47,12 @@ def separability(sep: pd.DataFrame, skip: pd.DataFrame) -> bytes:
             ax = axes[0, i]
             ax.fill_between(s["layer"], s["fisher_trace_ci_low"], s["fisher_trace_ci_high"], color=c, alpha=0.25,
                             lw=0)
-            ax.plot(s["layer"], s["fisher_trace"], "-o", color=c, ms=3, label="Fisher trace")
-            if s["fisher_trace_chance"].notna().any():
-                ax.plot(s["layer"], s["fisher_trace_chance"], ":", color="0.4", lw=1, label="chance")
+            ax.plot(s["layer"], s["fisher_trace"], "-o", color=c, ms=3, label="Fisher trace (debiased)")
+            if "fisher_trace_plugin" in s and s["fisher_trace_plugin"].notna().any():
+                ax.plot(s["layer"], s["fisher_trace_plugin"], "--", color="0.55", lw=0.8, label="plug-in")
+            if "fisher_trace_chance_high" in s and s["fisher_trace_chance_high"].notna().any():
+                ax.plot(s["layer"], s["fisher_trace_chance_high"], ":", color="0.3", lw=1,
+                        label="chance (97.5% of permutations)")
             if len(skip):
                 cand = skip[(skip["task"] == task) & skip["candidate"].astype(bool)]
                 at = s.set_index("layer").reindex(cand["layer"])
@@ -72,7 +76,9 @@ def separability(sep: pd.DataFrame, skip: pd.DataFrame) -> bytes:
 
 def ffn_ratio(tables: dict[str, pd.DataFrame], tasks: list[str]) -> bytes:
     """Structural/classification energy ratio of each FFN update by relative depth, log scale, per task and
-    scope ([CLS] and all tokens), with the published BERT-base end points as black stars."""
+    scope ([CLS] and all tokens): the debiased ratio (solid) with its 95% interval (band; open triangles:
+    the lower bound of a ratio with no upper bound, whose classification energy cannot be told from 0) and
+    the plug-in ratio (dashed), with the published BERT-base end points as black stars."""
     scopes = [(k, t) for k, t in (("cls", "[CLS]"), ("tokens", "all tokens")) if k in tables]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(scopes), figsize=(5.2 * len(scopes), 3.4), squeeze=False)
@@ -82,9 +88,15 @@ def ffn_ratio(tables: dict[str, pd.DataFrame], tasks: list[str]) -> bytes:
                 if f"{task}_ratio" not in df:
                     continue
                 c = _color(task, i)
-                ax.fill_between(df["relative_depth"], df[f"{task}_ratio_ci_low"], df[f"{task}_ratio_ci_high"],
-                                color=c, alpha=0.2, lw=0)
-                ax.plot(df["relative_depth"], df[f"{task}_ratio"], "-o", color=c, ms=3, label=task.upper())
+                lo, hi, est = df[f"{task}_ratio_ci_low"], df[f"{task}_ratio_ci_high"], df[f"{task}_ratio"]
+                finite = np.isfinite(hi)
+                top = float(np.nanmax(np.r_[hi[finite], est[np.isfinite(est)], lo, 1.0])) * 3
+                ax.fill_between(df["relative_depth"], lo, np.where(finite, hi, top), color=c, alpha=0.2, lw=0)
+                ax.plot(df["relative_depth"], np.where(np.isfinite(est), est, np.nan), "-o", color=c, ms=3,
+                        label=task.upper())
+                ax.plot(df["relative_depth"][~finite], lo[~finite], "^", color=c, ms=6, mfc="none")
+                if f"{task}_ratio_plugin" in df:
+                    ax.plot(df["relative_depth"], df[f"{task}_ratio_plugin"], "--", color=c, lw=0.7, alpha=0.7)
             depth = len(df)
             ax.plot([P.nearest_layer(p, depth) / depth for p in P.FFN_RATIO], [p.low for p in P.FFN_RATIO], "*",
                     color="black", ms=11, label=f"{P.LABEL} (layers 1 and 12 of 12)")

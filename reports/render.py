@@ -45,6 +45,10 @@ def num(x, digits: int = 3) -> str:
 
 
 def ci(est, lo, hi) -> str:
+    """``est [lo, hi]``; a ratio whose interval has no upper end (its denominator cannot be told from 0) is
+    written ``≥ lo``: the data bound it from below only."""
+    if hi is not None and not (isinstance(hi, float) and math.isnan(hi)) and math.isinf(hi) and hi > 0:
+        return f"≥ {num(lo)}"
     if est is None or (isinstance(est, float) and math.isnan(est)):
         return "–"
     if lo is None or (isinstance(lo, float) and math.isnan(lo)):

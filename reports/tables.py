@@ -70,7 +70,8 @@ def metrics(data: ReportData) -> pd.DataFrame:
 
 def separability(data: ReportData, site: str = "ln2") -> pd.DataFrame:
     """Per task and layer (0 = embeddings): the separability of [CLS] at ``site`` — Fisher trace, centroid
-    ratio, probe accuracy, each with its CI, and the ratios' chance level under label permutations."""
+    ratio (debiased, with the plug-in value beside them), probe accuracy, each with its CI, and the ratios'
+    chance level under label permutations (mean and 97.5th percentile)."""
     sep = data.table("separability")
     if sep.empty:
         return pd.DataFrame()
@@ -86,7 +87,10 @@ def separability(data: ReportData, site: str = "ln2") -> pd.DataFrame:
             for stat in ("fisher_trace", "centroid_ratio"):
                 ch = at[at["statistic"] == f"chance_{stat}"]
                 row[f"{stat}_chance"] = ch["estimate"].iloc[0] if len(ch) else np.nan
+                row[f"{stat}_chance_high"] = ch["ci_high"].iloc[0] if len(ch) else np.nan
                 row[f"{stat}_chance_p"] = ch["p"].iloc[0] if len(ch) else np.nan
+                plug = at.loc[at["statistic"] == stat, "estimate_plugin"] if "estimate_plugin" in at else ()
+                row[f"{stat}_plugin"] = plug.iloc[0] if len(plug) else np.nan
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -106,8 +110,9 @@ def skip_candidates(data: ReportData) -> pd.DataFrame:
 
 def ffn_ratio(data: ReportData, scope: str) -> pd.DataFrame:
     """Finding 2's layout: layer × task, the structural/classification energy ratio of the FFN block's update
-    (``ln2 − ln1``) over ``scope`` (``cls`` or ``tokens``), with CIs and the structural share; the published
-    BERT-base value sits on the row at the same relative depth."""
+    (``ln2 − ln1``) over ``scope`` (``cls`` or ``tokens``), debiased with its CI (an upper end of +inf where
+    the classification energy cannot be told from 0) and the plug-in value, and the structural share; the
+    published BERT-base value sits on the row at the same relative depth."""
     ffn = data.table("ffn_roles")
     if ffn.empty:
         return pd.DataFrame()
@@ -118,7 +123,10 @@ def ffn_ratio(data: ReportData, scope: str) -> pd.DataFrame:
         row = {"layer": layer, "relative_depth": layer / depth}
         for run in data.runs:
             f = _rows(ffn, run_id=run.run_id, layer=layer)
-            row.update(_est(f[f["statistic"] == "structural_over_classification"], f"{run.task}_ratio"))
+            ratio = f[f["statistic"] == "structural_over_classification"]
+            row.update(_est(ratio, f"{run.task}_ratio"))
+            row[f"{run.task}_ratio_plugin"] = (ratio["estimate_plugin"].iloc[0]
+                                               if len(ratio) and "estimate_plugin" in ratio else np.nan)
             row.update(_est(f[f["statistic"] == "structural_share"], f"{run.task}_structural_share"))
         pub = [p for p in P.FFN_RATIO if P.nearest_layer(p, depth) == layer]
         row["published_bert_base_ratio"] = pub[0].low if pub else np.nan
@@ -394,7 +402,8 @@ def provenance(data: ReportData) -> pd.DataFrame:
             "finetune_seed": ft.get("seed", np.nan), "data_file": Path(m["data_file"]).name if m.get("data_file") else "",
             "data_sha256": m.get("data_sha256", ""), "carve_out": _carve(carve),
             "n_dev_analysed": m["n_samples"], "extract_seed": m["seed"], "dtype": m["dtype"],
-            "analysis_seed": cfg.get("seed"), "resamples": cfg.get("resamples"), "ci": cfg.get("ci"),
+            "analysis_seed": cfg.get("seed"), "resamples": cfg.get("resamples"),
+            "skipped": "; ".join(a.get("skipped") or []) or "none",
             "permutations": cfg.get("permutations"), "correction": cfg.get("correction"),
             "layer_fit": a.get("layer_fit"),
         })
