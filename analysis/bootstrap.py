@@ -124,12 +124,26 @@ def bootstrap_p(boot_diff: np.ndarray, null: float = 0.0) -> np.ndarray:
 
 
 def adjust(p: np.ndarray, method: str = "holm") -> np.ndarray:
-    """Multiple-comparison correction (statsmodels): ``holm`` (FWER) or ``fdr_bh`` (Benjamini–Hochberg)."""
-    from statsmodels.stats.multitest import multipletests
-
+    """Multiple-comparison correction of the finite p-values of one family: ``holm`` (Holm's step-down,
+    family-wise error) or ``fdr_bh`` (Benjamini–Hochberg, false discovery rate). The same values as
+    statsmodels' ``multipletests`` (tested), without its Holm path's ``gc.collect()`` on every call, which
+    costs a tenth of a second in a process holding a dask graph."""
     p = np.asarray(p, dtype=np.float64)
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method=method)[1]
+    m = int(ok.sum())
+    if not m:
+        return out
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    ranked = q[order]
+    if method == "holm":
+        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    elif method == "fdr_bh":
+        adj = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r}; use 'holm' or 'fdr_bh'")
+    back = np.empty(m)
+    back[order] = np.minimum(adj, 1.0)
+    out[ok] = back
     return out

@@ -55,8 +55,9 @@ TABLES: tuple[Table, ...] = (
 )
 BY_NAME = {t.name: t for t in TABLES}
 PER_ROW = frozenset(t.name for t in TABLES if t.per_row)
-#: The version of the analysis folder's layout (table names); ``analysis.json`` records it (none: version 1).
-ANALYSIS_FORMAT = 2
+#: The version of the analysis folder's layout and meanings; ``analysis.json`` records it (none: version 1).
+#: 3: the energy statistics' ``estimate`` is debiased, with ``estimate_plugin`` beside it (was ``estimate_bc``).
+ANALYSIS_FORMAT = 3
 #: Table files of earlier formats (version 1 wrote ``errors`` and ``token_buckets``).
 RETIRED = frozenset({"errors", "token_buckets"})
 

@@ -58,8 +58,9 @@ from .errors import CONFIDENT_MARGIN, margins
 ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: The version of the index's tables and names, in the table ``index_info``; a database of another version
 #: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
-#: column instead of ``layer = 0`` for aggregates.
-INDEX_SCHEMA_VERSION = 2
+#: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
+#: ``estimate_plugin``, ``se`` and ``bounded`` columns).
+INDEX_SCHEMA_VERSION = 3
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``).
 PRIMARY_KEYS = {

@@ -29,13 +29,11 @@ CI_LEVEL = 0.95
 #: - ``jackknife``: estimate ± z·se with the jackknife standard error of a debiased energy statistic,
 #:   corrected for the jackknife's double count of the pairwise-noise variance (:mod:`moments`); at the edge
 #:   of the statistic's range, the Feldman–Cousins interval with that standard error;
-#: - ``fieller``: Fieller's interval of a ratio of two debiased energies (structural over classification),
-#:   with the same standard errors and their covariance: unbounded above where the denominator may be 0;
 #: - ``percentile``: the Poisson-bootstrap percentile interval of a mean or a ratio of per-sample sums;
 #: - ``wilson``: Wilson's score interval of a share, with the effective sample size of its clustered
 #:   (per-sample) variance;
 #: - ``permutation``: the range of the statistic under label permutations (a chance level, not a CI).
-CI_METHODS = ("jackknife", "fieller", "percentile", "wilson", "permutation")
+CI_METHODS = ("jackknife", "percentile", "wilson", "permutation")
 
 #: Beyond this many standard errors from the edge the unified interval is the central one (to < 1e-6).
 _FAR = 6.0
@@ -189,29 +187,6 @@ def growing_variance_interval(estimate: np.ndarray, se: np.ndarray, se_edge: np.
     lo = np.where(zero, est, np.minimum(lo, est))
     hi = np.where(zero, est, np.maximum(hi, est))
     return est, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
-
-
-def fieller_interval(num: np.ndarray, den: np.ndarray, v_num: np.ndarray, v_den: np.ndarray, cov: np.ndarray,
-                     level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ratio, ci_low, ci_high) of num/den ≥ 0 for jointly normal estimates with the given (co)variances:
-    Fieller's interval (1954), the ratios r whose num − r·den is within z standard errors of 0. Where the
-    denominator cannot be told from 0 the set has no upper end: ``ci_high`` is +inf and the estimate, where
-    the denominator's estimate is ≤ 0, is +inf too."""
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    z2 = z_value(level) ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = den * den - z2 * v_den
-        b = num * den - z2 * cov
-        c = num * num - z2 * v_num
-        disc = np.maximum(b * b - a * c, 0.0)
-        r1, r2 = (b - np.sqrt(disc)) / a, (b + np.sqrt(disc)) / a
-        small, big = np.minimum(r1, r2), np.maximum(r1, r2)
-        ratio = np.where(den > 0, num / den, np.inf)
-        closed = a > 0                                   # the denominator is told from 0: a bounded interval
-        lo = np.where(closed, np.maximum(small, 0.0), np.where(small < 0, np.maximum(big, 0.0), 0.0))
-        hi = np.where(closed, big, np.inf)
-    bad = ~np.isfinite(num) | ~np.isfinite(den) | ~np.isfinite(v_num) | ~np.isfinite(v_den)
-    return ratio, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
 def normal_p(estimate: np.ndarray, se: np.ndarray, null: float = 0.0) -> np.ndarray:

@@ -42,7 +42,7 @@ whose sum is still the total energy, and the ratios are formed from them (``cent
 between-class energy is exactly a U-statistic (only pairs of distinct samples enter), unbiased for every d
 and n; a ratio of unbiased energies keeps a bias of order 1/n that does not grow with d. A debiased energy
 can fall below 0 when the signal is below the noise: that is information (no detectable signal), and the
-reported estimate is moved to the edge of the range by :func:`intervals.bounded_interval`.
+reported estimate is moved to the edge of the range (``Estimates.estimate``), and its interval starts there.
 
 **Standard errors.** The debiased statistic is a smooth function of class sums plus a degenerate quadratic
 part, the sum over pairs of distinct samples of 2Γ_ab ẽ_iᵀẽ_j / (M_a M_b) (i in class a, j in b, ẽ the
@@ -50,9 +50,21 @@ residuals about the class means, Γ_ab = ∂ statistic / ∂(μ_aᵀμ_b)). Its 
 the quadratic part's, V_Q = 2 Σ_ab Γ_ab² Σ_{i∈a, j∈b, i≠j} (ẽ_iᵀẽ_j)² / (M_a M_b)². The leave-one-out
 jackknife estimates the linear part well but counts the quadratic part twice (Efron & Stein 1981; for
 a degenerate U-statistic of degree 2, E V_J = 2 Var), and where the signal is weak that part is most of the
-variance. bertology's standard error is therefore √(V_J − V̂_Q), with V̂_Q from the pairwise Gram
-products (never below √(V_J/2), the bound V_J ≤ 2 Var gives); layer differences use the same with the
-cross-layer Gram products. The coverage of the intervals made from it is measured in ``bench/coverage.py``.
+variance. bertology's variance is therefore V̂_Q + w·V̂_L, with V̂_Q from the pairwise Gram products and
+V̂_L = V_J − 2 V̂_Q the linear (signal) part, shrunk by w = max(0, 1 − noise²/V̂_L²) towards 0 where it is no
+larger than its own noise (the positive-part estimator of a non-negative quantity: a bare max(V̂_L, 0)
+would inflate the variance wherever there is no signal). Layer differences use the same with the
+cross-layer Gram products. The interval of structural / classification is that of its inverse,
+classification / structural (an energy over a well-measured one), inverted: where the classification
+energy cannot be told from 0 it has no upper end.
+
+**The signal's variance.** The linear part grows with the signal: V(θ) ≈ V_Q + κθ. Where the signal is
+weak its κ measured from the data comes out low exactly when the estimate does, so the interval of an
+energy (:func:`intervals.growing_variance_interval`, a Neyman construction with the variance at each
+candidate θ) uses κ = max(κ̂, (1 − w) κ₀), κ₀ being the slope were the signal's direction spread over the
+within-class variance as the noise is: u_aᵀ Σ_a u_a ≈ ρ_a ||u_a||², ρ_a = tr Σ_a² / tr Σ_a. The coverage of
+every interval made this way is measured in ``bench/coverage.py`` (README: "How bertology's intervals are
+made and checked"), including where these approximations fall short.
 
 Everything is computed from per-sample sums (a sample contributes its vector, or the sum of its tokens'
 vectors, its squared norm(s) and its count), one pass over the samples for the moments, one for the
@@ -340,6 +352,8 @@ def min_class_count(labels: np.ndarray, n_classes: int) -> int:
 
 
 MIN_PER_CLASS = 3
+#: Samples per block of the pairwise Gram pass (each task holds two blocks of every series).
+GRAM_BLOCK = 1024
 
 
 def energies_with_ci(source, labels: np.ndarray, n_classes: int, *, deltas=(), k_block: int = 8,
@@ -384,8 +398,11 @@ def energies_with_ci(source, labels: np.ndarray, n_classes: int, *, deltas=(), k
         per_series.append((total, moments, jack))
     means = task(_class_means, *[(t, m) for t, m, _ in per_series])
     pairs = [(k, k) for k in range(K)] + [tuple(map(int, p)) for p in deltas]
+    # the Gram products pair every block with every other: larger blocks, fewer reads (the sums are exact,
+    # so the result does not depend on the blocks)
+    big = sample_blocks(n, max(sample_block or 0, GRAM_BLOCK))
     gram = tree_sum([task(_block_pair_gram, src, K, a, b, means, lab, n_classes, pairs)
-                     for i, a in enumerate(blocks) for b in blocks[i:]])
+                     for i, a in enumerate(big) for b in big[i:]])
     parts = compute(*[task(_block_values, t, m, j) for t, m, j in per_series], gram)
     values, gram = parts[:-1], parts[-1]
     return _estimates(values, gram, pairs, deltas, n, K, level)
@@ -471,7 +488,7 @@ def _pair_variance(gamma_k, gamma_k2, units, gram_pair) -> np.ndarray:
 
 def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> EnergyResult:
     """Standard errors and intervals of every statistic and difference from the gathered pieces."""
-    from .intervals import bounded_interval, fieller_interval, growing_variance_interval, normal_p
+    from .intervals import bounded_interval, growing_variance_interval, normal_p
 
     full = {name: np.concatenate([v[0].value[name][0] for v in values]) for name in values[0][0].value}
     plugin = {name: np.concatenate([v[0].plugin[name][0] for v in values]) for name in values[0][0].plugin}
@@ -550,16 +567,14 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
         else:
             est, lo, hi = bounded_interval(full[target], se, low, high, level)
         bounded = np.isfinite(hi)
-        method = "jackknife"
-        if name == "structural_over_classification":   # Fieller's interval of the ratio of the two energies
-            v_s = np.array([variance("structural", [(1, k)])[0] for k in range(K)])
-            v_c = np.array([variance("classification", [(1, k)])[0] for k in range(K)])
-            cov = np.array([np.subtract(*covariance([(1, "structural", k)], [(1, "classification", k)])[:2])
-                            for k in range(K)])
-            est, lo, hi = fieller_interval(full["structural"], full["classification"], v_s, v_c, cov, level)
-            est = np.where(full["structural"] > 0, est, 0.0)
-            bounded, se, method = np.isfinite(hi), np.full(K, np.nan), "fieller"
-        series[name] = Estimates(est, plugin[name], se, lo, hi, np.full(K, method, dtype=object), bounded,
+        if name == "structural_over_classification":   # the interval of classification/structural, inverted
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ok = full["structural"] > 0
+                est, lo, hi = (np.where(ok, full[name], np.nan), np.where(ok, 1 / hi, np.nan),
+                               np.where(ok & (lo > 0), 1 / lo, np.where(ok, np.inf, np.nan)))
+                bounded = np.isfinite(hi)
+                se = np.full(K, np.nan)
+        series[name] = Estimates(est, plugin[name], se, lo, hi, np.full(K, "jackknife", dtype=object), bounded,
                                  jack[target], null[name] if null is not None else None)
     out_deltas = {}
     if len(deltas):

@@ -279,3 +279,15 @@ def test_task_metrics_equal_sklearn_and_their_intervals_cover_them():
     assert const.at["mcc", "estimate"] == 0 == matthews_corrcoef(y, np.ones_like(y))
     three = task_metrics(np.arange(30) % 3, np.zeros(30, int), Bootstrap.draw(30, 100), n_classes=3)
     assert list(three["statistic"]) == ["accuracy"] and three["estimate"].iloc[0] == pytest.approx(1 / 3)
+
+
+def test_corrections_equal_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(17)
+    for m in (1, 2, 7, 50):
+        p = rng.random(m) ** 3
+        p[rng.random(m) < 0.2] = p[0]                                   # ties
+        for method in ("holm", "fdr_bh"):
+            np.testing.assert_allclose(adjust(p, method), multipletests(p, method=method)[1], rtol=1e-12)
+    np.testing.assert_array_equal(np.isnan(adjust(np.array([0.1, np.nan]))), [False, True])

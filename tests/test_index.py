@@ -193,7 +193,7 @@ def test_layer_0_is_the_embedding_output_and_aggregates_have_null_layers(results
     build_index(results, db)
     q = lambda s: sql.query(db, s)  # noqa: E731
     assert q("SELECT * FROM index_info").to_dict("records") == [
-        {"schema_version": index_mod.INDEX_SCHEMA_VERSION, "analysis_format": 2}]
+        {"schema_version": index_mod.INDEX_SCHEMA_VERSION, "analysis_format": 3}]
     tables = set(q("SELECT table_name FROM information_schema.columns WHERE column_name = 'layer'")["table_name"])
     assert {"attention_patterns", "attention_finetune_change", "separability", "layer_predictions"} <= tables
     for t in sorted(tables - {"separability", "layer_predictions"}):
