@@ -189,6 +189,32 @@ def growing_variance_interval(estimate: np.ndarray, se: np.ndarray, se_edge: np.
     return est, np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
+def scale_interval(estimate: np.ndarray, se: np.ndarray, level: float = CI_LEVEL,
+                   share: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, ci_low, ci_high) of a positive statistic made on the log scale (delta method: se/θ̂), or
+    of a share strictly inside (0, 1) on the logit scale (se/(θ̂(1 − θ̂))): the scales on which a mean
+    energy or a share is close to normal, so the interval takes their skew (longer towards the open end)
+    and never leaves the range. At a share of 0 or 1, or a non-positive energy, the bounded interval."""
+    est = np.asarray(estimate, dtype=np.float64)
+    se = np.asarray(se, dtype=np.float64)
+    z = z_value(level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if share:
+            ok = (est > 0) & (est < 1)
+            g = np.log(est / (1 - est))
+            gse = se / (est * (1 - est))
+            lo, hi = 1 / (1 + np.exp(-(g - z * gse))), 1 / (1 + np.exp(-(g + z * gse)))
+            fallback = bounded_interval(est, se, 0.0, 1.0, level)
+        else:
+            ok = est > 0
+            g, gse = np.log(est), se / est
+            lo, hi = np.exp(g - z * gse), np.exp(g + z * gse)
+            fallback = bounded_interval(est, se, 0.0, None, level)
+    out = (np.where(ok, est, fallback[0]), np.where(ok, lo, fallback[1]), np.where(ok, hi, fallback[2]))
+    bad = ~np.isfinite(se) | ~np.isfinite(est)
+    return out[0], np.where(bad, np.nan, out[1]), np.where(bad, np.nan, out[2])
+
+
 def normal_p(estimate: np.ndarray, se: np.ndarray, null: float = 0.0) -> np.ndarray:
     """Two-sided p-value of ``estimate`` against ``null`` for a normal estimate with standard error ``se``."""
     with np.errstate(invalid="ignore", divide="ignore"):

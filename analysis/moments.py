@@ -92,6 +92,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 STATISTICS = tuple(RANGES)
 #: Energies of a mean (and ratios of them) whose variance is the noise's plus a part proportional to the
 #: signal itself: their intervals account for it (:func:`intervals.growing_variance_interval`).
+#: Statistics far from the edge of their range whose interval is made on their log (logit) scale.
+SCALES = ("total", "within", "structural_share")
 SIGNAL_ENERGIES = ("structural", "classification", "fisher_trace", "centroid_ratio", "classification_over_structural")
 #: Computed for its interval only: the inverse of structural_over_classification (bounded where the latter is not).
 _INVERSE = "classification_over_structural"
@@ -488,7 +490,7 @@ def _pair_variance(gamma_k, gamma_k2, units, gram_pair) -> np.ndarray:
 
 def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> EnergyResult:
     """Standard errors and intervals of every statistic and difference from the gathered pieces."""
-    from .intervals import bounded_interval, growing_variance_interval, normal_p
+    from .intervals import bounded_interval, growing_variance_interval, normal_p, scale_interval
 
     full = {name: np.concatenate([v[0].value[name][0] for v in values]) for name in values[0][0].value}
     plugin = {name: np.concatenate([v[0].plugin[name][0] for v in values]) for name in values[0][0].plugin}
@@ -526,6 +528,8 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
         noise = (n - 1) / n * np.sqrt(n * np.var(dev2))
         vl = vj - 2 * vq
         w = max(0.0, 1.0 - noise ** 2 / vl ** 2) if vl > 0 else 0.0
+        # that noise is the pairwise part's: where V_J holds none of it (a plain mean) V_L is not shrunk
+        w = 1.0 - (1.0 - w) * min(2 * vq / vj, 1.0) if vj > 0 else w
         return vq + w * vl, vq, jk, w
 
     def signal_slope(base_gamma, base_value, k) -> float:
@@ -564,6 +568,8 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
             floor = np.array([slope_floor(target, k) * (1 - v[3]) for k, v in enumerate(var)])
             est, lo, hi = growing_variance_interval(full[target], se, np.sqrt([v[1] for v in var]), low, level,
                                                     slope_floor=floor)
+        elif target in SCALES:          # a mean energy or a share: skewed, and normal on its own scale
+            est, lo, hi = scale_interval(full[target], se, level, share=target == "structural_share")
         else:
             est, lo, hi = bounded_interval(full[target], se, low, high, level)
         bounded = np.isfinite(hi)

@@ -155,7 +155,13 @@ def test_report_numbers_match_the_stores(tiny):
         sb = sum((y == c).sum() * np.sum((x[y == c].mean(0) - mu) ** 2) for c in np.unique(y))
         sw = sum(np.sum((x[y == c] - x[y == c].mean(0)) ** 2) for c in np.unique(y))
         top = sep[(sep["task"] == task) & (sep["layer"] == ds.sizes["layer"])]
-        assert top["fisher_trace"].iloc[0] == pytest.approx(sb / sw, rel=1e-4)
+        assert top["fisher_trace_plugin"].iloc[0] == pytest.approx(sb / sw, rel=1e-4)
+        # debiased (README: "How bertology's intervals are made and checked"): less the class means' noise
+        n = len(y)
+        s2 = {c: np.sum((x[y == c] - x[y == c].mean(0)) ** 2) / ((y == c).sum() - 1) for c in np.unique(y)}
+        b = sb / n - sum((1 - (y == c).mean()) * s2[c] / n for c in s2)
+        w = sum((y == c).mean() * s2[c] for c in s2)
+        assert top["fisher_trace"].iloc[0] == pytest.approx(max(b / w, 0), rel=1e-4, abs=1e-7)
 
 
 def test_intervention_sweeps_reach_the_index(tiny):
