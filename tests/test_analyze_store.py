@@ -223,3 +223,27 @@ def test_the_tables_written_are_the_catalogs_and_ff_norm_ratio_needs_no_attribut
         assert ratio[int(layer)] == pytest.approx(np.mean(np.linalg.norm(ff, axis=1) / np.linalg.norm(ln1, axis=1)),
                                                   rel=1e-4)
     assert (tmp_path / "ffn_outlier_dims.parquet").exists() == (attribution > 0)
+
+
+def test_every_interval_holds_its_estimate_and_stays_in_its_range(tables):
+    """On real MiniLM states (160 SST-2 sentences, where the plug-in ratios sat on their noise floor and a
+    sixth of their BCa intervals excluded the estimate): no summary row's estimate lies outside its
+    interval, and no interval leaves its statistic's range."""
+    t, _ = tables
+    nonnegative = {"fisher_trace", "centroid_ratio", "classification", "structural", "within", "total",
+                   "structural_over_classification", "norm_mean", "norm_cv"}
+    shares = {"structural_share", "accuracy", "error_rate", "confident_share", "no_layer_right_share",
+              "probe_accuracy", "share"}
+    checked = 0
+    for name, df in t.items():
+        if not {"estimate", "ci_low", "ci_high", "statistic"} <= set(df.columns):
+            continue
+        rows = df.dropna(subset=["estimate", "ci_low", "ci_high"])
+        rows = rows[rows["ci_method"] != "permutation"] if "ci_method" in rows else rows
+        inside = (rows["ci_low"] <= rows["estimate"] + 1e-12) & (rows["estimate"] <= rows["ci_high"] + 1e-12)
+        assert inside.all(), (name, rows.loc[~inside, ["statistic", "estimate", "ci_low", "ci_high"]].head())
+        stat = rows["statistic"].astype(str).str.replace("chance_", "", regex=False)
+        assert (rows.loc[stat.isin(nonnegative | shares), "ci_low"] >= 0).all(), name
+        assert (rows.loc[stat.isin(shares), "ci_high"] <= 1).all(), name
+        checked += len(rows)
+    assert checked > 1000
