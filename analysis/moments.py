@@ -502,25 +502,18 @@ def _estimates(values, gram, pairs, deltas, n: int, K: int, level: float) -> Ene
     jack = {name: np.concatenate([v[3][name] for v in values], axis=-1) for name in full}
     index = {p: i for i, p in enumerate(pairs)}
 
-    def covariance(terms1, terms2):
-        """The jackknife covariance of two sums of statistics, terms [(sign, name, k)], less the
-        pairwise-noise covariance the jackknife counts twice: (V_J, V̂_Q, the first sum's leave-one-out
-        values)."""
-        jk1 = sum(sign * jack[name][:, k] for sign, name, k in terms1)
-        jk2 = sum(sign * jack[name][:, k] for sign, name, k in terms2)
-        vj = (n - 1) / n * np.sum((jk1 - jk1.mean()) * (jk2 - jk2.mean()))
-        vq = 0.0
-        for s1, name1, k1 in terms1:
-            for s2, name2, k2 in terms2:
-                key = (k1, k2) if (k1, k2) in index else (k2, k1)
-                vq += s1 * s2 * _pair_variance(gamma[name1][:, :, k1], gamma[name2][:, :, k2], units,
-                                               gram[:, :, index[key]])
-        return vj, vq, jk1
-
     def variance(name, terms):
         """Variance of Σ sign·stat over ``terms`` [(sign, k)]: (V, V̂_Q, leave-one-out values, the weight
-        the data's own signal part V_L gets)."""
-        vj, vq, jk = covariance([(s, name, k) for s, k in terms], [(s, name, k) for s, k in terms])
+        the data's own signal part V_L gets). V_J is the jackknife variance, V̂_Q the pairwise-noise
+        variance it counts twice."""
+        jk = sum(sign * jack[name][:, k] for sign, k in terms)
+        vj = (n - 1) / n * np.sum((jk - jk.mean()) ** 2)
+        vq = 0.0
+        for s1, k1 in terms:
+            for s2, k2 in terms:
+                key = (k1, k2) if (k1, k2) in index else (k2, k1)
+                vq += s1 * s2 * _pair_variance(gamma[name][:, :, k1], gamma[name][:, :, k2], units,
+                                               gram[:, :, index[key]])
         vq = max(min(vq, vj), 0.0)
         # V = V_Q + V_L with V_L = V_J − 2 V_Q ≥ 0, shrunk towards 0 by its own noise (the positive-part
         # estimator of a non-negative quantity): where there is no signal, V_J's noise alone would inflate it

@@ -104,6 +104,16 @@ def probe_correct(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -
     return (pred == y).astype(np.float64)
 
 
+def chance_level(null: np.ndarray, estimate: np.ndarray):
+    """A ratio's chance level from its values under P label permutations (P, K): the mean and 2.5–97.5%
+    range of the reported statistic (moved into its range ≥ 0, as the estimate is) and the permutation
+    p-value of the estimate."""
+    null = np.maximum(null, 0.0)
+    lo, hi = np.quantile(null, [0.025, 0.975], axis=0)
+    p = (1 + np.sum(null >= estimate[None], axis=0)) / (1 + null.shape[0])
+    return null.mean(axis=0), lo, hi, p
+
+
 def _series_probe(src, k: int, y: np.ndarray, seed: int) -> np.ndarray:
     """The probe of series ``k`` (one task: it reads that series for every sample)."""
     return probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
@@ -171,11 +181,9 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
                                  estimate_plugin=e.plugin[k], ci_low=e.ci_low[k], ci_high=e.ci_high[k],
                                  ci_method=e.ci_method[k], se=e.se[k]))
             if e.null is not None and name in RATIO_STATISTICS:   # chance level under random relabellings
-                null = np.maximum(e.null, 0.0)   # of the reported statistic, which is moved into its range ≥ 0
-                lo, hi = np.quantile(null, [0.025, 0.975], axis=0)
-                p = (1 + np.sum(null >= e.estimate[None], axis=0)) / (1 + null.shape[0])
+                mean, lo, hi, p = chance_level(e.null, e.estimate)
                 for k, (layer, site) in enumerate(keys):
-                    rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=null[:, k].mean(),
+                    rows.append(dict(layer=layer, site=site, statistic=f"chance_{name}", estimate=mean[k],
                                      ci_low=lo[k], ci_high=hi[k], p=p[k], ci_method="permutation"))
             if deltas:
                 d = res.deltas[name]

@@ -55,17 +55,25 @@ def _labels(labels, n: int) -> tuple[np.ndarray, list]:
     return codes, classes.tolist()
 
 
-def _energy_rows(x, labels, names, level: float) -> pd.DataFrame:
-    arr = _matrix(x)
-    codes, classes = _labels(labels, len(arr))
-    res = energies_with_ci(SampleSums.from_vectors(arr[:, None, :]), codes, len(classes), level=level)
+def _energy_rows(arr: np.ndarray, codes: np.ndarray, n_classes: int, names, level: float,
+                 permutations: int = 0, seed: int = 0) -> pd.DataFrame:
+    from .separability import RATIO_STATISTICS, chance_level
+
+    res = energies_with_ci(SampleSums.from_vectors(arr[:, None, :]), codes, n_classes, level=level,
+                           permutations=permutations, seed=seed)
     rows = []
     for name in names:
         e = res.series[name]
         rows.append(dict(statistic=name, estimate=e.estimate[0], estimate_plugin=e.plugin[0], ci_low=e.ci_low[0],
                          ci_high=e.ci_high[0], ci_method=e.ci_method[0], se=e.se[0], bounded=bool(e.bounded[0]),
                          n=len(arr)))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    for name in names:
+        e = res.series[name]
+        if e.null is not None and name in RATIO_STATISTICS:
+            mean, lo, hi, p = (v[0] for v in chance_level(e.null, e.estimate))
+            rows.append(dict(statistic=f"chance_{name}", estimate=mean, ci_low=lo, ci_high=hi,
+                             ci_method="permutation", bounded=True, n=len(arr), p=p))
+    return pd.DataFrame(rows, columns=COLUMNS + (["p"] if permutations else []))
 
 
 def separability(x, labels, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = CI_LEVEL,
@@ -74,16 +82,18 @@ def separability(x, labels, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
     (tr Σ_B / tr Σ_W), ``centroid_ratio`` (two classes: ||μ₁ − μ₀||² / (σ₀² + σ₁²)) and the between-class
     energy ``classification`` (Σ_c π_c ||μ_c − μ||²), each debiased, with its interval.
 
+    ``resamples`` random relabellings of the samples (drawn with ``seed``; 0: none) give each ratio's chance
+    level, ``chance_fisher_trace`` (``chance_centroid_ratio``): its mean, 2.5–97.5% range and permutation
+    p-value (``p``), what noise alone makes of the ratio at this n and d.
+
     ``probe=True`` adds ``probe_accuracy``: the 5-fold cross-validated accuracy of a logistic-regression
     probe (folds drawn with ``seed``), with Wilson's interval over samples. It estimates the expected
     accuracy of a probe trained on four fifths of these samples, not of one trained on all of them.
-    (``resamples`` is the number of bootstrap resamples of :func:`paired_difference`; kept here so that the
-    three functions take the same arguments.)
     """
     arr = _matrix(x)
     codes, classes = _labels(labels, len(arr))
     names = ["fisher_trace"] + (["centroid_ratio"] if len(classes) == 2 else []) + ["classification"]
-    out = _energy_rows(arr, labels, names, level)
+    out = _energy_rows(arr, codes, len(classes), names, level, resamples, seed)
     if probe:
         from .separability import probe_correct
 
@@ -102,7 +112,9 @@ def ffn_energy(x, labels, *, level: float = CI_LEVEL) -> pd.DataFrame:
     told from 0 the last has no upper bound: ``ci_high`` is +inf and ``bounded`` False."""
     names = ["total", "structural", "classification", "within", "structural_share",
              "structural_over_classification"]
-    return _energy_rows(x, labels, names, level)
+    arr = _matrix(x)
+    codes, classes = _labels(labels, len(arr))
+    return _energy_rows(arr, codes, len(classes), names, level)
 
 
 def paired_difference(correct_a, correct_b, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,

@@ -303,9 +303,8 @@ def paired_regimes():
 def run_paired(n: int, disc: float, frac: float, datasets: int, seed: int = 0) -> dict:
     """A and B right on 80% of samples; a share ``disc`` of the samples is discordant, and A wins
     (1 + frac)/2 of those: the true difference is disc · frac."""
-    from bertology.analysis.stats import paired_difference
-    from bertology.analysis.interventions import paired_change  # noqa: F401 - the analyses' own path
     from bertology.analysis.bootstrap import Bootstrap
+    from bertology.analysis.stats import paired_difference   # what interventions.paired_change runs
 
     rng = np.random.default_rng(seed)
     tally = Tally()

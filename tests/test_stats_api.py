@@ -52,9 +52,13 @@ def test_no_class_signal_reads_zero_not_the_noise_floor():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(200, 400))
     y = np.arange(200) % 2
-    row = stats.separability(x, y).set_index("statistic").loc["fisher_trace"]
+    df = stats.separability(x, y, resamples=200, seed=1).set_index("statistic")
+    row = df.loc["fisher_trace"]
     assert row.estimate_plugin == pytest.approx(1 / 198, rel=0.1)                # the (k − 1)/(n − k) floor
     assert row.ci_low == 0 and row.estimate < row.ci_high < 1 / 198
+    chance = df.loc["chance_fisher_trace"]                                       # 200 relabellings
+    assert chance.ci_method == "permutation" and 0 <= chance.ci_low <= chance.estimate <= chance.ci_high < 1 / 198
+    assert 0 < chance.p <= 1
 
 
 def test_ffn_energy_adds_up_and_its_ratio_is_unbounded_where_the_classes_do_not_differ():
