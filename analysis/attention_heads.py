@@ -145,22 +145,22 @@ def _sample_maps(ds: xr.Dataset, idx: slice | None = None, block: int = 64):
     reading blocks of samples."""
     if "attention" not in ds:
         raise BertologyError("this store holds no attention maps (extracted with --no-attention or --cls-only)")
-    starts = ds["pair_start"].values.astype(np.int64)
-    lengths = ds["length"].values.astype(np.int64)
-    tok_start = ds["token_start"].values.astype(np.int64)
+    lay = ds.bertology
+    lengths = lay.lengths
     idx = idx or slice(0, len(lengths))
-    t0 = int(tok_start[idx.start]) if idx.stop > idx.start else 0
-    t1 = int(tok_start[idx.stop - 1] + lengths[idx.stop - 1]) if idx.stop > idx.start else 0
-    token_text = {t0 + k: t for k, t in enumerate(ds["token_text"].isel(token=slice(t0, t1)).values)}
+    t0, t1, offsets = lay.spans(idx)
+    text = ds["token_text"].isel(token=slice(t0, t1)).values
     for b0 in range(idx.start, idx.stop, block):
         b1 = min(b0 + block, idx.stop)
-        lo, hi = starts[b0], starts[b1 - 1] + lengths[b1 - 1] ** 2
-        flat = np.asarray(ds["attention"].isel(pair=slice(int(lo), int(hi))).values, dtype=np.float32)
+        lo, hi = lay.pair_span(slice(b0, b1))
+        flat = np.asarray(ds["attention"].isel(pair=slice(lo, hi)).values, dtype=np.float32)
         for i in range(b0, b1):
-            n = lengths[i]
-            rows = flat[starts[i] - lo: starts[i] - lo + n * n]
+            n = int(lengths[i])
+            pairs = lay.pair_slice(i)
+            rows = flat[pairs.start - lo: pairs.stop - lo]
             maps = rows.reshape(n, n, rows.shape[1], rows.shape[2]).transpose(2, 3, 0, 1)
-            yield i, maps, [str(token_text[t]) for t in range(tok_start[i], tok_start[i] + n)]
+            first = int(offsets[i - idx.start])
+            yield i, maps, [str(t) for t in text[first:first + n]]
 
 
 def head_features(ds: xr.Dataset, block_size: int | None = None) -> xr.DataArray:
@@ -176,10 +176,10 @@ def head_features(ds: xr.Dataset, block_size: int | None = None) -> xr.DataArray
 def token_shares(ds: xr.Dataset) -> np.ndarray:
     """(sample, class) share of each token class among a sample's tokens: the mass uniform attention gives."""
     out = np.zeros((ds.sizes["sample"], len(TOKEN_CLASSES)))
-    starts, lengths, text = ds["token_start"].values, ds["length"].values, ds["token_text"].values
-    for i in range(len(lengths)):
-        cls, _ = token_classes([str(t) for t in text[starts[i]:starts[i] + lengths[i]]])
-        out[i] = np.bincount(cls, minlength=len(TOKEN_CLASSES)) / lengths[i]
+    lay, text = ds.bertology, ds["token_text"].values
+    for i in range(ds.sizes["sample"]):
+        cls, _ = token_classes([str(t) for t in text[lay.token_slice(i)]])
+        out[i] = np.bincount(cls, minlength=len(TOKEN_CLASSES)) / lay.lengths[i]
     return out
 
 
@@ -317,8 +317,8 @@ def example_maps(ds: xr.Dataset, feats: xr.DataArray, classifier: PatternClassif
             continue
         i, li, hi = np.unravel_index(np.argmax(s), s.shape)
         m = sample_attention(ds, int(i)).values[li, hi]
-        start, n = int(ds["token_start"][i]), int(ds["length"][i])
-        tokens = [str(t) for t in ds["token_text"].values[start:start + n]]
+        tokens = [str(t) for t in ds.bertology.tokens(int(i), "token_text").values]
+        n = len(tokens)
         rows.append(pd.DataFrame({
             "pattern": name, "sample_id": int(ds["sample"].values[i]), "layer": int(feats["layer"].values[li]),
             "head": int(feats["head"].values[hi]), "query": np.repeat(np.arange(n), n),

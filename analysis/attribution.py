@@ -166,8 +166,7 @@ class Sentence:
 
 
 def read_sentence(ds: xr.Dataset, i: int) -> Sentence:
-    start, n = int(ds["token_start"][i]), int(ds["length"][i])
-    tokens = slice(start, start + n)
+    tokens = ds.bertology.token_slice(i)
     layers = list(range(1, ds.sizes["layer"] + 1))
     sites = {"embed": np.asarray(ds["token_embed"].isel(token=tokens).values, np.float64)}
     for site in SCOPE_SITE.values():
@@ -473,9 +472,8 @@ def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters |
 
 def _block_span(ds: xr.Dataset, idx: slice) -> tuple[np.ndarray, int, int]:
     """The token counts of samples ``idx`` and their span (t0, t1) on the token axis."""
-    starts = ds["token_start"].isel(sample=idx).values.astype(np.int64)
-    lengths = ds["length"].isel(sample=idx).values.astype(np.int64)
-    return lengths, int(starts[0]), int(starts[-1] + lengths[-1])
+    t0, t1, _ = ds.bertology.spans(idx)
+    return ds.bertology.lengths[idx], t0, t1
 
 
 def _block_tokens(ds: xr.Dataset, var: str, layer: int, t0: int, t1: int) -> np.ndarray:

@@ -30,19 +30,6 @@ PARTS = ("total", "structural", "classification", "within", "structural_share", 
 TARGETS = ("update", "ff")   # update = ln2 − ln1 (the whole block), ff = raw FFN output
 
 
-def token_blocks(ds: xr.Dataset, idx: slice, max_tokens: int = 8192):
-    """Consecutive sample ranges within ``idx`` whose tokens fit in ``max_tokens``: (i0, i1, t0, t1)."""
-    starts = ds["token_start"].values.astype(np.int64)
-    lengths = ds["length"].values.astype(np.int64)
-    i, stop = idx.start or 0, len(starts) if idx.stop is None else idx.stop
-    while i < stop:
-        j = i + 1
-        while j < stop and starts[j] + lengths[j] - starts[i] <= max_tokens:
-            j += 1
-        yield i, j, int(starts[i]), int(starts[j - 1] + lengths[j - 1])
-        i = j
-
-
 def _tokens(ds, site, layer, t0, t1) -> np.ndarray:
     return ds[token_var(site)].sel(token_layer=layer).isel(token=slice(t0, t1)).values.astype(np.float64)
 
@@ -75,8 +62,8 @@ class TokenUpdateSource:
         nb = (self.n if idx.stop is None else idx.stop) - i0
         s = np.zeros((nb, len(keys), self.ds.sizes["hidden"]))
         q = np.zeros((nb, len(keys)))
-        starts = self.ds["token_start"].values.astype(np.int64)
-        for b0, b1, t0, t1 in token_blocks(self.ds, idx):
+        starts = self.ds.bertology.starts
+        for b0, b1, t0, t1 in self.ds.bertology.token_blocks(idx):
             rel = starts[b0:b1] - t0
             for layer in sorted({l for l, _ in keys}):
                 ln1, ln2 = _tokens(self.ds, "ln1", layer, t0, t1), _tokens(self.ds, "ln2", layer, t0, t1)
@@ -109,8 +96,8 @@ def _block_norm_sums(ds: xr.Dataset, layers: list[int], idx: slice) -> dict[str,
     """One task: per-sample sums of the token norms ‖ln1‖, ‖ln2‖ and of their squares, for samples ``idx``."""
     nb = idx.stop - idx.start
     out = {k: (np.zeros((nb, len(layers))), np.zeros((nb, len(layers)))) for k in NORM_SITES}
-    starts = ds["token_start"].values.astype(np.int64)
-    for b0, b1, t0, t1 in token_blocks(ds, idx):
+    starts = ds.bertology.starts
+    for b0, b1, t0, t1 in ds.bertology.token_blocks(idx):
         rel = starts[b0:b1] - t0
         for j, layer in enumerate(layers):
             for k in NORM_SITES:

@@ -74,14 +74,13 @@ class MeanPooledSource:
 
     def vectors(self, ks: slice, idx: slice) -> np.ndarray:
         ds = self.ds
-        starts = ds["token_start"].values.astype(np.int64)[idx]
-        lengths = ds["length"].values.astype(np.int64)[idx]
-        t0, t1 = int(starts[0]), int(starts[-1] + lengths[-1])
+        t0, t1, offsets = ds.bertology.spans(idx)
+        lengths = ds.bertology.lengths[idx]
         out = []
         for layer, site in self.keys[ks]:
             var = ds[token_var(site)].isel(token=slice(t0, t1))
             x = (var if layer == 0 else var.sel(token_layer=layer)).values.astype(np.float64)
-            out.append(np.add.reduceat(x, starts - t0, axis=0) / lengths[:, None])
+            out.append(np.add.reduceat(x, offsets, axis=0) / lengths[:, None])
         return np.stack(out, axis=1)
 
     def block(self, ks: slice, idx: slice) -> SampleSums:

@@ -89,9 +89,7 @@ def strengths(ds: xr.Dataset, layers, site: str = "ln2", block_size: int | None 
     for layer in layers:
         if var not in ds or layer not in ds["token_layer"].values:
             raise ValueError(f"the store holds no token states for site {site!r} at layer {layer}")
-    starts = ds["token_start"].values.astype(np.int64)
-    ends = starts + ds["length"].values.astype(np.int64)
-    spans = [(int(starts[sl.start]), int(ends[sl.stop - 1])) for sl in sample_blocks(len(starts), block_size)]
+    spans = [ds.bertology.spans(sl)[:2] for sl in sample_blocks(ds.sizes["sample"], block_size)]
     src = shared(ds)
     norms = compute(concat([task(_block_strengths, src, var, layers, t0, t1) for t0, t1 in spans]))[0]
     return norms[:, 0] if one else norms
@@ -107,9 +105,8 @@ def token_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per token, independent of the layer: sample, position, token, word id, word, category."""
     tokens = np.array([str(t) for t in ds["token_text"].values], dtype=object)
     bpe = ds.attrs.get("model_type") == "roberta"
-    starts = ds["token_start"].values.astype(np.int64)
-    lengths = ds["length"].values.astype(np.int64)
-    wid = np.concatenate([word_ids(list(tokens[s:s + k]), bpe) for s, k in zip(starts, lengths)])
+    lay = ds.bertology
+    wid = np.concatenate([word_ids(list(tokens[lay.token_slice(i)]), bpe) for i in range(ds.sizes["sample"])])
     sample = ds["token_sample"].values.astype(np.int64)
     # words: consecutive runs of (sample, word id); join their pieces once per word
     new_word = np.ones(len(tokens), dtype=bool)

@@ -20,8 +20,9 @@ READ = """
 import sys
 from bertology.store import open_store
 ds = open_store(sys.argv[1])
-for v in ("cls", "cls_embed", "label", "length", "token_start", "token_text", "token_sample", "token_position"):
+for v in ("cls", "cls_embed", "label", "length", "token_text", "token_sample", "token_position"):
     ds[v].values
+ds.bertology.starts                                   # the ragged layout's offsets
 for s in ("ln1", "ff", "ln2"):
     for l in ds["token_layer"].values:
         ds[f"token_{s}"].sel(token_layer=l).values

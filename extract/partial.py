@@ -59,8 +59,8 @@ class LayerInputs:
 
     def __init__(self, ds: xr.Dataset):
         self.ds = ds
-        self.starts = ds["token_start"].values.astype(np.int64)
-        self.lengths = ds["length"].values.astype(np.int64)
+        self.starts = ds.bertology.starts
+        self.lengths = ds.bertology.lengths
         self._layer: int | None = None
         self._rows: np.ndarray | None = None
 

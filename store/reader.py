@@ -1,8 +1,8 @@
 """Reading an activation store as a lazy, labelled ``xarray.Dataset``.
 
 ``open_store`` refuses anything that is not a complete bertology store of a schema this version reads.
-The ragged axes (``token``, ``pair``) are addressed per sample through ``token_start``/``length`` and
-``pair_start``; :func:`sample_tokens` and :func:`sample_attention` do that slicing.
+The ragged axes (``token``, ``pair``) are addressed per sample through the ``ds.bertology`` accessor
+(:mod:`ragged`); :func:`sample_tokens` and :func:`sample_attention` are its two most common uses.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 import zarr
 
 from bertology import BertologyError
 
+from . import ragged  # noqa: F401 - registers the ds.bertology accessor
 from . import schema as S
 from . import shards
 from .errors import StoreError  # re-exported: the reader's refusals
@@ -90,18 +90,11 @@ def open_store(path: str | Path | Location, *, allow_incomplete: bool = False, d
 
 def sample_tokens(ds: xr.Dataset, i: int, var: str = "token_ln2") -> xr.DataArray:
     """The token-level rows of sample ``i`` (its position on the sample axis) for a ragged variable."""
-    start, n = int(ds["token_start"][i]), int(ds["length"][i])
-    return ds[var].isel(token=slice(start, start + n))
+    return ds.bertology.tokens(i, var)
 
 
 def sample_attention(ds: xr.Dataset, i: int) -> xr.DataArray:
     """Attention of sample ``i`` as a (layer, head, query, key) array of shape (L, h, n, n)."""
     if "attention" not in ds:
         raise StoreError("this store holds no attention maps (extracted with --no-attention or --cls-only)")
-    start, n = int(ds["pair_start"][i]), int(ds["length"][i])
-    flat = ds["attention"].isel(pair=slice(start, start + n * n)).values  # (n*n, L, h)
-    maps = np.asarray(flat).reshape(n, n, flat.shape[1], flat.shape[2]).transpose(2, 3, 0, 1)
-    return xr.DataArray(
-        maps, dims=(S.LAYER, S.HEAD, "query", "key"),
-        coords={S.LAYER: ds[S.LAYER].values, S.HEAD: ds[S.HEAD].values},
-    )
+    return ds.bertology.attention(i)

@@ -96,6 +96,18 @@ def test_writer_round_trip_of_ragged_windows(tmp_path):
         np.testing.assert_array_equal(sample_tokens(ds, i, "token_embed").values, states[i][:, 0])
         k = int(lengths[i])
         np.testing.assert_array_equal(sample_attention(ds, i).values, maps[i].reshape(k, k, L, h).transpose(2, 3, 0, 1))
+    # blocks of samples on the ragged axes: spans, pair spans and token-bounded blocks tile them exactly
+    lay = ds.bertology
+    t0, t1, offsets = lay.spans(slice(10, 40))
+    flat = ds["token_ln2"].isel(token=slice(t0, t1)).values
+    for j, i in enumerate(range(10, 40)):
+        np.testing.assert_array_equal(flat[offsets[j]:offsets[j] + lengths[i]], states[i])
+    p0, p1 = lay.pair_span(slice(10, 40))
+    assert p1 - p0 == int(np.sum(lengths[10:40] ** 2))
+    blocks = list(lay.token_blocks(slice(0, n), max_tokens=100))
+    assert blocks[0][0] == 0 and blocks[-1][1] == n and all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all(t1 - t0 <= 100 or i1 - i0 == 1 for i0, i1, t0, t1 in blocks)
+    assert sum(t1 - t0 for *_, t0, t1 in blocks) == T
 
 
 def test_layout_dims_coords_and_chunks(tmp_path, tiny_models):

@@ -536,8 +536,9 @@ class Explorer:
         H = ds.sizes["head"]
         if head is not None and not 1 <= head <= H:
             raise BadRequest(f"head={head}: this model's heads are 1…{H} (omit head for the mean over heads)")
-        start, n = int(ds["pair_start"][sample_index]), int(ds["length"][sample_index])
-        flat = np.asarray(ds["attention"].isel(pair=slice(start, start + n * n), layer=layer - 1).values, np.float64)
+        n = int(ds.bertology.lengths[sample_index])
+        flat = np.asarray(ds["attention"].isel(pair=ds.bertology.pair_slice(sample_index), layer=layer - 1).values,
+                          np.float64)
         maps = flat.reshape(n, n, H)
         m = maps.mean(axis=2) if head is None else maps[:, :, head - 1]
         return {"run_id": run_id, "sample_index": sample_index, "layer": layer, "head": head,
