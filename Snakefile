@@ -25,7 +25,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # The GLUE data, chosen and checked before any rule runs: config `glue_dir`, else GLUE_DIR, else
 # ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
 from bertology import BertologyError
-from bertology.analysis.catalog import tables_for
+from bertology.analysis.registry import workflow_tables
 from bertology.extract.tasks import glue_source
 
 try:
@@ -42,8 +42,8 @@ IV = config["intervene"]
 TASKS = config["tasks"]
 RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], dict) else None
 BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
-ANALYSIS_TABLES = tables_for(tokens=True, attention=True, pretrained=AN["attention_change"],
-                             full=AN["attribution_samples"] > 0, sweep=IV["enabled"])
+ANALYSIS_TABLES = workflow_tables(attention_change=AN["attention_change"],
+                                  attribution=AN["attribution_samples"] > 0, sweep=IV["enabled"])
 
 # Remote stores (config `storage`). With `storage.root` set (an fsspec URL such as s3://bucket/prefix, or a
 # folder), the activation stores and sweeps are written there, mirroring the local layout, and Snakemake
@@ -276,7 +276,7 @@ rule analyze:
     output:
         f"{R}/{{task}}/analysis/analysis.json",
         f"{R}/{{task}}/analysis/timings.json",
-        # every table these settings make (the dev store is a full capture): analysis.catalog lists them
+        # every table these settings make (the dev store is a full capture): the analysis registry's plan
         expand(f"{R}/{{{{task}}}}/analysis/{{table}}.parquet", table=ANALYSIS_TABLES),
     log: f"{R}/logs/analyze_{{task}}.log"
     benchmark: f"{R}/benchmarks/analyze_{{task}}.tsv"

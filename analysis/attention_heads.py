@@ -341,3 +341,22 @@ def attention_tables(ds: xr.Dataset, boot: Bootstrap, pretrained: xr.Dataset | N
     if pretrained is not None:
         tables["attention_finetune_change"] = finetune_table(finetune_cosine(ds, pretrained, block_size), boot)
     return tables
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: Kovaleva et al.'s pattern types, attention to token classes, example maps."""
+    return attention_tables(ctx.ds, ctx.boot, block_size=ctx.cfg.block_size)
+
+
+def analyze_change(ctx) -> dict:
+    """The registry's entry: how far fine-tuning moved each head's attention (cosine with the pre-trained
+    model's maps of the same samples)."""
+    from bertology.store import open_store
+
+    if "attention" not in ctx.ds:
+        raise BertologyError(f"{ctx.store}: no attention maps to compare with {ctx.pretrained}; extract with attention")
+    pre = open_store(ctx.pretrained, dask=False)
+    if "attention" not in pre:
+        raise BertologyError(f"{ctx.pretrained}: holds no attention maps; extract it with --attention-only")
+    cos = finetune_cosine(ctx.ds, pre, ctx.cfg.block_size)
+    return {"attention_finetune_change": finetune_table(cos, ctx.boot)}

@@ -41,6 +41,7 @@ from scipy import special
 from scipy import stats as sps
 
 from bertology import BertologyError
+from bertology.store.capabilities import capabilities
 from bertology.store.params import LayerParams, ModelParameters
 from bertology.store.reader import sample_attention
 from bertology.store.schema import token_var
@@ -48,7 +49,7 @@ from bertology.store.schema import token_var
 from .attention_heads import token_classes
 from .published import SCOPE_SIMILARITY
 from .bootstrap import Bootstrap, adjust, percentile_ci
-from .engine import compute, concat, sample_blocks, shared, task, tree_sum
+from .engine import compute, sample_blocks, shared, task
 from .token_strength import is_special, word_ids
 from .vocabulary import SCOPE_SITE, SCOPES, TOKEN_CLASSES
 
@@ -185,13 +186,10 @@ def completeness_errors(res: LayerAttribution, sent: Sentence, layer: int) -> di
 
 
 def needs(ds: xr.Dataset) -> None:
-    missing = [v for v in ("attention", "token_embed", "token_attn", "token_res1", "token_ln1", "token_ff",
-                           "token_res2", "token_ln2") if v not in ds]
-    if missing:
-        raise BertologyError(f"attribution needs the full token capture and attention; the store lacks {missing}")
-    layers = set(ds["token_layer"].values.tolist())
-    if layers != set(ds["layer"].values.tolist()):
-        raise BertologyError("attribution needs token states at every layer; extract without --token-layers")
+    """Refuse a store that is not a full capture (what a layer's whole decomposition reads), with the fix."""
+    why = capabilities(ds).missing_full_capture()
+    if why is not None:
+        raise BertologyError(f"attribution needs {why}")
 
 
 def attribute(ds: xr.Dataset, samples: int | slice | None = 50, ig_steps: int | None = None,
@@ -227,7 +225,7 @@ def attribution_tables(ds: xr.Dataset, boot_seed: int = 0, resamples: int = 1000
                        top: int = 10, min_count: int = 3, progress: bool = False,
                        dtype=np.float32) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every attribution table of a store, and the cost record (seconds of the FFN step per sentence and layer)."""
-    L, H = ds.sizes["layer"], ds.sizes["head"]
+    L = ds.sizes["layer"]
     n_s = ds.sizes["sample"] if samples is None else min(samples, ds.sizes["sample"])
     needs(ds)
     params = params or ModelParameters(ds.attrs)
@@ -433,67 +431,11 @@ def _norms_table(sums: np.ndarray, counts: np.ndarray, boot: Bootstrap) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters | None = None,
-                      top: int = 3, block_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The FFN output against what it bypasses and its outlier dimensions, reading each layer's ``ff`` once.
-
-    ``ff_norm_ratio``: ‖ff_i‖ / ‖ln1_i‖ per layer, how large the FFN's output is beside the vector it
-    bypasses (RES2), the mean over tokens with a cluster bootstrap over sentences. ``ffn_outlier_dims``: per
-    layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple of the
-    median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions (``None`` without the
-    model's ``params``: the ratio needs only the store)."""
-    layers = [int(l) for l in ds["token_layer"].values]
-    src = shared(ds)
-    blocks = sample_blocks(ds.sizes["sample"], block_size)
-    per_sample = concat([task(_block_ff_ratio, src, layers, sl) for sl in blocks])   # (n, L) ratio sums
-    abs_ff = tree_sum([task(_block_abs_ff, src, layers, sl) for sl in blocks])        # (L, d) Σ|ff| over tokens
-    num, abs_sum = compute(per_sample, abs_ff)
-    den = ds["length"].values.astype(np.float64)
-    n_tokens = int(den.sum())
-    ratios, outliers = [], []
-    for j, layer in enumerate(layers):
-        est, bs = boot.ratio(num[:, j], den)
-        lo, hi = percentile_ci(bs)
-        ratios.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
-                           ci_high=float(hi), n=n_tokens))
-        if params is None:
-            continue
-        m = abs_sum[j] / n_tokens
-        score = m / np.median(m)
-        gamma = params.layer(int(layer)).ln2_gamma
-        rank = np.empty(len(gamma), dtype=int)
-        rank[np.argsort(-np.abs(gamma))] = np.arange(1, len(gamma) + 1)
-        for r, d in enumerate(np.argsort(-score)[:top], start=1):
-            outliers.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
-                                 estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
-                                 gamma_abs_rank=int(rank[d]), n=n_tokens))
-    return pd.DataFrame(ratios), (pd.DataFrame(outliers) if params is not None else None)
-
-
-def _block_span(ds: xr.Dataset, idx: slice) -> tuple[np.ndarray, int, int]:
-    """The token counts of samples ``idx`` and their span (t0, t1) on the token axis."""
-    t0, t1, _ = ds.bertology.spans(idx)
-    return ds.bertology.lengths[idx], t0, t1
-
-
-def _block_tokens(ds: xr.Dataset, var: str, layer: int, t0: int, t1: int) -> np.ndarray:
-    return np.asarray(ds[var].sel(token_layer=layer).isel(token=slice(t0, t1)).values, np.float32)
-
-
-def _block_ff_ratio(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
-    """One task: per sample of ``idx`` and layer, the sum over its tokens of ‖ff‖ / ‖ln1‖, (samples, L)."""
-    lengths, t0, t1 = _block_span(ds, idx)
-    rel = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    out = np.zeros((len(lengths), len(layers)))
-    for j, layer in enumerate(layers):
-        ff, ln1 = _block_tokens(ds, "token_ff", layer, t0, t1), _block_tokens(ds, "token_ln1", layer, t0, t1)
-        ratio = np.linalg.norm(ff, axis=1) / np.maximum(np.linalg.norm(ln1, axis=1), 1e-12)
-        out[:, j] = np.add.reduceat(ratio.astype(np.float64), rel)
-    return out
-
-
-def _block_abs_ff(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
-    """One task: Σ |ff| over the tokens of samples ``idx``, per layer and hidden dimension, (L, d)."""
-    _, t0, t1 = _block_span(ds, idx)
-    return np.stack([np.abs(_block_tokens(ds, "token_ff", layer, t0, t1)).astype(np.float64).sum(axis=0)
-                     for layer in layers])
+def analyze(ctx) -> dict:
+    """The registry's entry: every attribution table on the first ``attribution_samples`` sentences; the
+    FFN step's measured cost goes to ``timings.json``."""
+    cfg = ctx.cfg
+    tables, cost = attribution_tables(ctx.ds, cfg.seed, cfg.resamples, cfg.attribution_samples, cfg.ig_steps,
+                                      cfg.correction, ctx.params())
+    ctx.record["attribution_cost"] = cost
+    return tables

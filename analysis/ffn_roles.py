@@ -6,8 +6,8 @@ The FFN block of layer l maps ``ln1`` to ``ln2``; its update is Δ = ``ln2 − l
 BERT-base is a structural/classification ratio of ~150× at layer 1 falling to ~2× at layer 12, with ~92%
 of the energy structural in the front layers; ``structural_over_classification`` and ``structural_share``
 are those two numbers. Alongside: norm normalisation (mean and coefficient of variation of ‖·‖ before and
-after the block). (‖ff‖/‖ln1‖, the FFN output against the bypass it is added to, is the table
-``ff_norm_ratio``: see :func:`attribution.ffn_output_tables`.)
+after the block). The FFN output against the bypass it is added to, ‖ff‖/‖ln1‖, and its outlier
+dimensions are the tables ``ff_norm_ratio`` and ``ffn_outlier_dims`` (:func:`ffn_output_tables`).
 
 Each row's ``vector`` says what was measured: ``update`` (ln2 − ln1, which is no single site; ``site`` is
 NULL), or the site itself (``ff``, ``ln1``, ``ln2``; ``site`` holds it too).
@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bertology.store.params import ModelParameters
 from bertology.store.schema import SITES, token_var
 
 from .bootstrap import Bootstrap, adjust, percentile_ci
-from .engine import compute, concat, sample_blocks, shared, task
+from .engine import compute, concat, sample_blocks, shared, task, tree_sum
 from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
 from .requirements import skipped
 
@@ -179,3 +180,83 @@ def _energy_rows(scope: str, src, y: np.ndarray, C: int, n_units: int, correctio
                                      bounded=True, n=n_units, ci_method=d.ci_method[i], se=d.se[i], p=d.p[i],
                                      p_adj=p_adj[j]))
     return rows
+
+
+def ffn_output_tables(ds: xr.Dataset, boot: Bootstrap, params: ModelParameters | None = None,
+                      top: int = 3, block_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The FFN output against what it bypasses and its outlier dimensions, reading each layer's ``ff`` once.
+
+    ``ff_norm_ratio``: ‖ff_i‖ / ‖ln1_i‖ per layer, how large the FFN's output is beside the vector it
+    bypasses (RES2), the mean over tokens with a cluster bootstrap over sentences. ``ffn_outlier_dims``: per
+    layer, the hidden dimensions where the FFN output is largest (mean |ff| over tokens, as a multiple of the
+    median dimension's) and LN2's γ at them, with γ's rank by |γ| among all dimensions (``None`` without the
+    model's ``params``: the ratio needs only the store)."""
+    layers = [int(l) for l in ds["token_layer"].values]
+    src = shared(ds)
+    blocks = sample_blocks(ds.sizes["sample"], block_size)
+    per_sample = concat([task(_block_ff_ratio, src, layers, sl) for sl in blocks])   # (n, L) ratio sums
+    abs_ff = tree_sum([task(_block_abs_ff, src, layers, sl) for sl in blocks])        # (L, d) Σ|ff| over tokens
+    num, abs_sum = compute(per_sample, abs_ff)
+    den = ds["length"].values.astype(np.float64)
+    n_tokens = int(den.sum())
+    ratios, outliers = [], []
+    for j, layer in enumerate(layers):
+        est, bs = boot.ratio(num[:, j], den)
+        lo, hi = percentile_ci(bs)
+        ratios.append(dict(layer=int(layer), statistic="ff_over_bypass_norm", estimate=float(est), ci_low=float(lo),
+                           ci_high=float(hi), n=n_tokens))
+        if params is None:
+            continue
+        m = abs_sum[j] / n_tokens
+        score = m / np.median(m)
+        gamma = params.layer(int(layer)).ln2_gamma
+        rank = np.empty(len(gamma), dtype=int)
+        rank[np.argsort(-np.abs(gamma))] = np.arange(1, len(gamma) + 1)
+        for r, d in enumerate(np.argsort(-score)[:top], start=1):
+            outliers.append(dict(layer=int(layer), rank=r, dim=int(d), statistic="ff_mean_abs_over_median",
+                                 estimate=float(score[d]), mean_abs_ff=float(m[d]), ln2_gamma=float(gamma[d]),
+                                 gamma_abs_rank=int(rank[d]), n=n_tokens))
+    return pd.DataFrame(ratios), (pd.DataFrame(outliers) if params is not None else None)
+
+
+def _block_span(ds: xr.Dataset, idx: slice) -> tuple[np.ndarray, int, int]:
+    """The token counts of samples ``idx`` and their span (t0, t1) on the token axis."""
+    t0, t1, _ = ds.bertology.spans(idx)
+    return ds.bertology.lengths[idx], t0, t1
+
+
+def _block_tokens(ds: xr.Dataset, var: str, layer: int, t0: int, t1: int) -> np.ndarray:
+    return np.asarray(ds[var].sel(token_layer=layer).isel(token=slice(t0, t1)).values, np.float32)
+
+
+def _block_ff_ratio(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
+    """One task: per sample of ``idx`` and layer, the sum over its tokens of ‖ff‖ / ‖ln1‖, (samples, L)."""
+    lengths, t0, t1 = _block_span(ds, idx)
+    rel = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    out = np.zeros((len(lengths), len(layers)))
+    for j, layer in enumerate(layers):
+        ff, ln1 = _block_tokens(ds, "token_ff", layer, t0, t1), _block_tokens(ds, "token_ln1", layer, t0, t1)
+        ratio = np.linalg.norm(ff, axis=1) / np.maximum(np.linalg.norm(ln1, axis=1), 1e-12)
+        out[:, j] = np.add.reduceat(ratio.astype(np.float64), rel)
+    return out
+
+
+def _block_abs_ff(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
+    """One task: Σ |ff| over the tokens of samples ``idx``, per layer and hidden dimension, (L, d)."""
+    _, t0, t1 = _block_span(ds, idx)
+    return np.stack([np.abs(_block_tokens(ds, "token_ff", layer, t0, t1)).astype(np.float64).sum(axis=0)
+                     for layer in layers])
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: Finding 2's decomposition of the FFN update, at [CLS] and over tokens."""
+    ffn = ffn_roles(ctx.ds, ctx.boot, correction=ctx.cfg.correction, block_size=ctx.cfg.block_size)
+    return {"ffn_roles": ffn} if len(ffn) else {}
+
+
+def analyze_output(ctx) -> dict:
+    """The registry's entry: ‖ff‖/‖ln1‖ per layer and, where the plan includes it (the checkpoint's LN2 γ is
+    read), the FFN output's outlier dimensions."""
+    params = ctx.params() if "ffn_outlier_dims" in ctx.planned else None
+    ratio, outliers = ffn_output_tables(ctx.ds, ctx.boot, params, block_size=ctx.cfg.block_size)
+    return {"ff_norm_ratio": ratio, **({"ffn_outlier_dims": outliers} if outliers is not None else {})}

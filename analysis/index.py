@@ -8,7 +8,7 @@ names the store). Tables (every row carries ``run_id``):
   JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
 - ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
   ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
-- every analysis table of :mod:`catalog`, under the name of its file (``separability.parquet`` is the table
+- every analysis table of :mod:`registry`, under the name of its file (``separability.parquet`` is the table
   ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
   ``attribution_example``, ``intervention_predictions``) never share a name with a summary
   (``token_strength_summary``, ``error_summary``);
@@ -51,10 +51,11 @@ from bertology.store import open_store
 from bertology.store.location import Location, locate
 from bertology.store.reader import StoreError, is_complete, read_attrs
 
-from .catalog import ANALYSIS_FORMAT, TABLES
-from .errors import CONFIDENT_MARGIN, margins
+from .registry import ANALYSIS_FORMAT, TABLES
+from .confident_errors import margins
+from .options import CONFIDENT_MARGIN
 
-#: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`catalog`).
+#: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`registry`).
 ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: The version of the index's tables and names, in the table ``index_info``; a database of another version
 #: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
@@ -66,9 +67,7 @@ RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 PRIMARY_KEYS = {
     "runs": ("run_id",),
     "samples": ("run_id", "sample_index"),
-    "layer_predictions": ("run_id", "sample_index", "layer"),
-    "token_strength": ("run_id", "sample", "position"),
-    "intervention_predictions": ("run_id", "intervention", "sample_index"),
+    **{t.name: ("run_id",) + t.keys for t in TABLES if t.keys},
 }
 VIEWS = {
     "errors": "SELECT * FROM samples WHERE NOT correct",

@@ -167,3 +167,21 @@ def prediction_rows(sw: xr.Dataset) -> pd.DataFrame:
         "sample_index": np.tile(np.arange(n), k), "sample_id": np.tile(sw["sample"].values, k),
         "pred": pred.ravel(), "correct": (pred == y[None]).ravel(), "flipped": (pred != base[None]).ravel(),
     })
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: what each intervention of the store's sweep costs, each layer skipped with and
+    without compensation, and the a-priori skip choice against the actual skips."""
+    from bertology import BertologyError
+    from bertology.store.sweep import open_sweep
+
+    ds, cfg = ctx.ds, ctx.cfg
+    sw = open_sweep(ctx.sweep)
+    if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):
+        raise BertologyError(f"{ctx.sweep}: intervention sweep of another checkpoint or other samples than {ctx.store}")
+    skip = layer_skip(sw, ctx.boot, ctx.tables.get("skip_candidates"), seed=cfg.seed, correction=cfg.correction)
+    return {"interventions": intervention_effects(sw, ctx.boot, cfg.correction),
+            "layer_skip": skip,
+            "apriori_validation": apriori_validation(skip, ctx.tables["separability"], cfg.skip_statistic,
+                                                     n_layers=int(sw.attrs["n_layers"])),
+            "intervention_predictions": prediction_rows(sw)}

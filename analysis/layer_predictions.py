@@ -100,3 +100,11 @@ def _layer_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str
         "probe_pred": probe_pred, "centroid_correct": cen_pred == y, "probe_correct": probe_pred == y,
         "cls_norm": np.linalg.norm(x, axis=1), "class_direction_projection": proj,
     })
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: each layer's [CLS] readouts; ``layer_fit`` (train or cross-fitted) is recorded
+    in ``analysis.json``."""
+    preds, fit = layer_predictions(ctx.ds, ctx.train, seed=ctx.cfg.seed)
+    ctx.record["layer_fit"] = fit
+    return {"layer_predictions": preds.assign(fit=fit)}

@@ -251,3 +251,25 @@ def apriori_skip_layers(ds: xr.Dataset, statistic: str = "fisher_trace", rule: s
                        seed=seed, permutations=0)
     cand = skip_candidates(sep, statistic, rule, k)
     return sorted(cand.loc[cand["candidate"], "layer"].astype(int).tolist())
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: separability per layer (each pooling the store supports) and the a-priori skip
+    candidates, chosen from the [CLS] rows before any ablation."""
+    cfg = ctx.cfg
+    pooling = cfg.pooling
+    if "mean" in pooling and not ctx.caps.tokens:
+        skipped("mean-pooled separability: it needs token states; the store has none (re-extract without "
+                "--cls-only or --attention-only)")
+        pooling = tuple(p for p in pooling if p != "mean")
+    sep = separability(ctx.ds, ctx.boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction,
+                       pooling=pooling, permutations=cfg.permutations, block_size=cfg.block_size)
+    if not len(sep):
+        skipped("skip candidates: they need the separability rows, which were skipped")
+        return {}
+    cls_rows = sep[sep["pooling"] == "cls"]
+    if not (cls_rows["statistic"] == f"delta_{cfg.skip_statistic}").any():
+        skipped(f"skip candidates: they need the Δ {cfg.skip_statistic} rows, which were skipped")
+        return {"separability": sep}
+    return {"separability": sep,
+            "skip_candidates": skip_candidates(cls_rows, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k)}

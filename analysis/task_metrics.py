@@ -45,3 +45,9 @@ def task_metrics(labels: np.ndarray, preds: np.ndarray, boot: Bootstrap, n_class
         rows.append(dict(statistic=name, estimate=float(full[name]), ci_low=float(lo[0]), ci_high=float(hi[0]),
                          n=len(y), ci_method="percentile"))
     return pd.DataFrame(rows)
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: the classifier's own score on the store's samples."""
+    ds = ctx.ds
+    return {"task_metrics": task_metrics(ds["label"].values, ds["pred"].values, ctx.boot, ds.sizes["class"])}

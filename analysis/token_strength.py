@@ -227,3 +227,11 @@ def token_strength(ds: xr.Dataset, boot: Bootstrap, *, layer: int | None = None,
             r["statistic"] = "profile_high_content_share"
         rows += share
     return pd.DataFrame(rows), tok
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: Finding 4's HIGH/LOW buckets at the strength layer and site."""
+    cfg = ctx.cfg
+    summary, per_token = token_strength(ctx.ds, ctx.boot, layer=cfg.strength_layer, site=cfg.strength_site,
+                                        block_size=cfg.block_size)
+    return {"token_strength_summary": summary, "token_strength": per_token}

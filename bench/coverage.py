@@ -28,7 +28,6 @@ Regimes:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from bertology.analysis.catalog import ANALYSIS_FORMAT
+from bertology.analysis.registry import ANALYSIS_FORMAT
 from bertology.analysis.index import INDEX_SCHEMA_VERSION, VIEWS
 
 QUERIES = {

@@ -92,6 +92,8 @@ def _scheduler(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bertology.analysis.options import SKIP_RULES, SKIP_STATISTICS, add_arguments
+
     parser = argparse.ArgumentParser(prog="bertology", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bertology {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,11 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-layers", default="all",
                    help="layers the skip family skips: all (default), candidates (the a-priori skip candidates "
                         "from the store's separability, as `analyze` picks them), or a list such as 2,5")
-    p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"),
+    p.add_argument("--skip-rule", default="nonpositive", choices=SKIP_RULES,
                    help="with --skip-layers candidates: as in `analyze`")
     p.add_argument("--skip-k", type=POSITIVE, default=1)
-    p.add_argument("--skip-statistic", default="fisher_trace",
-                   choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
+    p.add_argument("--skip-statistic", default="fisher_trace", choices=SKIP_STATISTICS)
     p.add_argument("--batch-size", type=POSITIVE, default=64)
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="accept a checkpoint whose classifier head is newly initialised at load")
@@ -177,40 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
                                        "attribution, and with a sweep the interventions")
     p.add_argument("store", help="a complete store (STORE.zarr)")
     p.add_argument("--out", required=True, help="folder for the parquet tables")
-    p.add_argument("--resamples", type=_number(int, 10, "at least 10"), default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--correction", default="holm", choices=("holm", "fdr_bh"))
-    p.add_argument("--skip-rule", default="nonpositive", choices=("nonpositive", "k_lowest"))
-    p.add_argument("--skip-k", type=POSITIVE, default=1, help="with --skip-rule k_lowest: how many layers")
-    p.add_argument("--skip-statistic", default="fisher_trace",
-                   choices=("fisher_trace", "centroid_ratio", "probe_accuracy"))
-    p.add_argument("--no-probe", action="store_true", help="skip the cross-validated probe accuracy")
-    p.add_argument("--permutations", type=NON_NEGATIVE, default=200,
-                   help="label permutations for the separability ratios' chance level (0: none)")
-    p.add_argument("--mean-pooled", action="store_true",
-                   help="also measure separability of mean-pooled tokens (needs token-level states)")
-    p.add_argument("--strength-layer", type=POSITIVE, help="layer for token strength (default: 8 of 12, else 2/3 depth)")
-    p.add_argument("--strength-site", default="ln2")
+    add_arguments(p)   # every option of AnalyzeConfig, with its choices and bounds
     p.add_argument("--train-store", help="--cls-only store of the train split (same checkpoint) to fit the "
                                          "per-layer probes on; without it they are cross-fitted on the store")
-    p.add_argument("--confident-margin", type=float, default=0.3, help="margin above which an error is confident")
     p.add_argument("--sweep", help="intervention sweep of this store (`bertology intervene`): adds the "
                                    "intervention, layer-skip and a-priori validation tables")
     p.add_argument("--pretrained-store", help="the pre-trained model's store of the same samples (extract "
                                               "--attention-only): adds the attention change through fine-tuning")
-    p.add_argument("--no-attention", action="store_true", help="skip the attention-head tables")
-    p.add_argument("--attribution-samples", type=NON_NEGATIVE, default=50,
-                   help="norm-based attribution (Kobayashi et al.) on the first N samples (0: none; default 50)")
-    p.add_argument("--ig-steps", type=POSITIVE, default=None,
-                   help="integrated-gradient steps through the FFN activation (default: the exact integral)")
     p.add_argument("--checkpoint", help="the checkpoint directory the store was extracted with, if it moved "
                                         "(attribution reads its weights; their sha256 must match the store's)")
     p.add_argument("--scheduler", type=_scheduler, default=None,
                    help="dask engine: threads (default), processes, local:N (a LocalCluster of N worker "
                         "processes), or a scheduler address tcp://host:port (default: $DASK_SCHEDULER_ADDRESS, "
                         "else threads)")
-    p.add_argument("--block-size", type=POSITIVE, default=None,
-                   help="samples per analysis task (default 256); results do not depend on it")
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
@@ -344,16 +324,10 @@ def _run(args: argparse.Namespace) -> int:
                      skip_layers=skip_layers, allow_untrained_head=args.allow_untrained_head)
         print(f"wrote {path}")
     elif args.command == "analyze":
-        from bertology.analysis.run import AnalyzeConfig, analyze
+        from bertology.analysis.options import from_arguments
+        from bertology.analysis.run import analyze
 
-        cfg = AnalyzeConfig(resamples=args.resamples, seed=args.seed, correction=args.correction,
-                            skip_statistic=args.skip_statistic, skip_rule=args.skip_rule, skip_k=args.skip_k,
-                            probe=not args.no_probe, strength_layer=args.strength_layer,
-                            pooling=("cls", "mean") if args.mean_pooled else ("cls",),
-                            permutations=args.permutations,
-                            strength_site=args.strength_site, confident_margin=args.confident_margin,
-                            attention=not args.no_attention, attribution_samples=args.attribution_samples,
-                            ig_steps=args.ig_steps, block_size=args.block_size)
+        cfg = from_arguments(args)
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
                                   sweep=args.sweep, pretrained_store=args.pretrained_store,
                                   checkpoint=args.checkpoint, scheduler=args.scheduler).items():

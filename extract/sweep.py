@@ -28,7 +28,7 @@ from bertology.store.sweep import write_sweep
 
 from .batching import collate, encode, length_batches
 from .extraction import pick_device
-from .interventions import Intervene, Intervention, first_layer
+from .interventions import Intervention, first_layer
 from .models import load_classifier, require_trained_head
 from .partial import LayerInputs, forward_from
 from .tasks import load_split

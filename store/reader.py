@@ -13,7 +13,6 @@ from pathlib import Path
 import xarray as xr
 import zarr
 
-from bertology import BertologyError
 
 from . import ragged  # noqa: F401 - registers the ds.bertology accessor
 from . import schema as S

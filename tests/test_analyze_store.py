@@ -201,19 +201,18 @@ def test_analyze_is_deterministic_for_a_seed(real_store, tables, tmp_path):
 
 
 @pytest.mark.parametrize("attribution", [0, 3])
-def test_the_tables_written_are_the_catalogs_and_ff_norm_ratio_needs_no_attribution(tiny_results, tmp_path,
+def test_the_tables_written_are_the_registrys_and_ff_norm_ratio_needs_no_attribution(tiny_results, tmp_path,
                                                                                    attribution):
-    """analyze writes exactly the tables analysis.catalog names for the store's contents (what the workflow
+    """analyze writes exactly the tables the registry's plan names for the store's contents (what the workflow
     declares), and ‖ff‖/‖ln1‖ (mean over tokens, per layer) comes from the store alone."""
-    from bertology.analysis.catalog import tables_for
+    from bertology.analysis.registry import workflow_tables
 
     store = tiny_results / "sst2" / "dev.zarr"
     (tmp_path / "errors.parquet").write_bytes(b"left by an older analysis")       # a retired table file
     analyze(store, tmp_path, AnalyzeConfig(resamples=50, probe=False, permutations=0,
                                            attribution_samples=attribution))
     written = sorted(p.stem for p in tmp_path.glob("*.parquet"))
-    assert written == sorted(tables_for(tokens=True, attention=True, pretrained=False, full=attribution > 0,
-                                        sweep=False))
+    assert written == sorted(workflow_tables(attention_change=False, attribution=attribution > 0, sweep=False))
     assert "ff_norm_ratio" in written and "errors" not in written
     ratio = pd.read_parquet(tmp_path / "ff_norm_ratio.parquet").set_index("layer")["estimate"]
     ds = open_store(store)

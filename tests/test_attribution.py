@@ -126,5 +126,5 @@ def test_attribution_needs_a_full_capture(tiny_models, tmp_path):
 
     path = extract(str(tiny_models["bert"]), make_split(3), tmp_path / "cls.zarr",
                    ExtractConfig(token_sites=(), attention=False), progress=False)
-    with pytest.raises(BertologyError, match="full token capture"):
+    with pytest.raises(BertologyError, match="needs a full capture: the store holds no attention maps"):
         next(attribute(open_store(path)))

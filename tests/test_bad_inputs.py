@@ -226,7 +226,7 @@ CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
     ("analyze: damaged chunk", _damaged_store, 2, "'probs', chunk (0, 0) is damaged"),
     ("analyze: --out is a file", lambda ws: (ws.path("t.txt").write_text("x"),
                                              analyze(ws, ws.store, out=ws.path("t.txt")))[1], 2, "t.txt: is a file"),
-    ("analyze: --resamples 0", lambda ws: analyze(ws, ws.store, "--resamples", "0"), 2, "argument --resamples: 0 is not at least 10"),
+    ("analyze: --resamples 0", lambda ws: analyze(ws, ws.store, "--resamples", "0"), 2, "argument --resamples: 0 is not an integer of at least 10"),
     ("analyze: --scheduler unknown", lambda ws: analyze(ws, ws.store, "--scheduler", "gpu"), 2,
      "--scheduler gpu: use threads, processes, local:N, or a scheduler address"),
     ("analyze: --scheduler local:0", lambda ws: analyze(ws, ws.store, "--scheduler", "local:0"), 2,

@@ -11,7 +11,7 @@ import pytest
 from bertology import BertologyError
 from bertology.analysis import index as index_mod
 from bertology.analysis import sql
-from bertology.analysis.errors import margins
+from bertology.analysis.confident_errors import margins
 from bertology.analysis.index import build_index
 from bertology.analysis.run import AnalyzeConfig, analyze
 from bertology.cli import main

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertology.analysis.catalog import tables_for
+from bertology.analysis.registry import workflow_tables
 
 from .conftest import REPO
 
@@ -77,7 +77,7 @@ def sharded(request, tmp_path_factory, glue_dir):
 
 def test_without_storage_root_the_outputs_are_todays_local_layout(local):
     results, jobs = local
-    tables = tables_for(tokens=True, attention=True, pretrained=True, full=True, sweep=True)
+    tables = workflow_tables(attention_change=True, attribution=True, sweep=True)
     per_task = ["model", *STORES, "dev.info.txt", "train.info.txt", "analysis/analysis.json",
                 "analysis/timings.json", *(f"analysis/{t}.parquet" for t in tables)]
     want = {f"{results}/{p}" for p in ("base_model", "bertology.duckdb", "report/index.html", "report/summary.md")}

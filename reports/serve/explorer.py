@@ -29,13 +29,14 @@ import pandas as pd
 
 from bertology import BertologyError
 from bertology.analysis import sql
-from bertology.analysis.errors import CONFIDENT_MARGIN
+from bertology.analysis.options import CONFIDENT_MARGIN
 from bertology.analysis.index import INDEX_SCHEMA_VERSION
 from bertology.analysis.token_strength import default_layer
-from bertology.analysis.vocabulary import SCOPE_SITE, SCOPES
+from bertology.analysis.registry import store_supports
+from bertology.analysis.vocabulary import SCOPES
+from bertology.store.capabilities import capabilities
 from bertology.store.location import Location, locate
 from bertology.store.reader import sample_tokens
-from bertology.store.schema import EMBED, token_var
 
 #: Columns of a sample in lists (the API's ``/api/samples`` rows).
 SAMPLE_COLUMNS = ("run_id", "task", "split", "sample_index", "sample_id", "text_a", "text_b", "label_name",
@@ -495,17 +496,9 @@ class Explorer:
             return {"attention": str(e), "attribution": str(e)}
 
         def read():
-            out = {"attention": True if "attention" in ds else "the store holds no attention maps (extracted with "
-                                                               "--no-attention or --cls-only)"}
-            missing = [v for v in ("attention", token_var(EMBED), *(token_var(s) for s in SCOPE_SITE.values()))
-                       if v not in ds]
-            if missing:
-                out["attribution"] = f"needs a full capture (the store lacks {', '.join(missing)})"
-            elif set(ds["token_layer"].values.tolist()) != set(ds["layer"].values.tolist()):
-                out["attribution"] = "needs token states at every layer (extracted with --token-layers)"
-            else:
-                out["attribution"] = True
-            return out
+            caps = capabilities(ds)
+            return {shows: store_supports(analysis, caps) or True
+                    for shows, analysis in (("attention", "attention_heads"), ("attribution", "attribution"))}
 
         return self._shows.get(_run_key(run), read)
 

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from bertology import BertologyError, __version__
-from bertology.analysis.errors import CONFIDENT_MARGIN
+from bertology.analysis.options import CONFIDENT_MARGIN
 from bertology.analysis.vocabulary import SCOPES
 
 from ..render import ci, num

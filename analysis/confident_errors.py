@@ -15,8 +15,7 @@ import xarray as xr
 
 from .bootstrap import Bootstrap, percentile_ci
 from .intervals import share_interval
-
-CONFIDENT_MARGIN = 0.3
+from .options import CONFIDENT_MARGIN
 
 
 def margins(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,3 +49,10 @@ def error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
                          threshold=threshold, ci_method="percentile"))
     order = ["error_rate", "n_errors", "confident_share", "mean_margin", "no_layer_right_share"]
     return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
+
+
+def analyze(ctx) -> dict:
+    """The registry's entry: the error summary of a store, against its layer readouts."""
+    preds = ctx.tables["layer_predictions"]
+    return {"error_summary": error_table(ctx.ds, preds, ctx.boot, ctx.cfg.confident_margin)
+            .assign(fit=ctx.record["layer_fit"])}
