@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the HTML report, Markdown summary and CSV tables of a results folder")
     p.add_argument("results", help="results folder (analysed stores beneath it)")
     p.add_argument("--out", help="report folder (default: RESULTS/report)")
-    p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; built or updated if needed)")
+    p.add_argument("--db", help="index database (default: RESULTS/bertology.duckdb; `bertology index` builds it)")
+    p.add_argument("--reindex", action="store_true",
+                   help="bring the index up to date first (else it is read as it is, and said when out of date)")
     p.add_argument("--tasks", type=_csv(str), help="only these tasks (default: every analysed dev store)")
     p.add_argument("--workflow-config", help="the workflow's configuration as JSON, shown under provenance")
     _add_storage_args(p)
@@ -360,7 +362,8 @@ def _run(args: argparse.Namespace) -> int:
         from bertology.store.location import locate
 
         path = build_report(args.results, args.out or locate(args.results) / "report", db=args.db,
-                            tasks=list(args.tasks) if args.tasks else None, workflow_config=wcfg)
+                            tasks=list(args.tasks) if args.tasks else None, workflow_config=wcfg,
+                            reindex=args.reindex)
         print(f"wrote {path}")
     elif args.command == "sql":
         from bertology.analysis import sql

@@ -654,7 +654,7 @@ def _write_report(folder: Location, files: dict[str, bytes]) -> None:
 
 
 def build_report(results: str | Path, out: str | Path, db: str | Path | None = None,
-                 tasks: list[str] | None = None, workflow_config: dict | None = None):
+                 tasks: list[str] | None = None, workflow_config: dict | None = None, reindex: bool = False):
     """Write the report of ``results`` to ``out`` (see the module docstring); return ``out/index.html``.
 
     ``results`` and ``out`` may be URLs. On disk the report is assembled beside ``out`` and renamed into
@@ -662,7 +662,7 @@ def build_report(results: str | Path, out: str | Path, db: str | Path | None = N
     """
     out = locate(out)
     _check_out(out)
-    data = collect(results, db, tasks)
+    data = collect(results, db, tasks, reindex=reindex)
     tabs = T.all_tables(data)
     sections = _sections(data, tabs, workflow_config)
     models = sorted({r.meta["model_type"] + f" ({r.n_layers} layers, hidden {r.meta['hidden']})" for r in data.runs})

@@ -1,29 +1,28 @@
 """What a report is made of: the analysed dev runs of a results folder, read from its DuckDB index.
 
-The report asks the index (``bertology index``) for everything it shows, with the same table and column
+The report asks the index (``bertology index``) for everything it shows, through the index's one reader
+(:class:`~bertology.analysis.index.IndexReader`: every row, never capped), with the same table and column
 names a user's own SQL sees; the only other inputs are the fine-tuning record ``metrics.json`` beside each
-checkpoint and, for the run-time section, the workflow's benchmark files.
+checkpoint and, for the run-time section, the workflow's benchmark files. The index is read as it is: the
+report says when it is out of date with the results folder, and rebuilds it only when asked (``reindex``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from bertology import BertologyError
-from bertology.analysis.index import build_index, indexed_paths
-from bertology.analysis.sql import query
+from bertology.analysis.index import IndexReader, build_index, check_index, indexed_paths
+from bertology.analysis.registry import TABLES
 from bertology.store.location import Location, locate
 
-#: index tables the report reads, per run
-TABLES = ("task_metrics", "separability", "skip_candidates", "ffn_roles", "error_summary",
-          "token_strength_summary", "interventions", "layer_skip", "apriori_validation", "attention_patterns",
-          "attention_token_classes", "attention_finetune_change", "attention_examples", "attribution_similarity",
-          "attribution_completeness", "ff_amp_pairs", "ff_amp_wordsplit", "attention_norms", "attribution_example",
-          "ff_norm_ratio", "ffn_outlier_dims")
+#: The index tables the report reads, per run: every summary table, and the per-row tables it shows.
+REPORT_TABLES = tuple(t.name for t in TABLES if not t.per_row or t.report)
 TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli")
 
 
@@ -63,23 +62,19 @@ def _order(task: str) -> tuple:
     return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
 
 
-def _tables(db: Path) -> set[str]:
-    return set(query(db, "SELECT table_name FROM information_schema.tables")["table_name"])
-
-
-def example_samples(db: Path, run_ids: list[str], per_task: int = 2, min_tokens: int = 8,
+def example_samples(index: IndexReader, run_ids: list[str], per_task: int = 2, min_tokens: int = 8,
                     max_tokens: int = 28) -> pd.DataFrame:
     """The sentences shown with their HIGH tokens marked: per run, the first ``per_task`` samples (in store
     order) of ``min_tokens``–``max_tokens`` tokens, the first of them a correct prediction and the second an
     error where the run has one, so both kinds are seen."""
-    ids = ", ".join(f"'{r}'" for r in run_ids)
-    cand = query(db, f"""
+    ids = ", ".join("?" * len(run_ids))
+    cand = index.query(f"""
         SELECT s.run_id, s.task, s.sample_index, s.sample_id, s.text_a, s.text_b, s.label_name, s.pred_name,
                s.correct, s.margin, s.length
         FROM samples s
         WHERE s.run_id IN ({ids}) AND s.length BETWEEN {min_tokens} AND {max_tokens}
           AND s.sample_index IN (SELECT DISTINCT sample FROM token_strength t WHERE t.run_id = s.run_id)
-        ORDER BY s.run_id, s.sample_index""")
+        ORDER BY s.run_id, s.sample_index""", list(run_ids))
     picked = []
     for _, g in cand.groupby("run_id", sort=True):
         rows = [g[g["correct"]].head(1), g[~g["correct"]].head(1)]
@@ -107,10 +102,13 @@ def read_benchmarks(results: Location) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
 
 
-def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] | None = None) -> ReportData:
-    """Read every analysed dev run of the index ``db``: by default ``results/bertology.duckdb``, built or
-    brought up to date over the whole results folder; an index named here is brought up to date over the
-    runs it holds (built over ``results`` when missing)."""
+def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] | None = None,
+            reindex: bool = False) -> ReportData:
+    """Read every analysed dev run of the index ``db`` (by default ``results/bertology.duckdb``).
+
+    The index is read as it is. Where it is missing, or out of date with the results (runs added, changed or
+    removed since it was built), the report says so and how to refresh it; with ``reindex`` it is brought up
+    to date first: an index named here over the runs it holds, else over the whole results folder."""
     results = locate(results)
     if not results.isdir():
         raise BertologyError(f"{results}: no such results folder")
@@ -119,11 +117,25 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
         raise BertologyError(f"{results}: results on an object store: name a local index file with --db (the "
                              f"index is a DuckDB file on this machine)")
     db = Path(db) if db else results.local_path / "bertology.duckdb"
-    # brought up to date incrementally (a no-op when current): an index named with --db over the runs it holds
-    # (it may have been built from named stores, as the workflow's is), else over the whole results folder
-    build_index((indexed_paths(db) if named and db.is_file() else []) or results, db)
-    runs_df = query(db, "SELECT run_id, task, metadata, analysis_path, checkpoint FROM runs "
-                        "WHERE split = 'dev' AND analysis_path IS NOT NULL")
+    sources = (indexed_paths(db) if named and db.is_file() else []) or results
+    refresh = f"`bertology index {results}" + (f" --db {db}`" if named else "`")
+    if reindex:
+        build_index(sources, db)
+    elif not db.is_file():
+        raise BertologyError(f"{db}: no index of {results}; build it with {refresh}, or pass --reindex")
+    else:
+        stale = check_index(sources, db)
+        if stale.changed:
+            print(f"bertology report: the index {db} is out of date with {results} ({stale.describe()}); the "
+                  f"report shows the index as it is: refresh it with {refresh} or `bertology report --reindex`",
+                  file=sys.stderr, flush=True)
+    with IndexReader(db) as index:
+        return _read(index, results, tasks)
+
+
+def _read(index: IndexReader, results: Location, tasks: list[str] | None) -> ReportData:
+    runs_df = index.query("SELECT run_id, task, metadata, analysis_path, checkpoint FROM runs "
+                          "WHERE split = 'dev' AND analysis_path IS NOT NULL")
     if tasks:
         missing = sorted(set(tasks) - set(runs_df["task"]))
         if missing:
@@ -143,15 +155,14 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
         runs.append(Run(row.run_id, row.task, json.loads(row.metadata), analysis,
                         json.loads(metrics.read_text()) if metrics.isfile() else None))
     ids = [r.run_id for r in runs]
-    id_list = ", ".join(f"'{r}'" for r in ids)
-    present = _tables(db)
-    tables = {t: query(db, f'SELECT * FROM "{t}" WHERE run_id IN ({id_list})') for t in TABLES if t in present}
-    samples = example_samples(db, ids) if "token_strength" in present else pd.DataFrame()
+    tables = {t: df for t in REPORT_TABLES if (df := index.frame(t, ids)) is not None}
+    present = index.tables()
+    samples = example_samples(index, ids) if "token_strength" in present else pd.DataFrame()
     examples = pd.DataFrame()
     if len(samples):
-        keys = " OR ".join(f"(run_id = '{r.run_id}' AND sample = {int(r.sample_index)})"
-                           for r in samples.itertuples())
-        examples = query(db, f"SELECT run_id, task, sample, position, token, word_id, category, strength, "
-                             f"bucket_corpus, bucket_sentence FROM token_strength WHERE {keys} "
-                             f"ORDER BY run_id, sample, position")
+        keys = " OR ".join("(run_id = ? AND sample = ?)" for _ in range(len(samples)))
+        params = [v for r in samples.itertuples() for v in (r.run_id, int(r.sample_index))]
+        examples = index.query(f"SELECT run_id, task, sample, position, token, word_id, category, strength, "
+                               f"bucket_corpus, bucket_sentence FROM token_strength WHERE {keys} "
+                               f"ORDER BY run_id, sample, position", params)
     return ReportData(results, runs, tables, examples, samples, read_benchmarks(results))

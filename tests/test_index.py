@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bertology import BertologyError
-from bertology.analysis import index as index_mod
+from bertology.analysis.index import build as index_mod
 from bertology.analysis import sql
 from bertology.analysis.confident_errors import margins
 from bertology.analysis.index import build_index

@@ -538,7 +538,8 @@ def test_a_replacing_file_that_is_no_index_answers_503_until_a_good_one_comes(ti
     """The explorer, without the web: a swap to a foreign file refuses (503), the next good file is served."""
     import os
 
-    from bertology.reports.serve.explorer import Explorer, IndexUnavailable
+    from bertology.analysis.index import IndexUnavailable
+    from bertology.reports.serve.explorer import Explorer
 
     results = tmp_path / "results"
     results.mkdir()

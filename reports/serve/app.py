@@ -21,9 +21,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertology import BertologyError, __version__
+from bertology.analysis.index import IndexUnavailable
 
 from . import api, pages
-from .explorer import Explorer, IndexUnavailable, NotFound, Unavailable
+from .explorer import Explorer, NotFound, Unavailable
 
 HERE = Path(__file__).parent
 log = logging.getLogger("bertology.serve")

@@ -2,24 +2,7 @@
 stores and analysis folders named).
 
 A *run* is one complete store, with the analysis tables written for it (the ``analysis.json`` beside them
-names the store). Tables (every row carries ``run_id``):
-
-- ``runs``: store path, task, split, model, checkpoint and its sha256, sample count, carve-out flag and
-  JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
-- ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
-  ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
-- every analysis table of :mod:`registry`, under the name of its file (``separability.parquet`` is the table
-  ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
-  ``attribution_example``, ``intervention_predictions``) never share a name with a summary
-  (``token_strength_summary``, ``error_summary``);
-- ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
-- views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
-  ``margin > 0.3``).
-
-Layer numbers mean one thing everywhere: layer ``l`` is the l-th encoder layer, and layer 0 is the
-embedding output (site ``embed``, the input of layer 1). A row about no single layer or head has ``layer``
-(``head``) NULL and says what it is about: ``unit`` ``layer`` (a layer's mean over its heads) or ``model``
-(over every layer), or ``intervention`` ``none`` (the unskipped control of ``layer_skip``).
+names the store); what the index holds is :mod:`.schema`.
 
 Rebuilding is incremental (a run whose fingerprint is unchanged is not re-read) and atomic (the new
 database is written beside the old one and renamed over it only when complete). Duplicates cannot arise:
@@ -51,28 +34,9 @@ from bertology.store import open_store
 from bertology.store.location import Location, locate
 from bertology.store.reader import StoreError, is_complete, read_attrs
 
-from .registry import ANALYSIS_FORMAT, TABLES
-from .confident_errors import margins
-from .options import CONFIDENT_MARGIN
-
-#: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`registry`).
-ANALYSIS_TABLES = tuple(t.name for t in TABLES)
-#: The version of the index's tables and names, in the table ``index_info``; a database of another version
-#: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
-#: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
-#: ``estimate_plugin``, ``se`` and ``bounded`` columns).
-INDEX_SCHEMA_VERSION = 3
-RUN_TABLES = ("samples",) + ANALYSIS_TABLES
-#: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``).
-PRIMARY_KEYS = {
-    "runs": ("run_id",),
-    "samples": ("run_id", "sample_index"),
-    **{t.name: ("run_id",) + t.keys for t in TABLES if t.keys},
-}
-VIEWS = {
-    "errors": "SELECT * FROM samples WHERE NOT correct",
-    "confident_errors": f"SELECT * FROM samples WHERE NOT correct AND margin > {CONFIDENT_MARGIN}",
-}
+from ..registry import ANALYSIS_FORMAT
+from ..confident_errors import margins
+from .schema import INDEX_SCHEMA_VERSION, PRIMARY_KEYS, RUN_TABLES, ANALYSIS_TABLES, VIEWS, schema_version
 
 
 @dataclass
@@ -83,9 +47,19 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # incomplete or unreadable stores, with the reason
 
+    outdated_schema: bool = False   # the database is of an older schema: rebuilt whole
+
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
+        return bool(self.added or self.updated or self.removed or self.outdated_schema)
+
+    def describe(self) -> str:
+        """What a build would change, in words."""
+        if self.outdated_schema:
+            return "it is of an older schema"
+        parts = [f"{len(v)} run(s) {k}" for k, v in (("added", self.added), ("changed", self.updated),
+                                                     ("removed", self.removed)) if v]
+        return ", ".join(parts) + " since it was built"
 
 
 def _walk(paths: list[Location]):
@@ -188,13 +162,6 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
             _append(con, table, frame.assign(run_id=rid, split=ds.attrs["split"]))
 
 
-def _schema_version(con) -> int | None:
-    tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "index_info" not in tables:
-        return 1 if "runs" in tables else None
-    return con.sql("SELECT schema_version FROM index_info").fetchall()[0][0]
-
-
 def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
     """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet), and whether
     ``db`` is an index of an older schema (to be rebuilt whole). A newer schema is refused."""
@@ -202,7 +169,7 @@ def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
         return {}, False
     try:
         with duckdb.connect(str(db), read_only=True) as con:
-            version = _schema_version(con)
+            version = schema_version(con)
             runs = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall()) if version else {}
     except duckdb.Error as e:
         raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
@@ -261,7 +228,16 @@ def _analysed_store(a: Location, info: dict) -> Location:
     return Location(info["store"])
 
 
-def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
+def check_index(results: str | Path | list, db: str | Path) -> IndexReport:
+    """What ``build_index(results, db)`` would change, without changing anything: ``changed`` False when the
+    index is up to date with the stores and analysis folders it would read."""
+    paths = [locate(p) for p in (results if isinstance(results, (list, tuple)) else [results])]
+    return _survey(paths, Path(db))[0]
+
+
+def _survey(paths: list[Location], db: Path):
+    """The runs ``paths`` hold against those in ``db``: the report of what a build changes, the runs wanted
+    (``run_id -> (store, analysis, fingerprint)``) and the runs of ``db`` a build keeps."""
     stores, analyses = _walk(paths)
     by_store: dict[str, Location] = {}
     outdated: dict[str, str] = {}
@@ -315,7 +291,14 @@ def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
         else:
             report.unchanged.append(str(store))
     report.removed = [rid for rid in old if rid not in wanted]
-    if not report.changed and db.exists() and not rebuild:
+    report.outdated_schema = rebuild
+    return report, wanted, existing
+
+
+def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
+    report, wanted, existing = _survey(paths, db)
+    rebuild = report.outdated_schema
+    if not report.changed and db.exists():
         return report  # nothing new: the database file is not touched
     tmp = db.with_name(db.name + ".building")
     leftovers = (tmp, tmp.with_name(tmp.name + ".wal"))

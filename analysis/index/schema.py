@@ -1,0 +1,54 @@
+"""What the index holds: its tables, their natural keys, its views and its schema version.
+
+A *run* is one complete store, with the analysis tables written for it. Tables (every row carries ``run_id``):
+
+- ``runs``: store path, task, split, model, checkpoint and its sha256, sample count, carve-out flag and
+  JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
+- ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
+  ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
+- every analysis table of :mod:`..registry`, under the name of its file (``separability.parquet`` is the table
+  ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
+  ``attribution_example``, ``intervention_predictions``) never share a name with a summary
+  (``token_strength_summary``, ``error_summary``);
+- ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
+- views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
+  ``margin > 0.3``).
+
+Layer numbers mean one thing everywhere: layer ``l`` is the l-th encoder layer, and layer 0 is the
+embedding output (site ``embed``, the input of layer 1). A row about no single layer or head has ``layer``
+(``head``) NULL and says what it is about: ``unit`` ``layer`` (a layer's mean over its heads) or ``model``
+(over every layer), or ``intervention`` ``none`` (the unskipped control of ``layer_skip``).
+"""
+
+from __future__ import annotations
+
+from ..options import CONFIDENT_MARGIN
+from ..registry import TABLES
+
+#: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`..registry`).
+ANALYSIS_TABLES = tuple(t.name for t in TABLES)
+#: The version of the index's tables and names, in the table ``index_info``; a database of another version
+#: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
+#: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
+#: ``estimate_plugin``, ``se`` and ``bounded`` columns).
+INDEX_SCHEMA_VERSION = 3
+RUN_TABLES = ("samples",) + ANALYSIS_TABLES
+#: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``); the
+#: per-row tables' keys are the registry's.
+PRIMARY_KEYS = {
+    "runs": ("run_id",),
+    "samples": ("run_id", "sample_index"),
+    **{t.name: ("run_id",) + t.keys for t in TABLES if t.keys},
+}
+VIEWS = {
+    "errors": "SELECT * FROM samples WHERE NOT correct",
+    "confident_errors": f"SELECT * FROM samples WHERE NOT correct AND margin > {CONFIDENT_MARGIN}",
+}
+
+
+def schema_version(con) -> int | None:
+    """The schema version of an open index (1: before ``index_info``; None: no index at all)."""
+    tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "index_info" not in tables:
+        return 1 if "runs" in tables else None
+    return con.sql("SELECT schema_version FROM index_info").fetchall()[0][0]
