@@ -47,10 +47,6 @@ from .token_strength import is_punctuation, is_special
 from .vocabulary import PATTERNS, TOKEN_CLASSES, UNITS  # noqa: F401  (re-exported)
 
 FEATURES = ("vertical", "diagonal", "block", "self") + tuple(f"attention_to_{c}" for c in TOKEN_CLASSES)
-#: Kovaleva et al.'s share of heterogeneous heads, BERT-base, lowest and highest over their GLUE tasks.
-PUBLISHED_HETEROGENEOUS = {"low": 0.32, "low_task": "MRPC", "high": 0.61, "high_task": "QQP"}
-
-
 @dataclass(frozen=True)
 class PatternThresholds:
     """The classifier's thresholds (shares of attention mass, averaged over queries)."""
@@ -63,14 +59,20 @@ class PatternThresholds:
 
 
 class PatternClassifier:
-    """Kovaleva's five pattern types from the explicit features, scikit-learn style."""
+    """Kovaleva's five pattern types from the explicit features, scikit-learn style: ``thresholds`` is the
+    constructor's setting and stays as given; :meth:`fit` learns ``thresholds_`` (and ``accuracy_``)."""
 
     def __init__(self, thresholds: PatternThresholds | None = None):
-        self.thresholds = thresholds or PatternThresholds()
+        self.thresholds = thresholds
+
+    @property
+    def active_thresholds(self) -> PatternThresholds:
+        """What :meth:`predict` applies: the fitted ``thresholds_``, else the constructor's (else the defaults)."""
+        return getattr(self, "thresholds_", None) or self.thresholds or PatternThresholds()
 
     def predict(self, vertical, diagonal, block) -> np.ndarray:
         """Pattern index into :data:`PATTERNS` for feature arrays of one shape."""
-        t = self.thresholds
+        t = self.active_thresholds
         v, d = np.asarray(vertical, dtype=np.float64), np.asarray(diagonal, dtype=np.float64)
         b = np.nan_to_num(np.asarray(block, dtype=np.float64), nan=-1.0)
         out = np.full(v.shape, PATTERNS.index("heterogeneous"), dtype=np.int8)
@@ -83,7 +85,8 @@ class PatternClassifier:
 
     def fit(self, vertical, diagonal, block, labels, grid: dict[str, np.ndarray] | None = None) -> "PatternClassifier":
         """Calibrate the thresholds on hand-labelled maps (``labels``: names from :data:`PATTERNS`): the grid
-        point with the highest accuracy, ties to the one nearest the defaults. Sets ``accuracy_``."""
+        point with the highest accuracy, ties to the one nearest the defaults. Sets ``thresholds_`` and
+        ``accuracy_``; the constructor's ``thresholds`` are left as given."""
         y = np.array([PATTERNS.index(str(x)) for x in labels])
         grid = grid or {f.name: np.round(np.arange(0.1, 0.95, 0.1), 2) for f in fields(PatternThresholds)}
         default = asdict(PatternThresholds())
@@ -95,7 +98,7 @@ class PatternClassifier:
             key = (acc, -sum(abs(getattr(cand, n) - default[n]) for n in names))
             if best_key is None or key > best_key:
                 best, best_key = cand, key
-        self.thresholds, self.accuracy_ = best, best_key[0]
+        self.thresholds_, self.accuracy_ = best, best_key[0]
         return self
 
 
@@ -239,7 +242,7 @@ def pattern_table(feats: xr.DataArray, boot: Bootstrap, classifier: PatternClass
     dom = shares.loc[shares.groupby(["layer", "head"])["estimate"].idxmax()]
     dominant = {(r.layer, r.head): r.statistic.removeprefix("share_") for r in dom.itertuples()}
     df["dominant"] = [dominant.get((r.layer, r.head)) if r.unit == "head" else None for r in df.itertuples()]
-    thresholds = asdict(clf.thresholds)
+    thresholds = asdict(clf.active_thresholds)
     df["thresholds"] = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
     return df
 
@@ -303,7 +306,7 @@ def example_maps(ds: xr.Dataset, feats: xr.DataArray, classifier: PatternClassif
     """One map of each type from the data (the clearest: largest margin over its threshold, among samples of
     at most ``max_tokens`` tokens), as long rows (pattern, sample, layer, head, query, key, weight, tokens)."""
     clf = classifier or PatternClassifier()
-    t = clf.thresholds
+    t = clf.active_thresholds
     f = feats.sel(feature=["vertical", "diagonal", "block"]).values
     codes = clf.predict(f[..., 0], f[..., 1], f[..., 2])
     short = (ds["length"].values <= max_tokens)[:, None, None]

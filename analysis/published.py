@@ -58,6 +58,6 @@ HETEROGENEOUS_SHARE = Published("heterogeneous_share", "32% (MRPC) – 61% (QQP)
 FINETUNE_CHANGE = Published("finetune_change", "mostly the last two layers", float("nan"), float("nan"),
                             source=KOVALEVA)
 
-KOBAYASHI_2023 = "Kobayashi et al. 2023, Analyzing Feed-Forward Blocks in Transformers through the Lens of Attention Maps"
-#: Spearman ρ of each scope's attribution map with the previous scope's, BERT-base on Wikipedia text
+#: Spearman ρ of each scope's attribution map with the previous scope's, BERT-base on Wikipedia text (Kobayashi et
+#: al. 2023, Analyzing Feed-Forward Blocks in Transformers through the Lens of Attention Maps)
 SCOPE_SIMILARITY = dict(zip(SCOPES[1:], (0.48, 0.41, 0.91, 0.79, 0.96, 0.73)))

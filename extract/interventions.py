@@ -29,7 +29,6 @@ from bertology import BertologyError
 
 from .capture import LAYER_HOOKS
 
-KINDS = ("skip", "ffn", "attn", "head", "heads")
 #: the site an FFN or attention removal sets to zero
 ZEROED_SITE = {"ffn": "ff", "attn": "attn"}
 _NAME = re.compile(r"^(skip|ffn|attn|heads):(\d+)$|^head:(\d+)\.(\d+)$")

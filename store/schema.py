@@ -53,7 +53,8 @@ def token_var(site: str) -> str:
     return f"token_{site}"
 
 
-#: Variables and their dimensions (documentation and the reader's validation use this table).
+#: Every variable of a store and its dimensions, as the README's schema table documents them (a test checks an
+#: extracted store against it).
 VARIABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "cls": ((SAMPLE, LAYER, SITE, HIDDEN), "[CLS] (first-token) vector at every layer and site"),
     "cls_ff_act": ((SAMPLE, LAYER, FF_HIDDEN), "[CLS] FFN hidden activation at every layer"),

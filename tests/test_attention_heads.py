@@ -94,12 +94,14 @@ def test_calibration_recovers_the_labels_from_mislabelling_thresholds():
             labels.append(kind)
     f = map_features(np.stack(maps), CLASSES, SEGMENT)
     v, d, b = (f[:, FEATURES.index(k)] for k in ("vertical", "diagonal", "block"))
-    bad = PatternClassifier(PatternThresholds(vertical=0.95, diagonal=0.95, mixed_each=0.6, block=0.99))
+    given = PatternThresholds(vertical=0.95, diagonal=0.95, mixed_each=0.6, block=0.99)
+    bad = PatternClassifier(given)
     assert np.mean(np.array(PATTERNS)[bad.predict(v, d, b)] == np.array(labels)) < 0.5
     grid = {"vertical": np.array([0.3, 0.5, 0.95]), "diagonal": np.array([0.5, 0.95]),
             "mixed_each": np.array([0.2, 0.6]), "block": np.array([0.8, 0.99])}
     fitted = bad.fit(v, d, b, labels, grid=grid)
-    assert fitted.accuracy_ == 1.0
+    assert fitted.accuracy_ == 1.0 and fitted.thresholds is given       # the constructor's setting is kept
+    assert fitted.thresholds_ != given and fitted.active_thresholds is fitted.thresholds_
     assert np.array_equal(np.array(PATTERNS)[fitted.predict(v, d, b)], np.array(labels))
 
 

@@ -132,6 +132,19 @@ def test_layout_dims_coords_and_chunks(tmp_path, tiny_models):
     assert ds["text_a"].values[3] == split.examples[3].text_a
     # lazy: nothing is loaded until asked
     assert ds["token_ln2"].chunks is not None
+    # every stored variable is documented in store.schema.VARIABLES with its dimensions
+    from bertology.store.schema import VARIABLES
+
+    declared = {name: dims for name, (dims, _) in VARIABLES.items()}
+    for name, var in ds.variables.items():
+        if name in ds.dims:
+            continue
+        want = declared.get(name) or declared["token_<site>"]
+        if name == "token_embed":
+            want = ("token", "hidden")
+        elif name == "token_ff_act":
+            want = ("token", "token_layer", "ff_hidden")
+        assert var.dims == want, name
 
 
 def test_float32_on_request_and_cls_only_mode(tmp_path, tiny_models):
