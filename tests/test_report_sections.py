@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertology.reports import build as B
+from bertology.reports.sections import (SECTIONS, attention, attribution, common, confident_errors, ffn, layers,
+                                        make_sections, metrics, provenance, tokens)
 from bertology.analysis import published as P
 from bertology.reports.collect import ReportData, Run
 from bertology.reports.render import table_md
@@ -43,7 +44,7 @@ METRICS = pd.DataFrame([
 
 
 def test_metric_rows_show_each_estimate_with_its_ci_and_the_fine_tuning_record():
-    header, rows = B._metric_rows(METRICS)
+    header, rows = metrics._metric_rows(METRICS)
     assert header == ["task", "GLUE metric", "n analysed", "accuracy", "F1", "MCC", "fine-tune: train × epochs",
                       "fine-tune: GLUE metric on all dev"]
     assert rows == [["COLA", "mcc", 48, "0.75 [0.6, 0.875]", "0.8 [0.7, 0.9]", "0.123 [-0.05, 0.3]", "96 × 1",
@@ -52,7 +53,7 @@ def test_metric_rows_show_each_estimate_with_its_ci_and_the_fine_tuning_record()
 
 
 def test_metrics_section_holds_its_table_in_markdown_and_html():
-    s = B.section_metrics(report_data("cola", "sst2"), {"metrics": METRICS})
+    s = metrics.section_metrics(report_data("cola", "sst2"), {"metrics": METRICS})
     assert (s.key, s.title) == ("metrics", "Task metrics")
     assert s.md_lines[:2] == ["## Task metrics", ""] and s.md_lines[-1] == ""
     table = s.md_lines[2].splitlines()
@@ -73,14 +74,14 @@ def test_layer_by_task_follows_the_task_order_and_marks_missing_cells():
         {"task": "cola", "layer": 1, **est("fisher_trace", 2.25, 2.0, 2.5)},
         {"task": "cola", "layer": 0, **est("fisher_trace", 1.5, 1.2, 1.8)},
     ])
-    header, rows = B._layer_by_task(sep, ["cola", "mrpc"], "fisher_trace")
+    header, rows = common.layer_by_task(sep, ["cola", "mrpc"], "fisher_trace")
     assert header == ["layer", "COLA", "MRPC"]
     assert rows == [[0, "1.5 [1.2, 1.8]", "–"], [1, "2.25 [2, 2.5]", "0.004 [0.001, 0.0095]"]]
 
 
 def test_layer_means_reads_the_bare_interval_columns():
     fc = pd.DataFrame([{"task": "sst2", "layer": 2, "head": 0, "cosine": 0.91, "ci_low": 0.88, "ci_high": 0.94}])
-    assert B._layer_means(fc, ["sst2"], "cosine") == (["layer", "SST2"], [[2, "0.91 [0.88, 0.94]"]])
+    assert common.layer_means(fc, ["sst2"], "cosine") == (["layer", "SST2"], [[2, "0.91 [0.88, 0.94]"]])
 
 
 def skip_candidate(task, layer, delta, low, high, p_adj, candidate) -> dict:
@@ -94,7 +95,7 @@ def test_skip_rows_list_every_candidate_of_a_task_and_none_where_there_is_none()
                        skip_candidate("rte", 2, -0.1, -0.2, 0.05, 0.4, True),
                        skip_candidate("cola", 1, 0.3, 0.2, 0.4, 0.01, False),
                        skip_candidate("cola", 2, 0.1, 0.05, 0.2, 0.03, False)])
-    header, rows = B._skip_rows(sk, ["cola", "sst2", "rte"])           # SST2 has no rows: left out
+    header, rows = layers._skip_rows(sk, ["cola", "sst2", "rte"])           # SST2 has no rows: left out
     assert header == ["task", "candidate layer(s)", "Δ of", "Δ at the candidate [95% CI]", "p (Holm)", "rule"]
     assert rows == [["COLA", "none", "fisher_trace", "–", "–", "delta <= 0, else lowest"],
                     ["RTE", "1, 2", "fisher_trace", "-0.05 [-0.1, 0.02]; -0.1 [-0.2, 0.05]", "0.5; 0.4",
@@ -130,7 +131,7 @@ APRIORI = pd.DataFrame([
 
 
 def test_skip_table_marks_the_control_and_the_apriori_candidate_and_the_measured_wall_time():
-    header, rows = B._skip_table(LAYER_SKIP, MEASURED)
+    header, rows = layers._skip_table(LAYER_SKIP, MEASURED)
     assert header == ["task", "skipped layer", "baseline", "original head", "compensated [95% CI]", "Δ [95% CI]",
                       "p (Holm)", "hidden units", "FLOPs saved", "wall time saved"]
     assert rows == [
@@ -142,7 +143,7 @@ def test_skip_table_marks_the_control_and_the_apriori_candidate_and_the_measured
 
 
 def test_apriori_rows_compare_the_choice_with_the_actual_skips_beside_the_published_result():
-    header, rows, pub = B._apriori_rows(APRIORI, LAYER_SKIP)
+    header, rows, pub = layers._apriori_rows(APRIORI, LAYER_SKIP)
     assert header[:2] == ["task", "a-priori candidate"] and len(header) == 6
     assert rows == [
         ["COLA", "1", "2 / 1", "no / yes", "layers 1", "-0.5 / 0.5"],    # layer 2's CI stays below 0: a loss
@@ -155,10 +156,10 @@ def test_apriori_rows_compare_the_choice_with_the_actual_skips_beside_the_publis
 
 
 def test_skip_section_shows_both_tables_and_marks_the_published_row():
-    s = B.section_skip(report_data("cola", "sst2", tables={"layer_skip": MEASURED}),
+    s = layers.section_skip(report_data("cola", "sst2", tables={"layer_skip": MEASURED}),
                        {"layer_skip": LAYER_SKIP, "apriori_validation": APRIORI})
-    h2, rows2, _ = B._apriori_rows(APRIORI, LAYER_SKIP)
-    h, rows = B._skip_table(LAYER_SKIP, MEASURED)
+    h2, rows2, _ = layers._apriori_rows(APRIORI, LAYER_SKIP)
+    h, rows = layers._skip_table(LAYER_SKIP, MEASURED)
     assert s.md_lines == ["## Layer skipping: a-priori choice against the actual skips", "", table_md(h2, rows2), "",
                           "## Layer skipping with a compensation classifier", "", table_md(h, rows), ""]
     assert '<tr class="pub"><td class="l">published, BERT-base</td>' in s.html
@@ -178,7 +179,7 @@ def test_removal_rows_order_the_kinds_and_star_only_corrected_p_below_005():
                        removal("cola", "skip", 2, -0.5, -0.6, -0.4, 0.001),
                        removal("sst2", "skip", 1, 0.02, -0.05, 0.1, 0.6),
                        removal("cola", "skip", 1, 0.0, -0.1, 0.1, 1.0)])
-    header, rows = B._removal_rows(rm, ["cola", "sst2"])
+    header, rows = layers._removal_rows(rm, ["cola", "sst2"])
     assert header == ["kind", "layer", "COLA", "SST2"]
     assert rows == [["skip", 1, "0 [-0.1, 0.1]", "0.02 [-0.05, 0.1]"],
                     ["skip", 2, "-0.5 [-0.6, -0.4] *", "–"],
@@ -193,7 +194,7 @@ def test_pattern_rows_leave_block_undefined_for_single_sentences_and_end_with_th
     ps = pd.DataFrame([{"task": t, "pattern": p, "share": v, "ci_low": lo, "ci_high": hi, "n": 96, "thresholds": "{}"}
                        for t in ("sst2", "mrpc") for p, (v, lo, hi) in shares.items()
                        if not (t == "sst2" and p == "block")])
-    header, rows, pub = B._pattern_rows(ps)
+    header, rows, pub = attention._pattern_rows(ps)
     assert header == ["task", "vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"]
     assert rows == [["SST2", "0.4 [0.3, 0.5]", "0.1 [0.05, 0.15]", "0.05 [0.02, 0.08]", "n/a (single sentences)",
                      "0.25 [0.2, 0.3]"],
@@ -211,7 +212,7 @@ def test_similarity_rows_per_map_variant_with_the_published_bert_base_row():
                         for m, vals in (("norm", (0.5, 0.9)), ("row_normalised", (0.3, 0.2)))
                         for (prev, s), v in zip((("ATTN-W", "ATTN-N"), ("ATTN-N", "ATTNRES-N")), vals)
                         for lo, hi in [(v - 0.1, v + 0.05)]])
-    header, rows, pub = B._similarity_rows(sim)
+    header, rows, pub = attribution._similarity_rows(sim)
     assert header == ["task", "maps", "ATTN-N vs previous", "ATTNRES-N vs previous"]
     assert rows == [["COLA", "norm", "0.5 [0.4, 0.55]", "0.9 [0.8, 0.95]"],
                     ["COLA", "row-normalised", "0.3 [0.2, 0.35]", "0.2 [0.1, 0.25]"],
@@ -223,7 +224,7 @@ def test_amp_pair_rows_keep_the_top_three_pairs_of_each_layer():
     pairs = [("un", "##able", 0.1234, 5), ("the", "cat", 0.1, 3), ("a", "b", 0.05, 2), ("x", "y", 0.01, 1)]
     pr = pd.DataFrame([{"task": "cola", "layer": 1, "rank": i + 1, "input_token": a, "output_token": b, "ff_amp": v,
                         "n": n} for i, (a, b, v, n) in enumerate(pairs)])
-    assert B._amp_pair_rows(pr) == (["task", "layer", "input → output (FF-amp, count)"],
+    assert attribution._amp_pair_rows(pr) == (["task", "layer", "input → output (FF-amp, count)"],
                                     [["COLA", 1, "un → ##able (0.123, 5); the → cat (0.100, 3); a → b (0.050, 2)"]])
 
 
@@ -240,11 +241,11 @@ FFN_RATIO = pd.DataFrame([
 
 
 def test_ffn_rows_show_the_ratio_beside_the_published_value_at_the_same_depth():
-    header, rows, _ = B._ffn_rows(FFN_RATIO, ["cola"])
+    header, rows, _ = ffn._ffn_rows(FFN_RATIO, ["cola"])
     assert header == ["layer", "depth", "COLA", P.LABEL]
     assert rows == [[1, "0.50", "150 [100, 200]", "~150× (layer 1 of 12)"],
                     [2, "1.00", "2.5 [1.5, 4]", "~2× (layer 12 of 12)"]]
-    header, rows, _ = B._ffn_rows(FFN_RATIO, ["cola"], "structural_share")
+    header, rows, _ = ffn._ffn_rows(FFN_RATIO, ["cola"], "structural_share")
     assert header == ["layer", "depth", "COLA"]
     assert rows == [[1, "0.50", "90.0% [85.0%, 95.0%]"], [2, "1.00", "60.0% [50.0%, 70.0%]"]]
 
@@ -259,7 +260,7 @@ CONFIDENT = pd.DataFrame([{"task": "cola", "n": 48, "margin_threshold": 0.3, **e
 
 
 def test_confident_rows_give_shares_as_percentages_and_end_with_the_published_range():
-    header, rows, pub = B._confident_rows(CONFIDENT)
+    header, rows, pub = confident_errors._confident_rows(CONFIDENT)
     assert header == ["task", "n", "errors", "high-confidence share", "mean margin", "no layer right"]
     assert rows == [["COLA", 48, "12 [8, 16]", "75.0% [50.0%, 91.7%]", "0.4 [0.3, 0.5]", "25.0% [10.0%, 40.0%]"],
                     [P.LABEL, "", "", "60–93% (range over tasks)", "", ""]]
@@ -267,7 +268,7 @@ def test_confident_rows_give_shares_as_percentages_and_end_with_the_published_ra
 
 
 def test_errors_section_names_the_margin_threshold_and_embeds_its_figure():
-    s = B.section_errors(report_data("cola"), {"confident_wrong": CONFIDENT})
+    s = confident_errors.section_errors(report_data("cola"), {"confident_wrong": CONFIDENT})
     assert s.key == "errors"
     assert s.md_lines[0] == "## Confident-wrong errors (margin > 0.3) [95% CI]"
     assert "| COLA | 48 | 12 [8, 16] | 75.0% [50.0%, 91.7%] | 0.4 [0.3, 0.5] | 25.0% [10.0%, 40.0%] |" in s.md_lines[2]
@@ -287,7 +288,7 @@ def test_token_rows_show_subword_shares_at_the_corpus_threshold_only():
                        share("subword", "corpus", "LOW", "punctuation", 0.2, 120),
                        share("word", "corpus", "HIGH", "content", 0.99, 30),        # other levels and thresholds
                        share("subword", "sentence", "HIGH", "content", 0.98, 35)])  # are in the CSV only
-    header, rows = B._token_rows(ts, ["cola", "rte"])
+    header, rows = tokens._token_rows(ts, ["cola", "rte"])
     assert header == ["task", "layer", "bucket", "content", "function", "punctuation", "n tokens"]
     assert rows == [["COLA", 2, "HIGH", "50.0% [40.0%, 60.0%]", "30.0% [20.0%, 40.0%]", "–", 40],
                     ["COLA", 2, "LOW", "20.0% [10.0%, 30.0%]", "60.0% [50.0%, 70.0%]", "20.0% [10.0%, 30.0%]", 120]]
@@ -304,14 +305,14 @@ BENCHMARKS = pd.DataFrame([{"job": "finetune_cola", "seconds": 30.0, "max_rss_mb
 
 
 def test_provenance_rows_are_one_row_per_field_and_one_column_per_task():
-    header, rows = B._provenance_rows(PROVENANCE)
+    header, rows = provenance._provenance_rows(PROVENANCE)
     assert header == ["", "COLA", "SST2"]
     assert rows == [["bertology_version", "0.1.0", "0.1.0"], ["git_commit", "abc123", "abc123"],
                     ["finetune_seed", 0.0, "–"]]
 
 
 def test_run_time_rows_sum_the_jobs_of_each_rule_longest_first():
-    header, rows, top = B._run_time_rows(BENCHMARKS)
+    header, rows, top = provenance._run_time_rows(BENCHMARKS)
     assert header == ["rule", "jobs", "seconds (sum)", "longest job (s)", "share"]
     assert rows == [["extract_dev", 1, "100", "100", "50.0%"], ["finetune", 2, "80", "50", "40.0%"],
                     ["report", 1, "20", "20", "10.0%"]]
@@ -320,17 +321,27 @@ def test_run_time_rows_sum_the_jobs_of_each_rule_longest_first():
 
 def test_sections_come_in_page_order_and_the_workflow_config_goes_under_provenance():
     data = report_data("cola", "sst2", benchmarks=BENCHMARKS)
-    sections = B._sections(data, {"metrics": METRICS, "provenance": PROVENANCE}, {"seed": 7})
+    sections = make_sections(data, {"metrics": METRICS, "provenance": PROVENANCE}, {"seed": 7})
     assert [s.key for s in sections] == ["metrics", "provenance", "runtime"]
-    provenance, runtime = sections[1], sections[2]
-    assert provenance.md_lines == ["## Provenance", "", table_md(*B._provenance_rows(PROVENANCE)), ""]
-    assert "commit <code>abc123</code>" in provenance.html
-    assert '<h3>Workflow configuration</h3><pre>{\n  &quot;seed&quot;: 7\n}</pre>' in provenance.html
+    shown, runtime = sections[1], sections[2]
+    assert shown.md_lines == ["## Provenance", "", table_md(*provenance._provenance_rows(PROVENANCE)), ""]
+    assert "commit <code>abc123</code>" in shown.html
+    assert '<h3>Workflow configuration</h3><pre>{\n  &quot;seed&quot;: 7\n}</pre>' in shown.html
     assert "200 s summed over 4 jobs; <b>extract_dev</b> dominates" in runtime.html
     assert runtime.md_lines[0] == "## Run times (Snakemake benchmarks)"
-    assert "<h3>Workflow configuration</h3>" not in B.section_provenance(data, {"provenance": PROVENANCE}).html
+    assert "<h3>Workflow configuration</h3>" not in provenance.section_provenance(data, {"provenance": PROVENANCE}).html
 
 
-@pytest.mark.parametrize("section", B.SECTIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("section", list(SECTIONS.values()), ids=lambda f: f.__name__)
 def test_a_section_is_left_out_when_the_results_hold_nothing_for_it(section):
     assert section(report_data("cola"), {}, {"seed": 7}) is None
+
+
+def test_every_section_an_analysis_lists_is_registered_and_the_page_follows_the_registry():
+    from bertology.analysis.registry import sections
+    from bertology.reports.sections import REPORT_ONLY, order
+
+    assert order() == [*sections(), *REPORT_ONLY]
+    assert set(SECTIONS) == set(order())
+    assert order()[:9] == ["metrics", "separability", "skip", "removals", "attention", "attribution", "ffn",
+                           "errors", "tokens"]
