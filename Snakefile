@@ -26,7 +26,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
 from bertology import BertologyError
 from bertology.analysis.registry import workflow_tables
-from bertology.extract.tasks import glue_source
+from bertology.extract.tasks import get_task, glue_source
 
 try:
     GLUE = glue_source(config.get("glue_dir"), config["tasks"], config["carve_train_from_dev"])
@@ -43,7 +43,8 @@ TASKS = config["tasks"]
 RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], dict) else None
 BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
 ANALYSIS_TABLES = workflow_tables(attention_change=AN["attention_change"],
-                                  attribution=AN["attribution_samples"] > 0, sweep=IV["enabled"])
+                                  attribution=AN["attribution_samples"] > 0, sweep=IV["enabled"],
+                                  pairs=all(get_task(t).is_pair for t in TASKS))
 
 # Remote stores (config `storage`). With `storage.root` set (an fsspec URL such as s3://bucket/prefix, or a
 # folder), the activation stores and sweeps are written there, mirroring the local layout, and Snakemake

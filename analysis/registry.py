@@ -261,10 +261,13 @@ def skipped_tables(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> di
     return out
 
 
-def workflow_tables(*, attention_change: bool, attribution: bool, sweep: bool) -> list[str]:
-    """The tables the workflow's ``analyze`` rule declares: a full-capture dev store, a train store, and
-    the pre-trained store, attribution and sweep as configured."""
-    return tables_for(Capabilities.full_capture(), Inputs(train=True, sweep=sweep, pretrained=attention_change),
+def workflow_tables(*, attention_change: bool, attribution: bool, sweep: bool, pairs: bool = False) -> list[str]:
+    """The tables the workflow's ``analyze`` rule declares: those of a full-capture dev store with a train
+    store, and the pre-trained store, attribution and sweep as configured. ``pairs``: every task of the
+    workflow is a text-pair task (else a table only pair tasks get is written but not declared, since one
+    rule's outputs are the same for every task)."""
+    return tables_for(Capabilities.full_capture(pairs=pairs),
+                      Inputs(train=True, sweep=sweep, pretrained=attention_change),
                       AnalyzeConfig(attribution_samples=1 if attribution else 0))
 
 

@@ -22,7 +22,8 @@ ATTRIBUTION_SITES = (EMBED,) + SITES
 @dataclass(frozen=True)
 class Capabilities:
     """``layers``: the model's layers; ``token_layers`` and ``token_sites``: where token states are stored;
-    ``attention``: whether attention maps are; ``class_counts``: samples per class."""
+    ``attention``: whether attention maps are; ``class_counts``: samples per class; ``pairs``: whether the
+    samples are text pairs (a second text, segment 1)."""
 
     samples: int
     class_counts: tuple[int, ...]
@@ -30,6 +31,7 @@ class Capabilities:
     token_layers: tuple[int, ...]
     token_sites: frozenset[str]
     attention: bool
+    pairs: bool = False
 
     @property
     def tokens(self) -> bool:
@@ -68,12 +70,12 @@ class Capabilities:
         return None if why is None else why if why.startswith("token states") else f"a full capture: {why}"
 
     @classmethod
-    def full_capture(cls, n_layers: int = 1) -> "Capabilities":
+    def full_capture(cls, n_layers: int = 1, pairs: bool = False) -> "Capabilities":
         """What ``extract`` stores by default (every site at every layer, and attention): the workflow's
         dev stores, whose tables the workflow declares before any store exists."""
         layers = tuple(range(1, n_layers + 1))
         return cls(samples=0, class_counts=(), layers=layers, token_layers=layers,
-                   token_sites=frozenset(TOKEN_SITES), attention=True)
+                   token_sites=frozenset(TOKEN_SITES), attention=True, pairs=pairs)
 
 
 def capabilities(ds: xr.Dataset) -> Capabilities:
@@ -84,8 +86,8 @@ def capabilities(ds: xr.Dataset) -> Capabilities:
     counts = np.bincount(labels, minlength=ds.sizes.get("class", 0)) if len(labels) else np.zeros(0, int)
     return Capabilities(samples=int(ds.sizes["sample"]), class_counts=tuple(int(c) for c in counts),
                         layers=tuple(int(l) for l in ds["layer"].values), token_layers=token_layers,
-                        token_sites=sites,
-                        attention="attention" in ds)
+                        token_sites=sites, attention="attention" in ds,
+                        pairs="text_b" in ds and bool(np.any(ds["text_b"].values != "")))
 
 
 
