@@ -64,6 +64,7 @@ def build_report(results: str | Path, out: str | Path, db: str | Path | None = N
     md = [f"# {TITLE}", "", subtitle, "", "Figures and example sentences: index.html. Tables as CSV: tables/.", ""]
     md += [line for s in sections for line in s.md_lines]
     files = {f"tables/{name}.csv": T.to_csv_bytes(df) for name, df in tabs.items()}
+    files.update({f"tables/{name}.csv": T.to_csv_bytes(df) for s in sections for name, df in s.csv.items()})
     files["summary.md"] = "\n".join(md).encode("utf-8")
     files["index.html"] = page(TITLE, subtitle, [(s.key, s.title, s.html) for s in sections]).encode("utf-8")
     if not out.local:

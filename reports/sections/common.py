@@ -4,7 +4,7 @@ share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
@@ -32,12 +32,15 @@ def section(key: str):
 
 @dataclass(frozen=True)
 class Section:
-    """One section of the report: its anchor and heading in the page, its HTML and its Markdown lines."""
+    """One section of the report: its anchor and heading in the page, its HTML and its Markdown lines; and the
+    tables it shows that :func:`bertology.reports.tables.all_tables` does not make (written as
+    ``tables/NAME.csv`` beside the others)."""
 
     key: str
     title: str
     html: str
     md_lines: list[str]
+    csv: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def csv_link(name: str) -> str:
