@@ -74,8 +74,9 @@ class Analysis:
 
 
 class NotAsked(str):
-    """A reason that is the user's own choice (an optional input not given, an option that turns the analysis
-    off): ``analyze`` skips the analysis without a line, as asked. Every other reason is said."""
+    """A reason that is no shortcoming of the store: the user's own choice (an optional input not given, an
+    option that turns the analysis off), or an analysis that does not apply to the task. ``analyze`` skips
+    the analysis without a line. Every other reason is said."""
 
 
 def _attention(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> str | None:
@@ -83,6 +84,12 @@ def _attention(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> str | 
         return NotAsked("--no-attention was given")
     why = caps.missing_attention()
     return None if why is None else f"needs attention maps: {why}"
+
+
+def _pair_attention(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> str | None:
+    if not caps.pairs:
+        return NotAsked("is about text pairs; the task's samples have one text")
+    return _attention(caps, inputs, cfg)
 
 
 def _attention_change(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> str | None:
@@ -170,6 +177,12 @@ REGISTRY: tuple[Analysis, ...] = (
              "attention_heads:analyze_change", requires=_attention_change,
              options=("attention", "resamples", "seed", "block_size"),
              doc="the attention change through fine-tuning (shown in the attention section)"),
+    Analysis("word_matching",
+             (Table("word_matching", "attention from a word to the same word in the other sentence of a pair, "
+                                     "against a word at a matched distance, per head"),),
+             "word_matching:analyze", requires=_pair_attention, sections=("word_matching",),
+             options=("attention", "resamples", "seed", "correction", "block_size"),
+             doc="Kovaleva et al.'s cross-sentence word matching"),
     Analysis("attribution",
              (Table("attribution_similarity", "Spearman ρ of each attribution scope's map with the previous"),
               Table("attribution_completeness", "how exactly each scope's maps sum to the layer's output"),
