@@ -47,11 +47,16 @@ class ExtractConfig:
     overlap_writes: bool | None = None             # writer thread beside the forward passes (None: on a GPU)
     extra_meta: dict = field(default_factory=dict)
 
-    def validate(self, n_layers: int) -> None:
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, n_layers: int | None = None) -> None:
+        """Refuse a setting outside its valid set, naming it (at construction; the token layers again against
+        the model's ``n_layers`` once it is loaded)."""
         bad = [s for s in self.token_sites if s not in S.TOKEN_SITES]
         if bad:
             raise BertologyError(f"unknown token site(s) {bad}; choose from {', '.join(S.TOKEN_SITES)}")
-        if self.token_layers is not None:
+        if self.token_layers is not None and n_layers is not None:
             out = [l for l in self.token_layers if not 1 <= l <= n_layers]
             if out:
                 raise BertologyError(f"token layer(s) {out} out of range; layers are numbered 1..{n_layers}")

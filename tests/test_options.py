@@ -51,3 +51,17 @@ def test_every_option_has_one_flag_whose_choices_and_default_are_the_declaration
                                                  strength_layer=2)
     with pytest.raises(SystemExit):
         parser.parse_args(["--confident-margin", "2"])
+
+
+@pytest.mark.parametrize("bad, says", [
+    (dict(dtype="bfloat16"), "dtype must be one of float16, float32"),
+    (dict(token_sites=("ln2", "ln3")), r"unknown token site\(s\) \['ln3'\]"),
+    (dict(window=100), "window must be a positive multiple of 64"),
+])
+def test_extraction_settings_are_refused_at_construction(bad, says):
+    from bertology import BertologyError
+    from bertology.extract.extraction import ExtractConfig
+
+    with pytest.raises(BertologyError, match=says):
+        ExtractConfig(**bad)
+    ExtractConfig(token_layers=(99,))          # the model's depth is known only once it is loaded
