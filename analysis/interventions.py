@@ -179,9 +179,15 @@ def analyze(ctx) -> dict:
     sw = open_sweep(ctx.sweep)
     if sw.attrs["model_sha256"] != ds.attrs["model_sha256"] or list(sw["sample"].values) != list(ds["sample"].values):
         raise BertologyError(f"{ctx.sweep}: intervention sweep of another checkpoint or other samples than {ctx.store}")
-    skip = layer_skip(sw, ctx.boot, ctx.tables.get("skip_candidates"), seed=cfg.seed, correction=cfg.correction)
-    return {"interventions": intervention_effects(sw, ctx.boot, cfg.correction),
-            "layer_skip": skip,
-            "apriori_validation": apriori_validation(skip, ctx.tables["separability"], cfg.skip_statistic,
-                                                     n_layers=int(sw.attrs["n_layers"])),
-            "intervention_predictions": prediction_rows(sw)}
+    candidates = ctx.tables.get("skip_candidates")
+    skip = layer_skip(sw, ctx.boot, candidates, seed=cfg.seed, correction=cfg.correction)
+    tables = {"interventions": intervention_effects(sw, ctx.boot, cfg.correction), "layer_skip": skip,
+              "intervention_predictions": prediction_rows(sw)}
+    if candidates is None:
+        from .requirements import skipped
+
+        skipped("apriori_validation: it needs the a-priori skip candidates, which were skipped (see above)")
+    else:
+        tables["apriori_validation"] = apriori_validation(skip, ctx.tables["separability"], cfg.skip_statistic,
+                                                          n_layers=int(sw.attrs["n_layers"]))
+    return tables

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bertology import BertologyError
 from bertology.store.schema import SITES
 
 from .bootstrap import DEFAULT_RESAMPLES
@@ -22,6 +23,10 @@ SKIP_RULES = ("nonpositive", "k_lowest")
 POOLINGS = ("cls", "mean")
 #: An error is confident when its margin p(predicted) − p(true) exceeds this (the mission's Finding 3).
 CONFIDENT_MARGIN = 0.3
+
+
+class OptionError(BertologyError, ValueError):
+    """A setting outside its constraint: the message names the option and the values it takes."""
 
 
 @dataclass(frozen=True)
@@ -46,24 +51,24 @@ class Constraint:
         if value is None:
             if self.optional:
                 return
-            raise ValueError(f"{name}: a value is required ({self.describe()})")
+            raise OptionError(f"{name}: a value is required ({self.describe()})")
         if self.kind is tuple:
             values = tuple(value) if isinstance(value, (list, tuple)) else None
             bad = [v for v in values or () if self.choices and v not in self.choices]
             if values is None or not values or bad:
-                raise ValueError(f"{name}={value!r}: one or more of {', '.join(map(str, self.choices))}")
+                raise OptionError(f"{name}={value!r}: one or more of {', '.join(map(str, self.choices))}")
             return
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"{name}={value!r}: true or false")
+                raise OptionError(f"{name}={value!r}: true or false")
             return
         if self.kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
                                           or (self.kind is int and not float(value).is_integer())):
-            raise ValueError(f"{name}={value!r}: {self.describe()}")
+            raise OptionError(f"{name}={value!r}: {self.describe()}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{name}={value!r}: one of {', '.join(map(str, self.choices))}")
+            raise OptionError(f"{name}={value!r}: one of {', '.join(map(str, self.choices))}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise ValueError(f"{name}={value!r}: {self.describe()}")
+            raise OptionError(f"{name}={value!r}: {self.describe()}")
 
     def describe(self) -> str:
         if self.choices:
@@ -114,10 +119,16 @@ class AnalyzeConfig:
 
     def __post_init__(self):
         for f in fields(self):
+            c: Constraint = f.metadata["constraint"]
             value = getattr(self, f.name)
-            if f.metadata["constraint"].kind is tuple and isinstance(value, list):
+            if c.kind is tuple and isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
-            f.metadata["constraint"].check(f.name, getattr(self, f.name))
+            c.check(f.name, getattr(self, f.name))
+            if c.kind is int and value is not None:
+                object.__setattr__(self, f.name, int(value))     # 1000.0 is 1000
+        if self.skip_statistic == "probe_accuracy" and not self.probe:
+            raise OptionError("skip_statistic='probe_accuracy' needs the probe: drop --no-probe, or choose another "
+                             "--skip-statistic")
 
 
 def constraints(cls=AnalyzeConfig) -> dict[str, Constraint]:
@@ -155,7 +166,7 @@ def _parser(name: str, c: Constraint):
             raise argparse.ArgumentTypeError(f"{text!r} is not {c.describe()}") from None
         try:
             c.check(name, value)
-        except ValueError:
+        except OptionError:
             raise argparse.ArgumentTypeError(f"{text} is not {c.describe()}") from None
         return value
     return parse

@@ -13,7 +13,7 @@ An entry (:class:`Analysis`) says
   registry itself stays light enough for the Snakefile and the index to import).
 
 Everything else derives from this tuple: ``analyze``'s plan and its skipped lines (:func:`plan`), the
-Snakefile's declared outputs and the index's tables (:func:`tables_for`, :data:`TABLES`), the report's
+Snakefile's declared outputs (:func:`workflow_tables`), the index's tables and keys (:data:`TABLES`), the report's
 sections and the explorer's "available" flags (:func:`store_supports`). The README's "Adding an analysis"
 walks through one entry.
 """
@@ -134,9 +134,10 @@ def _token_strength(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> s
     why = caps.missing_tokens(cfg.strength_site)
     if why is not None:
         return f"needs token states at {cfg.strength_site}: {why}"
-    if set(caps.token_layers) == set(caps.layers):
-        return None
     layer = cfg.strength_layer or default_layer(len(caps.layers))
+    if layer not in caps.layers:
+        return (f"--strength-layer {layer} is past the model's depth (layers 1…{len(caps.layers)}): pass a layer "
+                f"of the model")
     if layer not in caps.token_layers:
         return (f"needs token states at layer {layer} (the store has layer(s) "
                 f"{', '.join(map(str, caps.token_layers))}): pass --strength-layer, or re-extract with it")
@@ -260,18 +261,6 @@ def plan(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> list[Step]:
 def tables_for(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> list[str]:
     """The tables an analysis of a store like ``caps`` with these inputs and options writes."""
     return [t for step in plan(caps, inputs, cfg) for t in step.tables]
-
-
-def skipped_tables(caps: Capabilities, inputs: Inputs, cfg: AnalyzeConfig) -> dict[str, str]:
-    """Each table that would not be written, with the reason."""
-    out = {}
-    for step in plan(caps, inputs, cfg):
-        for t in step.analysis.tables:
-            if t.name in step.tables:
-                continue
-            why = step.reason or (t.requires(caps, inputs, cfg) if t.requires else None)
-            out[t.name] = why
-    return out
 
 
 def workflow_tables(*, attention_change: bool, attribution: bool, sweep: bool, pairs: bool = False) -> list[str]:

@@ -34,7 +34,7 @@ from .bootstrap import Bootstrap
 from .context import Context
 from .engine import engine
 from .options import AnalyzeConfig
-from .registry import ANALYSIS_FORMAT, PER_ROW, RETIRED, TABLE_BY_NAME, Inputs, NotAsked, plan
+from .registry import ANALYSIS_FORMAT, BY_NAME, PER_ROW, RETIRED, TABLE_BY_NAME, Inputs, NotAsked, plan
 from .requirements import collect_skipped, skipped
 
 FRONT = ["task", "model", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n", "p", "p_adj",
@@ -107,6 +107,9 @@ def _run(ctx: Context) -> None:
     for step in steps:
         if isinstance(step.reason, NotAsked):
             continue
+        empty = [d for d in step.analysis.depends if not any(t.name in ctx.tables for t in BY_NAME[d].tables)]
+        if step.reason is None and empty:
+            step.reason = f"needs the tables of {', '.join(empty)}, which the data were too few for (see above)"
         if step.reason is not None:
             skipped(f"{step.analysis.name} ({', '.join(t.name for t in step.analysis.tables)}): {step.reason}")
             continue

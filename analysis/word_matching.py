@@ -1,11 +1,13 @@
 """Cross-sentence word matching (Kovaleva et al. 2019, §4.4): which heads attend from a word in one sentence
 of a pair to the same word in the other.
 
-For a text pair, words are the tokenizer's words (WordPiece ``##`` pieces, or BPE pieces, joined; special
-tokens and punctuation left out), compared by their lowercased form. The attention from word q to word k
-of one head is the sum over k's pieces of the attention each of q's pieces gives them, averaged over q's
-pieces (the word-level attention of Clark et al. 2019). For every word q whose form occurs in the other
-sentence, at the word m there (each such m):
+For a text pair, words are the tokenizer's words (WordPiece ``##`` pieces, or BPE pieces, joined; a
+punctuation token is a word of its own; special tokens and punctuation take no part), compared by their
+lowercased form. The attention from word q to word k of one head is the attention each of q's pieces gives
+each of k's pieces, averaged over both: per piece, so that a word split into more pieces draws no more
+attention by that alone (Clark et al. 2019 sum over the key word's pieces, which would give a uniform head
+a score of (pieces(m) − pieces(c))/n). For every word q whose form occurs in the other sentence, at the word
+m there (each such m):
 
 - ``match`` = att(q → m);
 - ``control`` = att(q → c), c the word of the other sentence with another form whose distance from q (in
@@ -14,7 +16,7 @@ sentence, at the word m there (each such m):
 
 Per sample and head, the means over its (q, m) pairs; the statistic ``match_minus_control`` is the mean over
 the samples that have at least one pair of (match − control): 0 for a head that ignores word identity (a
-uniform head over single-piece words scores exactly 0), positive for a head that matches words. Its
+uniform head scores exactly 0), positive for a head that matches words. Its
 interval is the run's Poisson bootstrap over samples; its p-value a two-sided one-sample t-test over
 samples, corrected across every head (``--correction``); heads are ranked by the estimate.
 
@@ -42,7 +44,11 @@ def words_of(tokens: list[str], bpe: bool) -> tuple[np.ndarray, list[str], np.nd
     """The words of one tokenised pair: each token's word index, each word's lowercased form, segment and
     whether it takes part (not special, not punctuation)."""
     classes, segment = token_classes(tokens)
-    wid = word_ids(tokens, bpe)
+    punct = classes == TOKEN_CLASSES.index("punct")
+    pieces_of = word_ids(tokens, bpe)
+    starts = np.ones(len(tokens), dtype=bool)          # a new word: a new tokenizer word, or punctuation
+    starts[1:] = (pieces_of[1:] != pieces_of[:-1]) | punct[1:] | punct[:-1]
+    wid = np.cumsum(starts) - 1
     n_words = int(wid.max()) + 1 if len(wid) else 0
     pieces = [t[2:] if t.startswith("##") else t.replace("Ġ", "").replace("▁", "") for t in tokens]
     forms = ["".join(p for p, w in zip(pieces, wid) if w == k).lower() for k in range(n_words)]
@@ -53,12 +59,12 @@ def words_of(tokens: list[str], bpe: bool) -> tuple[np.ndarray, list[str], np.nd
 
 
 def word_attention(maps: np.ndarray, wid: np.ndarray) -> np.ndarray:
-    """Word-to-word attention (..., words, words) of token maps (..., n, n): the sum over the key word's
-    pieces, averaged over the query word's pieces."""
+    """Word-to-word attention (..., words, words) of token maps (..., n, n): the mean over the query word's
+    pieces and the key word's pieces."""
     n_words = int(wid.max()) + 1
     member = (wid[None, :] == np.arange(n_words)[:, None]).astype(np.float64)       # (words, n)
-    mean_rows = member / member.sum(axis=1, keepdims=True)
-    return mean_rows @ np.asarray(maps, dtype=np.float64) @ member.T
+    mean = member / member.sum(axis=1, keepdims=True)
+    return mean @ np.asarray(maps, dtype=np.float64) @ mean.T
 
 
 def matching_pairs(forms: list[str], word_segment: np.ndarray, word_ok: np.ndarray,

@@ -118,18 +118,19 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
                              f"index is a DuckDB file on this machine)")
     db = Path(db) if db else results.local_path / "bertology.duckdb"
     sources = (indexed_paths(db) if named and db.is_file() else []) or results
-    refresh = f"`bertology index {results}" + (f" --db {db}`" if named else "`")
+    refresh = (f"`bertology report {results} --db {db} --reindex` (it re-reads the runs this index holds)" if named
+               else f"`bertology index {results}` or `bertology report {results} --reindex`")
     if reindex:
         build_index(sources, db)
     elif not db.is_file():
-        raise BertologyError(f"{db}: no index of {results}; build it with {refresh}, or pass --reindex")
+        raise BertologyError(f"{db}: no index of {results}; build it with `bertology index {results}"
+                             + (f" --db {db}`" if named else "`") + ", or pass --reindex")
     else:
         stale = check_index(sources, db)
         if stale.changed:
             print(f"bertology report: the index {db} is out of date with {results} ({stale.describe()}); the "
-                  f"report shows the index as it is: refresh it with {refresh} or `bertology report --reindex`",
-                  file=sys.stderr, flush=True)
-    with IndexReader(db) as index:
+                  f"report shows the index as it is: refresh it with {refresh}", file=sys.stderr, flush=True)
+    with IndexReader(db) as index, index.cursor():   # every read from one database file
         return _read(index, results, tasks)
 
 
@@ -150,7 +151,11 @@ def _read(index: IndexReader, results: Location, tasks: list[str] | None) -> Rep
                              f"a report covers one run per task (pass --tasks, or report each folder apart)")
     runs = []
     for row in sorted(runs_df.itertuples(), key=lambda r: _order(r.task)):
-        analysis = json.loads((Location(row.analysis_path) / "analysis.json").read_text())
+        try:
+            analysis = json.loads((Location(row.analysis_path) / "analysis.json").read_text())
+        except (OSError, ValueError) as e:
+            raise BertologyError(f"{row.analysis_path}: the index names this analysis folder, which cannot be "
+                                 f"read now ({e}); refresh the index with `bertology report --reindex`") from None
         metrics = Location(row.checkpoint) / "metrics.json"
         runs.append(Run(row.run_id, row.task, json.loads(row.metadata), analysis,
                         json.loads(metrics.read_text()) if metrics.isfile() else None))

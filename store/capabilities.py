@@ -38,14 +38,9 @@ class Capabilities:
         """Any token-level state at all (not ``--cls-only`` or ``--attention-only``)."""
         return bool(self.token_sites)
 
-    def has_tokens(self, *sites: str, every_layer: bool = False) -> bool:
-        """Token states of every site in ``sites`` (at every layer of the model, with ``every_layer``)."""
-        if not set(sites) <= self.token_sites:
-            return False
-        return not every_layer or set(self.token_layers) == set(self.layers)
-
     def missing_tokens(self, *sites: str, every_layer: bool = False) -> str | None:
-        """Why :meth:`has_tokens` is False, as the fix a user applies (None when it is True)."""
+        """Why the store lacks token states of every site in ``sites`` (at every layer of the model, with
+        ``every_layer``), as the fix a user applies; None when it has them."""
         missing = [s for s in sites if s not in self.token_sites]
         if missing:
             return (f"the store holds no token states at {', '.join(missing)} (re-extract without --cls-only, "

@@ -136,3 +136,24 @@ def test_a_sweep_of_only_the_candidates_reports_them_and_leaves_the_top1_hit_und
     av = apriori_validation(ls.reset_index(), sep, n_layers=3).set_index("accuracy")
     assert av.at["original_head", "best_skip"] == 2 and av.at["original_head", "layers_swept"] == "2"
     assert pd.isna(av.at["original_head", "top1_hit"]) and np.isnan(av.at["original_head", "estimate"])
+
+
+def test_without_skip_candidates_the_sweep_is_analysed_and_the_apriori_check_is_skipped_with_a_line(tmp_path):
+    """When separability could not pick candidates (too few samples of a class), the interventions are still
+    reported, and no a-priori verdict is made up from an empty candidate set."""
+    from types import SimpleNamespace
+
+    from bertology.analysis import interventions
+    from bertology.analysis.options import AnalyzeConfig
+    from bertology.analysis.requirements import collect_skipped
+
+    path = write_sweep(synthetic_sweep(n=60, n_train=100), tmp_path / "s.sweep")
+    sw = open_sweep(path)
+    ds = xr.Dataset(coords={"sample": sw["sample"].values}, attrs={"model_sha256": sw.attrs["model_sha256"]})
+    ctx = SimpleNamespace(ds=ds, cfg=AnalyzeConfig(resamples=50), boot=Bootstrap.draw(60, 50, seed=0), sweep=path,
+                          store="dev.zarr", tables={})
+    with collect_skipped() as lines:
+        tables = interventions.analyze(ctx)
+    assert set(tables) == {"interventions", "layer_skip", "intervention_predictions"}
+    assert not tables["layer_skip"]["apriori_candidate"].any()
+    assert any("apriori_validation" in l and "skip candidates" in l for l in lines)

@@ -29,8 +29,10 @@ def test_a_value_outside_its_constraint_is_refused_with_the_valid_set(bad, says)
 
 
 def test_the_options_are_frozen_and_lists_become_tuples():
-    cfg = AnalyzeConfig(pooling=["cls", "mean"])
-    assert cfg.pooling == ("cls", "mean")
+    cfg = AnalyzeConfig(pooling=["cls", "mean"], resamples=1000.0)
+    assert cfg.pooling == ("cls", "mean") and type(cfg.resamples) is int
+    with pytest.raises(ValueError, match="needs the probe"):
+        AnalyzeConfig(probe=False, skip_statistic="probe_accuracy")
     with pytest.raises(Exception):
         cfg.seed = 3
 

@@ -81,3 +81,10 @@ def test_the_plan_names_a_reason_for_each_step_it_skips():
     steps = {s.analysis.name: s for s in plan(one, Inputs(), AnalyzeConfig())}
     assert "at least 2 samples" in steps["layer_predictions"].reason
     assert steps["confident_errors"].reason == "needs layer_predictions, which was skipped"
+
+
+def test_a_strength_layer_past_the_models_depth_is_a_skipped_line_not_a_crash(partial_stores, tmp_path, capsys):
+    store = partial_stores["ln2-only"]
+    assert main(["analyze", str(store), "--out", str(tmp_path), *FLAGS, "--strength-layer", "9"]) == 0
+    assert "--strength-layer 9 is past the model's depth (layers 1…3)" in capsys.readouterr().err
+    assert not (tmp_path / "token_strength.parquet").exists() and (tmp_path / "separability.parquet").exists()

@@ -102,3 +102,7 @@ def test_the_report_says_when_the_index_is_stale_and_refreshes_it_only_when_aske
     assert "out of date" not in capsys.readouterr().err
     assert not check_index(results, results / "bertology.duckdb").changed
     assert "0.123" in (tmp_path / "r3" / "summary.md").read_text()
+    # an analysis folder the index names is gone: the report stops with the fix instead of a traceback
+    shutil.rmtree(results / "rte" / "analysis")
+    with pytest.raises(BertologyError, match=r"cannot be read now .*--reindex"):
+        build_report(results, tmp_path / "r4")

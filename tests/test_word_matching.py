@@ -1,5 +1,5 @@
 """Cross-sentence word matching: positive on a head built to attend to matching words, exactly 0 on a uniform
-head over single-piece words, and equal to a plain loop over words on a real store's attention."""
+head (words of one piece or several), and equal to a plain loop over words on a real store's attention."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def brute_force(maps: np.ndarray, tokens: list[str]) -> np.ndarray | None:
         seg.append(min(sep_seen, 1) if t != "[SEP]" else None)
     segment = [seg[w[1][0]] for w in words]
 
-    def att(q, k):                                     # (L, H): sum over k's pieces, mean over q's pieces
-        return np.mean([sum(maps[..., i, j] for j in words[k][1]) for i in words[q][1]], axis=0)
+    def att(q, k):                                     # (L, H): mean over q's pieces and k's pieces
+        return np.mean([maps[..., i, j] for i in words[q][1] for j in words[k][1]], axis=0)
 
     match, control = [], []
     for q, (form, pos) in enumerate(words):
@@ -67,6 +67,17 @@ def test_a_head_attending_to_the_matching_word_scores_positive_and_a_uniform_hea
     got = sample_matching(matching[None, None], PAIR, bpe=False)
     assert got[0, 0, 0] == pytest.approx(0.9) and got[0, 0, 1] == pytest.approx(0.1 / (n - 1))
     assert sample_matching(uniform, ["[CLS]", "a", "b", "[SEP]", "c", "[SEP]"], bpe=False) is None   # no match
+    pieces = ["[CLS]", "the", "play", "##ing", "cat", "[SEP]", "a", "play", "##ing", "dog", "[SEP]"]
+    got = sample_matching(np.full((1, 1, 11, 11), 1 / 11), pieces, bpe=False)
+    assert got[0, 0, 0] == pytest.approx(got[0, 0, 1], abs=1e-15)        # "playing" (2 pieces) against "dog"
+
+
+def test_punctuation_is_a_word_of_its_own_in_bpe_tokens():
+    from bertology.analysis.word_matching import words_of
+
+    tokens = ["<s>", "Ġthe", "Ġcat", "Ġsat", ".", "</s>", "</s>", "Ġa", "Ġcat", ".", "</s>"]
+    _, forms, _, ok = words_of(tokens, bpe=True)
+    assert [f for f, keep in zip(forms, ok) if keep] == ["the", "cat", "sat", "a", "cat"]
 
 
 def test_sample_matching_equals_the_definition_on_random_maps_with_wordpieces():

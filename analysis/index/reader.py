@@ -152,11 +152,12 @@ class IndexReader:
             return cur.execute(text, params or []).df()
 
     def frame(self, table: str, run_ids: list[str]):
-        """Every row of ``table`` for these runs (empty when the index has no such table)."""
-        if table not in self.tables():
-            return None
-        marks = ", ".join("?" * len(run_ids))
-        return self.query(f'SELECT * FROM "{table}" WHERE run_id IN ({marks})', list(run_ids))
+        """Every row of ``table`` for these runs, as a DataFrame; None when the index has no such table."""
+        with self.cursor():
+            if table not in self.tables():
+                return None
+            marks = ", ".join("?" * len(run_ids))
+            return self.query(f'SELECT * FROM "{table}" WHERE run_id IN ({marks})', list(run_ids))
 
     def close(self) -> None:
         with self._gate.write():
