@@ -92,7 +92,7 @@ def _scheduler(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertology.analysis.options import SKIP_RULES, SKIP_STATISTICS, add_arguments
+    from bertology.analysis.options import CORRECTIONS, SKIP_RULES, SKIP_STATISTICS, add_arguments
 
     parser = argparse.ArgumentParser(prog="bertology", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bertology {__version__}")
@@ -191,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask engine: threads (default), processes, local:N (a LocalCluster of N worker "
                         "processes), or a scheduler address tcp://host:port (default: $DASK_SCHEDULER_ADDRESS, "
                         "else threads)")
+    _add_storage_args(p)
+
+    p = sub.add_parser("compare", help="two analysed runs of the same samples, A − B: paired differences per "
+                                       "sample, of accuracy and margin, and per layer")
+    p.add_argument("a", help="analysis folder of run A (`bertology analyze --out`)")
+    p.add_argument("b", help="analysis folder of run B")
+    p.add_argument("--out", required=True, help="folder for the comparison's tables")
+    p.add_argument("--intersect", action="store_true",
+                   help="compare the samples both runs hold (else runs of different samples are refused)")
+    p.add_argument("--resamples", type=_number(int, 10, "an integer of at least 10"), default=1000,
+                   help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--correction", default="holm", choices=CORRECTIONS,
+                   help="multiple-comparison correction across layers")
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
@@ -333,6 +347,12 @@ def _run(args: argparse.Namespace) -> int:
         for name, path in analyze(args.store, args.out, cfg, train_store=args.train_store,
                                   sweep=args.sweep, pretrained_store=args.pretrained_store,
                                   checkpoint=args.checkpoint, scheduler=args.scheduler).items():
+            print(f"wrote {path}")
+    elif args.command == "compare":
+        from bertology.analysis.compare import compare
+
+        for name, path in compare(args.a, args.b, args.out, intersect=args.intersect, resamples=args.resamples,
+                                  seed=args.seed, correction=args.correction).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from bertology.analysis.index import build_index

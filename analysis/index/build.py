@@ -36,7 +36,8 @@ from bertology.store.reader import StoreError, is_complete, read_attrs
 
 from ..registry import ANALYSIS_FORMAT
 from ..confident_errors import margins
-from .schema import INDEX_SCHEMA_VERSION, PRIMARY_KEYS, RUN_TABLES, ANALYSIS_TABLES, VIEWS, schema_version
+from .schema import (ANALYSIS_TABLES, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS, RUN_TABLES, VIEWS,
+                     schema_version)
 
 
 @dataclass
@@ -63,9 +64,10 @@ class IndexReport:
 
 
 def _walk(paths: list[Location]):
-    """Stores (``*.zarr`` folders, not descended into) and analysis folders: each path given is one of them,
-    or a folder searched for them (on disk or on an object store)."""
-    stores, analyses = set(), set()
+    """Stores (``*.zarr`` folders, not descended into), analysis folders and compare folders
+    (``bertology compare --out``): each path given is one of them, or a folder searched for them (on disk or
+    on an object store)."""
+    stores, analyses, compares = set(), set(), set()
     for path in paths:
         if path.name.endswith(".zarr"):
             stores.add(path)
@@ -77,26 +79,33 @@ def _walk(paths: list[Location]):
                     dirs.remove(d)
             if "analysis.json" in files:
                 analyses.add(root)
+            if "compare.json" in files:
+                compares.add(root)
     key = Location.resolved
-    return sorted(stores, key=key), sorted(analyses, key=key)
+    return sorted(stores, key=key), sorted(analyses, key=key), sorted(compares, key=key)
 
 
 def _tables_of(analysis: Location) -> list[str]:
     return [n for n in analysis.listdir() if n.endswith(".parquet")]
 
 
-def _fingerprint(store: Location, analysis: Location | None) -> str:
-    h = hashlib.sha256(json.dumps(read_attrs(store), sort_keys=True).encode())
-    if analysis is not None:
-        for name in _tables_of(analysis) + ["analysis.json"]:
+def _fingerprint(store: Location | None, folder: Location | None, info: str = "analysis.json") -> str:
+    h = hashlib.sha256(json.dumps(read_attrs(store), sort_keys=True).encode() if store else b"")
+    if folder is not None:
+        for name in _tables_of(folder) + [info]:
             h.update(name.encode())
-            h.update(hashlib.sha256((analysis / name).read_bytes()).digest())
+            h.update(hashlib.sha256((folder / name).read_bytes()).digest())
     return h.hexdigest()
 
 
 def run_id(store: str | Path | Location) -> str:
     """A run's id: a digest of its store's absolute path or URL."""
     return hashlib.sha256(locate(store).resolved().encode()).hexdigest()[:16]
+
+
+def compare_id(folder: str | Path | Location) -> str:
+    """A comparison's id: a digest of its folder's absolute path or URL."""
+    return "cmp-" + hashlib.sha256(locate(folder).resolved().encode()).hexdigest()[:12]
 
 
 def sample_frame(ds, rid: str) -> pd.DataFrame:
@@ -162,15 +171,32 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
             _append(con, table, frame.assign(run_id=rid, split=ds.attrs["split"]))
 
 
+def _add_compare(con, cid: str, folder: Location, fingerprint: str) -> None:
+    info = json.loads((folder / "compare.json").read_text())
+    _append(con, "compares", pd.DataFrame([{
+        "compare_id": cid, "compare_path": folder.resolved(), "task": info["task"],
+        "a_run_id": run_id(info["store_a"]), "b_run_id": run_id(info["store_b"]), "a_path": info["a"],
+        "b_path": info["b"], "n_samples": info["n_samples"], "fingerprint": fingerprint}]))
+    present = set(_tables_of(folder))
+    for table in COMPARE_TABLES:
+        if f"{table}.parquet" in present:
+            frame = pd.read_parquet(io.BytesIO((folder / f"{table}.parquet").read_bytes()))
+            _append(con, table, frame.assign(compare_id=cid))
+
+
 def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
-    """``run_id -> fingerprint`` of the runs already in ``db`` (none when it does not exist yet), and whether
-    ``db`` is an index of an older schema (to be rebuilt whole). A newer schema is refused."""
+    """``id -> fingerprint`` of the runs (and comparisons) already in ``db`` (none when it does not exist
+    yet), and whether ``db`` is an index of an older schema (to be rebuilt whole). A newer schema is
+    refused."""
     if not db.exists():
         return {}, False
     try:
         with duckdb.connect(str(db), read_only=True) as con:
             version = schema_version(con)
             runs = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall()) if version else {}
+            tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+            if "compares" in tables:
+                runs.update(con.sql("SELECT compare_id, fingerprint FROM compares").fetchall())
     except duckdb.Error as e:
         raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
                              f"move it away or choose another --db") from None
@@ -186,6 +212,8 @@ def indexed_paths(db: Path) -> list[Location]:
     _existing_runs(db)  # a file that is no bertology index is refused with the fix
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.sql("SELECT store_path, analysis_path FROM runs").fetchall()
+        if "compares" in {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}:
+            rows += con.sql("SELECT compare_path, NULL FROM compares").fetchall()
     found = {Location(p) for row in rows for p in row if p}
     return sorted((p for p in found if p.isdir()), key=Location.resolved)
 
@@ -219,7 +247,7 @@ def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
         lock.release()
 
 
-def _analysed_store(a: Location, info: dict) -> Location:
+def analysed_store(a: Location, info: dict) -> Location:
     """The store an analysis folder names: beside it as it was when analysed (results folders can move), or
     at its recorded path or URL."""
     rel = info.get("store_relative")
@@ -238,13 +266,13 @@ def check_index(results: str | Path | list, db: str | Path) -> IndexReport:
 def _survey(paths: list[Location], db: Path):
     """The runs ``paths`` hold against those in ``db``: the report of what a build changes, the runs wanted
     (``run_id -> (store, analysis, fingerprint)``) and the runs of ``db`` a build keeps."""
-    stores, analyses = _walk(paths)
+    stores, analyses, compares = _walk(paths)
     by_store: dict[str, Location] = {}
     outdated: dict[str, str] = {}
     for a in analyses:
         try:
             info = json.loads((a / "analysis.json").read_text())
-            target = _analysed_store(a, info)
+            target = analysed_store(a, info)
         except (KeyError, ValueError) as e:
             raise BertologyError(f"{a / 'analysis.json'}: unreadable ({e}); rerun `bertology analyze`") from None
         if info.get("format", 1) != ANALYSIS_FORMAT:
@@ -281,6 +309,8 @@ def _survey(paths: list[Location], db: Path):
     if not wanted:
         raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
+    for folder in compares:
+        wanted[compare_id(folder)] = (folder, None, _fingerprint(None, folder, "compare.json"))
     old, rebuild = _existing_runs(db)  # an index of an older schema is rebuilt from scratch
     existing = {} if rebuild else old
     for rid, (store, _, fp) in wanted.items():
@@ -312,14 +342,19 @@ def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
             tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
             con.execute("BEGIN TRANSACTION")
             for rid in stale:
-                for table in ("runs",) + RUN_TABLES:
+                kind = ("compares",) + COMPARE_TABLES if rid.startswith("cmp-") else ("runs",) + RUN_TABLES
+                column = "compare_id" if rid.startswith("cmp-") else "run_id"
+                for table in kind:
                     if table in tables:
-                        con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [rid])
+                        con.execute(f'DELETE FROM "{table}" WHERE {column} = ?', [rid])
             con.execute("COMMIT")
             todo = [(rid, *v) for rid, v in wanted.items() if existing.get(rid) != v[2]]
             for k, (rid, store, analysis, fp) in enumerate(todo, 1):
                 con.execute("BEGIN TRANSACTION")  # a run's rows go in together, or not at all
-                _add_run(con, rid, store, analysis, fp)
+                if rid.startswith("cmp-"):
+                    _add_compare(con, rid, store, fp)
+                else:
+                    _add_run(con, rid, store, analysis, fp)
                 con.execute("COMMIT")
                 if on_run is not None:
                     on_run(k, len(todo), store)

@@ -10,6 +10,10 @@ A *run* is one complete store, with the analysis tables written for it. Tables (
   ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
   ``attribution_example``, ``intervention_predictions``) never share a name with a summary
   (``token_strength_summary``, ``error_summary``);
+- ``compares``: one row per comparison folder (``bertology compare --out``): its ``compare_id``, task, the
+  runs A and B (``a_run_id``, ``b_run_id``), the samples compared; and its tables ``compare_samples`` (one row
+  per sample: each run's prediction, correctness and margin, ``flipped``), ``compare_summary`` and
+  ``compare_layers`` (paired differences A − B), each with ``compare_id``;
 - ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
 - views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
   ``margin > 0.3``).
@@ -30,15 +34,19 @@ ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: The version of the index's tables and names, in the table ``index_info``; a database of another version
 #: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
 #: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
-#: ``estimate_plugin``, ``se`` and ``bounded`` columns).
-INDEX_SCHEMA_VERSION = 3
+#: ``estimate_plugin``, ``se`` and ``bounded`` columns). 4: the comparisons of ``bertology compare``.
+INDEX_SCHEMA_VERSION = 4
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
+#: The tables of a comparison folder (``bertology compare``), each row with its ``compare_id``.
+COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers")
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``); the
 #: per-row tables' keys are the registry's.
 PRIMARY_KEYS = {
     "runs": ("run_id",),
     "samples": ("run_id", "sample_index"),
     **{t.name: ("run_id",) + t.keys for t in TABLES if t.keys},
+    "compares": ("compare_id",),
+    "compare_samples": ("compare_id", "sample_id"),
 }
 VIEWS = {
     "errors": "SELECT * FROM samples WHERE NOT correct",

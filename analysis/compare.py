@@ -1,0 +1,195 @@
+"""``bertology compare A B --out DIR``: two runs of the same samples, compared sample by sample.
+
+A and B are analysis folders (``bertology analyze --out``); each records its store. The runs may be two
+fine-tuning seeds, two checkpoints, two models of equal depth, or the pre-trained and the fine-tuned model.
+Every difference is A − B, and every interval is *paired*: the samples are matched by their ids, and one
+Poisson-bootstrap weight per sample (keyed by the id and ``seed``, :mod:`bootstrap`) is applied to both runs,
+so what the two runs share cancels and the interval measures how they differ on the same sentences.
+
+Tables (``DIR/NAME.parquet``, with ``compare.json`` beside them):
+
+- ``compare_samples``: one row per matched sample: ``sample_id``, the label, and per run the prediction,
+  ``correct`` and ``margin`` p(predicted) − p(true) (suffix ``_a``/``_b``); ``flipped``: one run right and the
+  other wrong; ``margin_delta`` A − B.
+- ``compare_summary``: ``accuracy_a``, ``accuracy_b`` (Wilson intervals), ``delta_accuracy`` (percentile
+  interval, McNemar mid-p) and ``delta_mean_margin`` (percentile interval).
+- ``compare_layers``: per layer and readout (``probe``, ``centroid``: the layer predictions of
+  ``analyze``), each run's accuracy and the paired ``delta_accuracy`` with its McNemar mid-p, corrected
+  across layers. Runs of different depth get no per-layer table (said in one line).
+
+Samples of A missing from B (or B from A) are refused, unless ``intersect``: then the comparison is made on
+the samples both hold, and says how many those are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bertology import BertologyError
+from bertology.store import open_store
+from bertology.store.location import locate
+
+from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, adjust, percentile_ci
+from .confident_errors import margins
+from .index.build import analysed_store
+from .index.schema import COMPARE_TABLES
+from .intervals import share_interval
+from .stats import paired_difference
+
+#: The version of a compare folder's layout, in ``compare.json``.
+COMPARE_FORMAT = 1
+READOUTS = ("probe", "centroid")
+
+
+class Run:
+    """One side of a comparison: an analysis folder, its ``analysis.json`` and its store."""
+
+    def __init__(self, folder: str | Path, side: str):
+        self.folder = locate(folder)
+        info = self.folder / "analysis.json"
+        if not info.isfile():
+            raise BertologyError(f"{self.folder}: not an analysis folder (no analysis.json); give the --out folder "
+                                 f"of `bertology analyze` as {side}")
+        self.info = json.loads(info.read_text())
+        self.store = analysed_store(self.folder, self.info)
+        self.ds = open_store(self.store, dask=False)
+        self.ids = np.asarray(self.ds["sample"].values, dtype=np.int64)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        path = self.folder / f"{name}.parquet"
+        return pd.read_parquet(io.BytesIO(path.read_bytes())) if path.isfile() else None
+
+
+def match_samples(a: Run, b: Run, intersect: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample ids both runs hold, and their positions in A's and B's stores; refused when the runs hold
+    other samples (unless ``intersect``) or other texts under one id."""
+    for key in ("task", "split"):
+        if a.ds.attrs.get(key) != b.ds.attrs.get(key):
+            raise BertologyError(f"{a.folder} and {b.folder}: runs of another {key} ({a.ds.attrs.get(key)} and "
+                                 f"{b.ds.attrs.get(key)}); compare runs of the same samples")
+    common = np.intersect1d(a.ids, b.ids)
+    only_a, only_b = len(a.ids) - len(common), len(b.ids) - len(common)
+    if (only_a or only_b) and not intersect:
+        raise BertologyError(f"{a.folder} and {b.folder}: the runs hold different samples ({only_a} only in A, "
+                             f"{only_b} only in B, {len(common)} in both); pass --intersect to compare the "
+                             f"{len(common)} they share")
+    if not len(common):
+        raise BertologyError(f"{a.folder} and {b.folder}: no sample in common")
+    pos_a, pos_b = (_positions(run.ids, common) for run in (a, b))
+    text_a = [str(t) for t in a.ds["text_a"].values[pos_a]]
+    text_b = [str(t) for t in b.ds["text_a"].values[pos_b]]
+    if text_a != text_b:
+        k = next(k for k, (x, y) in enumerate(zip(text_a, text_b)) if x != y)
+        raise BertologyError(f"sample {common[k]} has another text in {b.store} than in {a.store}: the runs read "
+                             f"different data files")
+    if only_a or only_b:
+        print(f"bertology compare: {len(common)} samples in both runs ({only_a} only in A, {only_b} only in B "
+              f"left out)", file=sys.stderr, flush=True)
+    return common, pos_a, pos_b
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` (all present) sits in ``ids``."""
+    order = np.argsort(ids)
+    return order[np.searchsorted(ids, wanted, sorter=order)]
+
+
+def sample_table(a: Run, b: Run, ids, pos_a, pos_b) -> pd.DataFrame:
+    """One row per matched sample: each run's prediction, correctness and margin."""
+    labels = a.ds["label"].values[pos_a].astype(int)
+    out = {"sample_id": ids, "label": labels}
+    for side, run, pos in (("a", a, pos_a), ("b", b, pos_b)):
+        pred, _, margin = margins(run.ds["probs"].values[pos], labels)
+        out.update({f"pred_{side}": pred, f"correct_{side}": pred == labels, f"margin_{side}": margin})
+    df = pd.DataFrame(out)
+    df["flipped"] = df["correct_a"] != df["correct_b"]
+    df["margin_delta"] = df["margin_a"] - df["margin_b"]
+    return df
+
+
+def summary_table(samples: pd.DataFrame, boot: Bootstrap) -> pd.DataFrame:
+    """Each run's accuracy, and the paired differences of accuracy and mean margin (A − B)."""
+    n = len(samples)
+    rows = []
+    for side in ("a", "b"):
+        est, lo, hi = share_interval(samples[f"correct_{side}"].to_numpy(float), np.ones(n))
+        rows.append(dict(statistic=f"accuracy_{side}", estimate=float(est), ci_low=float(lo), ci_high=float(hi),
+                         n=n, ci_method="wilson"))
+    d = paired_difference(samples["correct_a"].to_numpy(float), samples["correct_b"].to_numpy(float), boot=boot)
+    rows.append(dict(statistic="delta_accuracy", estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"],
+                     n=n, p=d["p"], ci_method=d["ci_method"], flipped=d["discordant"]))
+    est, bs = boot.mean(samples["margin_delta"].to_numpy(float))
+    lo, hi = percentile_ci(bs)
+    rows.append(dict(statistic="delta_mean_margin", estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
+                     ci_method="percentile"))
+    return pd.DataFrame(rows)
+
+
+def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.DataFrame | None:
+    """Per layer and readout: each run's accuracy and the paired Δ (A − B); None where it cannot be made."""
+    la, lb = a.table("layer_predictions"), b.table("layer_predictions")
+    if la is None or lb is None:
+        print("bertology compare: skipped compare_layers: it needs both runs' layer_predictions (analysed with at "
+              "least 2 samples or a --train-store)", file=sys.stderr, flush=True)
+        return None
+    if int(a.ds.attrs["n_layers"]) != int(b.ds.attrs["n_layers"]):
+        print(f"bertology compare: skipped compare_layers: the models have {a.ds.attrs['n_layers']} and "
+              f"{b.ds.attrs['n_layers']} layers; per-layer differences need equal depth", file=sys.stderr, flush=True)
+        return None
+    rows = []
+    for layer in sorted(set(la["layer"]) & set(lb["layer"])):
+        ra = la[la["layer"] == layer].set_index("sample_id").loc[ids]
+        rb = lb[lb["layer"] == layer].set_index("sample_id").loc[ids]
+        for readout in READOUTS:
+            ca, cb = ra[f"{readout}_correct"].to_numpy(float), rb[f"{readout}_correct"].to_numpy(float)
+            d = paired_difference(ca, cb, boot=boot)
+            rows.append(dict(layer=int(layer), site=str(ra["site"].iloc[0]), readout=readout,
+                             statistic="delta_accuracy", accuracy_a=float(ca.mean()), accuracy_b=float(cb.mean()),
+                             estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=len(ids),
+                             p=d["p"], flipped=d["discordant"], ci_method=d["ci_method"]))
+    df = pd.DataFrame(rows)
+    for readout in READOUTS:
+        sel = df["readout"] == readout
+        df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
+    return df
+
+
+def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = False,
+            resamples: int = DEFAULT_RESAMPLES, seed: int = 0, correction: str = "holm") -> dict[str, Path]:
+    """Compare the analysed runs ``a`` and ``b`` (A − B) and write the tables under ``out`` (see the module
+    docstring); each file is written whole or not at all."""
+    run_a, run_b = Run(a, "A"), Run(b, "B")
+    out = locate(out)
+    if out.isfile():
+        raise BertologyError(f"{out}: is a file; --out names the folder the comparison is written to")
+    ids, pos_a, pos_b = match_samples(run_a, run_b, intersect)
+    boot = Bootstrap.draw(len(ids), resamples, seed, keys=ids)
+    samples = sample_table(run_a, run_b, ids, pos_a, pos_b)
+    tables = {"compare_samples": samples, "compare_summary": summary_table(samples, boot)}
+    layers = layer_table(run_a, run_b, ids, boot, correction)
+    if layers is not None:
+        tables["compare_layers"] = layers
+    out.mkdir()
+    for stale in set(COMPARE_TABLES) - set(tables):   # a table an earlier comparison in this folder wrote
+        if (out / f"{stale}.parquet").isfile():
+            (out / f"{stale}.parquet").remove()
+    written = {}
+    for name, df in tables.items():
+        buf = io.BytesIO()
+        df.assign(task=run_a.ds.attrs["task"]).to_parquet(buf, index=False)
+        (out / f"{name}.parquet").write_bytes(buf.getvalue())
+        written[name] = (out / f"{name}.parquet").local_path if out.local else out / f"{name}.parquet"
+    (out / "compare.json").write_text(json.dumps(
+        {"format": COMPARE_FORMAT, "a": run_a.folder.resolved(), "b": run_b.folder.resolved(),
+         "store_a": run_a.store.resolved(), "store_b": run_b.store.resolved(),
+         "model_a": run_a.ds.attrs["model"], "model_b": run_b.ds.attrs["model"], "task": run_a.ds.attrs["task"],
+         "n_samples": int(len(ids)), "only_a": int(len(run_a.ids) - len(ids)),
+         "only_b": int(len(run_b.ids) - len(ids)), "resamples": resamples, "seed": seed,
+         "correction": correction}, indent=2) + "\n")
+    return written
