@@ -16,6 +16,12 @@ Tables (``DIR/NAME.parquet``, with ``compare.json`` beside them):
 - ``compare_layers``: per layer and readout (``probe``, ``centroid``: the layer predictions of
   ``analyze``), each run's accuracy and the paired ``delta_accuracy`` with its McNemar mid-p, corrected
   across layers. Runs of different depth get no per-layer table (said in one line).
+- ``compare_interventions``: per intervention both runs' sweeps hold (``skip:l``, ``head:l.h``, …), each
+  run's accuracy under it and the paired Δ, corrected across interventions.
+- ``compare_heads``: per head and attention feature (Kovaleva's vertical, diagonal, block, self, and the
+  attention to [CLS], [SEP], punctuation and other tokens), each run's mean over the samples and the paired
+  Δ with its bootstrap interval and p-value (the share of resamples on the other side of 0, doubled),
+  corrected across heads per feature; read from both stores' attention maps.
 
 Samples of A missing from B (or B from A) are refused, unless ``intersect``: then the comparison is made on
 the samples both hold, and says how many those are.
@@ -160,6 +166,65 @@ def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.Dat
     return df
 
 
+def intervention_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.DataFrame | None:
+    """Per intervention both sweeps hold: each run's accuracy and the paired Δ (A − B)."""
+    ia, ib = a.table("intervention_predictions"), b.table("intervention_predictions")
+    if ia is None or ib is None:
+        return None
+    rows = []
+    for name in [n for n in ia["intervention"].unique() if n in set(ib["intervention"])]:
+        ra = ia[ia["intervention"] == name].set_index("sample_id").loc[ids]
+        rb = ib[ib["intervention"] == name].set_index("sample_id").loc[ids]
+        ca, cb = ra["correct"].to_numpy(float), rb["correct"].to_numpy(float)
+        d = paired_difference(ca, cb, boot=boot)
+        rows.append(dict(intervention=name, kind=str(ra["kind"].iloc[0]), layer=ra["layer"].iloc[0],
+                         head=ra["head"].iloc[0], statistic="delta_accuracy", accuracy_a=float(ca.mean()),
+                         accuracy_b=float(cb.mean()), estimate=d["estimate"], ci_low=d["ci_low"],
+                         ci_high=d["ci_high"], n=len(ids), p=d["p"], flipped=d["discordant"],
+                         ci_method=d["ci_method"]))
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["p_adj"] = adjust(df["p"].to_numpy(), correction)
+        df[["layer", "head"]] = df[["layer", "head"]].astype("Int64")
+    return df
+
+
+def head_table(a: Run, b: Run, pos_a, pos_b, boot: Bootstrap, correction: str) -> pd.DataFrame | None:
+    """Per head and attention feature: each run's mean and the paired Δ (A − B) over the matched samples."""
+    from .attention_heads import head_features
+
+    if "attention" not in a.ds or "attention" not in b.ds:
+        return None
+    if (a.ds.sizes["layer"], a.ds.sizes["head"]) != (b.ds.sizes["layer"], b.ds.sizes["head"]):
+        print("bertology compare: skipped compare_heads: the models have other numbers of layers or heads",
+              file=sys.stderr, flush=True)
+        return None
+    from .attention_heads import FEATURES
+
+    fa = head_features(a.ds).values[pos_a]                 # (n, L, H, F)
+    fb = head_features(b.ds).values[pos_b]
+    defined = [k for k in range(len(FEATURES)) if not (np.isnan(fa[..., k]).all() or np.isnan(fb[..., k]).all())]
+    fa, fb = fa[..., defined], fb[..., defined]            # e.g. ``block``: pairs only
+    names = np.array(FEATURES, dtype=object)[defined]
+    n, L, H, F = fa.shape
+    d = (fa - fb).reshape(n, -1)
+    est, bs = boot.mean(d)
+    lo, hi = percentile_ci(bs)
+    p = np.minimum(1.0, 2 * np.minimum((bs <= 0).mean(axis=0), (bs >= 0).mean(axis=0)))
+    p = np.where(np.all(d == 0, axis=0), 1.0, p)
+    layer, head, feature = np.meshgrid(a.ds["layer"].values, a.ds["head"].values, np.arange(F), indexing="ij")
+    df = pd.DataFrame({"layer": layer.reshape(-1), "head": head.reshape(-1),
+                       "feature": names[feature.reshape(-1)],
+                       "statistic": "delta_mean", "mean_a": fa.mean(axis=0).reshape(-1),
+                       "mean_b": fb.mean(axis=0).reshape(-1), "estimate": est, "ci_low": lo, "ci_high": hi,
+                       "n": n, "p": p, "ci_method": "percentile"})
+    df["p_adj"] = np.nan
+    for name in names:
+        sel = df["feature"] == name
+        df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
+    return df
+
+
 def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = False,
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, correction: str = "holm") -> dict[str, Path]:
     """Compare the analysed runs ``a`` and ``b`` (A − B) and write the tables under ``out`` (see the module
@@ -172,9 +237,11 @@ def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = 
     boot = Bootstrap.draw(len(ids), resamples, seed, keys=ids)
     samples = sample_table(run_a, run_b, ids, pos_a, pos_b)
     tables = {"compare_samples": samples, "compare_summary": summary_table(samples, boot)}
-    layers = layer_table(run_a, run_b, ids, boot, correction)
-    if layers is not None:
-        tables["compare_layers"] = layers
+    for name, df in (("compare_layers", layer_table(run_a, run_b, ids, boot, correction)),
+                     ("compare_interventions", intervention_table(run_a, run_b, ids, boot, correction)),
+                     ("compare_heads", head_table(run_a, run_b, pos_a, pos_b, boot, correction))):
+        if df is not None:
+            tables[name] = df
     out.mkdir()
     for stale in set(COMPARE_TABLES) - set(tables):   # a table an earlier comparison in this folder wrote
         if (out / f"{stale}.parquet").isfile():

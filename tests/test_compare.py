@@ -27,7 +27,7 @@ CFG = AnalyzeConfig(resamples=50, permutations=0, probe=False, attribution_sampl
 @pytest.fixture(scope="module")
 def runs(tiny_models, minilm_tokenizer, tmp_path_factory):
     """Analysed cls-only runs of one split: two 3-layer models (A, B), B on a subset of the samples (C),
-    and a 2-layer model (D)."""
+    and a 2-layer model (D); and the two 3-layer models with attention maps (E, F)."""
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     from bertology.extract.extraction import ExtractConfig, extract
@@ -40,12 +40,15 @@ def runs(tiny_models, minilm_tokenizer, tmp_path_factory):
     minilm_tokenizer.save_pretrained(shallow)
     split = make_split(60, seed=21)
     subset = replace(split, examples=split.examples[10:])
-    cfg = ExtractConfig(window=64, token_sites=(), attention=False)
+    cls_only = ExtractConfig(window=64, token_sites=(), attention=False)
+    maps = ExtractConfig(window=64, token_sites=(), attention=True)
     out = {}
-    for name, model, data in (("a", tiny_models["bert"], split), ("b", tiny_models["electra"], split),
-                              ("c", tiny_models["electra"], subset), ("d", shallow, split)):
+    for name, model, data, cfg in (("a", tiny_models["bert"], split, cls_only),
+                                   ("b", tiny_models["electra"], split, cls_only),
+                                   ("c", tiny_models["electra"], subset, cls_only), ("d", shallow, split, cls_only),
+                                   ("e", tiny_models["bert"], split, maps), ("f", tiny_models["electra"], split, maps)):
         store = extract(str(model), data, root / name / "dev.zarr", cfg, progress=False)
-        analyze(store, root / name / "analysis", CFG)
+        analyze(store, root / name / "analysis", replace(CFG, attention=cfg.attention))
         out[name] = root / name / "analysis"
     return out
 
@@ -130,3 +133,47 @@ def test_a_comparison_is_indexed_so_sql_finds_the_samples_one_run_gets_right_and
     assert not (out / "compare_layers.parquet").exists()                    # the earlier one's is removed
     assert query(db, "SELECT count(*) AS n FROM compare_layers")["n"][0] == 0
     assert int(query(db, "SELECT count(*) AS n FROM compares")["n"][0]) == 1
+
+
+def test_per_head_differences_are_each_runs_feature_mean_minus_the_others(runs, tmp_path):
+    compare(runs["e"], runs["f"], tmp_path, resamples=200)
+    heads = pd.read_parquet(tmp_path / "compare_heads.parquet")
+    pat = {k: pd.read_parquet(runs[k] / "attention_patterns.parquet") for k in "ef"}
+    assert set(heads["feature"]) == {"vertical", "diagonal", "self", "attention_to_cls", "attention_to_sep",
+                                     "attention_to_punct", "attention_to_other"}    # no block: one text each
+    assert len(heads) == 3 * 4 * 7
+    for r in heads.sample(20, random_state=0).itertuples():
+        mean = {k: pat[k].loc[(pat[k]["statistic"] == f"feature_{r.feature}") & (pat[k]["layer"] == r.layer)
+                              & (pat[k]["head"] == r.head), "estimate"].iloc[0] for k in "ef"}
+        assert r.mean_a == pytest.approx(mean["e"], rel=1e-9) and r.mean_b == pytest.approx(mean["f"], rel=1e-9)
+        assert r.estimate == pytest.approx(mean["e"] - mean["f"], rel=1e-9, abs=1e-12)
+        assert r.ci_low <= r.estimate <= r.ci_high and r.p_adj >= r.p
+    same = tmp_path / "same"
+    compare(runs["e"], runs["e"], same, resamples=50)
+    assert (pd.read_parquet(same / "compare_heads.parquet")["estimate"] == 0).all()
+
+
+def test_per_intervention_differences_are_each_runs_accuracy_under_it_minus_the_others():
+    from types import SimpleNamespace
+
+    from bertology.analysis.compare import intervention_table
+
+    rng = np.random.default_rng(3)
+    ids = np.arange(100, 160)
+
+    def run(p_right):
+        rows = [dict(intervention=name, kind=name.split(":")[0], layer=None if name == "none" else 2,
+                     head=5 if name.startswith("head:") else None, sample_id=i, correct=bool(rng.random() < p),
+                     sample_index=k) for name, p in p_right.items() for k, i in enumerate(ids)]
+        frame = pd.DataFrame(rows).sample(frac=1, random_state=1)          # any row order
+        return SimpleNamespace(table=lambda name: frame if name == "intervention_predictions" else None,
+                               frame=frame)
+
+    a = run({"none": 0.8, "skip:2": 0.6, "head:2.5": 0.7})
+    b = run({"none": 0.7, "skip:2": 0.7, "ffn:2": 0.5})                  # ffn:2 only in B, head:2.5 only in A
+    df = intervention_table(a, b, ids[::-1], Bootstrap.draw(60, 200, 0, ids[::-1]), "holm").set_index("intervention")
+    assert set(df.index) == {"none", "skip:2"}                           # in the order of A's sweep
+    for name in df.index:
+        acc = {k: r.frame.loc[r.frame["intervention"] == name, "correct"].mean() for k, r in (("a", a), ("b", b))}
+        assert df.at[name, "estimate"] == pytest.approx(acc["a"] - acc["b"], abs=1e-12)
+    assert df.at["skip:2", "layer"] == 2 and pd.isna(df.at["none", "layer"])

@@ -12,8 +12,9 @@ A *run* is one complete store, with the analysis tables written for it. Tables (
   (``token_strength_summary``, ``error_summary``);
 - ``compares``: one row per comparison folder (``bertology compare --out``): its ``compare_id``, task, the
   runs A and B (``a_run_id``, ``b_run_id``), the samples compared; and its tables ``compare_samples`` (one row
-  per sample: each run's prediction, correctness and margin, ``flipped``), ``compare_summary`` and
-  ``compare_layers`` (paired differences A − B), each with ``compare_id``;
+  per sample: each run's prediction, correctness and margin, ``flipped``), ``compare_summary``,
+  ``compare_layers``, ``compare_interventions`` and ``compare_heads`` (paired differences A − B), each with
+  ``compare_id``;
 - ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
 - views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
   ``margin > 0.3``).
@@ -38,7 +39,7 @@ ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 INDEX_SCHEMA_VERSION = 4
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: The tables of a comparison folder (``bertology compare``), each row with its ``compare_id``.
-COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers")
+COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers", "compare_interventions", "compare_heads")
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``); the
 #: per-row tables' keys are the registry's.
 PRIMARY_KEYS = {
