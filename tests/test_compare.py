@@ -123,6 +123,13 @@ def test_a_comparison_is_indexed_so_sql_finds_the_samples_one_run_gets_right_and
         WHERE c.correct_a AND NOT c.correct_b ORDER BY s.sample_id""")
     want = pd.read_parquet(out / "compare_samples.parquet")
     assert flips["sample_id"].tolist() == want.loc[want["correct_a"] & ~want["correct_b"], "sample_id"].tolist()
+    import re
+
+    from .conftest import REPO
+
+    readme = [q for q in re.findall(r"```sql\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+              if "compare_samples" in q]
+    assert readme and all(len(query(db, q)) == len(flips) for q in readme)     # the README's query runs
     runs_of = query(db, "SELECT k.a_run_id IN (SELECT run_id FROM runs) AS a, "
                         "k.b_run_id IN (SELECT run_id FROM runs) AS b FROM compares k")
     assert runs_of.to_dict("records") == [{"a": True, "b": True}]

@@ -167,11 +167,14 @@ def test_bad_paths_give_clear_errors(tmp_path):
 
 
 SWEEP_TABLES = ("interventions", "layer_skip", "apriori_validation", "intervention_predictions")
+#: Tables of comparison folders: the README's queries on them run in tests/test_compare.py.
+COMPARE_TABLES = ("compares", "compare_samples", "compare_summary", "compare_layers")
 
 
 def test_every_sql_query_in_the_readme_runs(results, tmp_path):
     """Every ```sql block of the README (the worked queries and the sections' examples) runs on an index of
-    this schema; those on sweep tables run in tests/test_workflow.py, on a workflow with a sweep."""
+    this schema; those on sweep tables run in tests/test_workflow.py, on a workflow with a sweep, and those on
+    comparisons in tests/test_compare.py."""
     import re
 
     from .conftest import REPO
@@ -180,7 +183,7 @@ def test_every_sql_query_in_the_readme_runs(results, tmp_path):
     build_index(results, db)
     readme = (REPO / "README.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
-    here = [q for q in queries if not any(re.search(rf"\b{t}\b", q) for t in SWEEP_TABLES)]
+    here = [q for q in queries if not any(re.search(rf"\b{t}\b", q) for t in SWEEP_TABLES + COMPARE_TABLES)]
     assert len(queries) >= 9 and len(here) >= 8
     for q in here:
         sql.query(db, q)  # raises on any schema drift
