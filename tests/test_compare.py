@@ -184,3 +184,36 @@ def test_per_intervention_differences_are_each_runs_accuracy_under_it_minus_the_
         acc = {k: r.frame.loc[r.frame["intervention"] == name, "correct"].mean() for k, r in (("a", a), ("b", b))}
         assert df.at[name, "estimate"] == pytest.approx(acc["a"] - acc["b"], abs=1e-12)
     assert df.at["skip:2", "layer"] == 2 and pd.isna(df.at["none", "layer"])
+
+
+def test_the_explorer_compares_two_indexed_runs_as_bertology_compare_does(runs, tmp_path):
+    from bertology.analysis.index import build_index, run_id
+    from bertology.analysis.index.build import analysed_store
+    from bertology.reports.serve.common import NotFound
+    from bertology.reports.serve.explorer import Explorer
+    from bertology.store.location import locate as locate_
+
+    root = runs["e"].parent.parent
+    db = tmp_path / "index.duckdb"
+    build_index(root, db)
+    ex = Explorer(root, db)
+    rid = {k: run_id(analysed_store(locate_(runs[k]), json.loads((runs[k] / "analysis.json").read_text())))
+           for k in "aef"}
+    got = ex.comparison(rid["e"], rid["f"])
+    compare(runs["e"], runs["f"], tmp_path / "cmp", resamples=500)
+    summary = pd.read_parquet(tmp_path / "cmp" / "compare_summary.parquet").set_index("statistic")
+    assert got["n_samples"] == 60 and got["accuracy"]["delta"]["estimate"] == pytest.approx(
+        summary.at["delta_accuracy", "estimate"], abs=1e-12)
+    assert got["accuracy"]["delta"]["p"] == pytest.approx(summary.at["delta_accuracy", "p"])
+    assert got["flips"]["total"] == summary.at["delta_accuracy", "flipped"] == len(got["flips"]["samples"])
+    layers = pd.read_parquet(tmp_path / "cmp" / "compare_layers.parquet")
+    for row in got["layers"]:
+        want = layers[(layers["layer"] == row["layer"]) & (layers["readout"] == "probe")].iloc[0]
+        assert row["probe"]["delta"]["estimate"] == pytest.approx(want["estimate"], abs=1e-12)
+    heads = got["heads"]
+    assert 0 < len(heads) <= 10 and all(h["delta"] == pytest.approx(h["estimate_a"] - h["estimate_b"]) for h in heads)
+    assert abs(heads[0]["delta"]) >= abs(heads[-1]["delta"])
+    with pytest.raises(NotFound, match="no run '0000000000000000'"):
+        ex.comparison(rid["e"], "0" * 16)
+    cls_only = ex.comparison(rid["a"], rid["e"])        # the same model, with and without attention maps
+    assert cls_only["accuracy"]["delta"]["estimate"] == 0 and isinstance(cls_only["heads"], str)

@@ -85,6 +85,12 @@ def router(ex: Explorer) -> APIRouter:
                     scope: Literal[SCOPES] = Query(LAST_SCOPE)) -> dict:  # type: ignore[valid-type]
         return ex.attribution(run_id, sample_index, layer, scope)
 
+    @api.get("/compare", summary="run a against run b of one task (A − B, paired): per-layer readouts, the "
+                                 "heads whose features differ most, the samples that flip")
+    def compare(a: str = Query(..., pattern=RUN_ID, description="run A (GET /api/runs)"),
+                b: str = Query(..., pattern=RUN_ID, description="run B, of the same task and split")) -> dict:
+        return ex.comparison(a, b)
+
     @api.post("/sql", summary="one read-only SQL query over the index (the sandbox of `bertology sql`)",
               response_model=SqlResult)
     def sql(body: SqlQuery) -> dict:

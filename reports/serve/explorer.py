@@ -11,7 +11,8 @@ when ``bertology index`` has renamed a new database file over the old one and an
 requests already running on the old one have finished.
 
 The explorer is four services over one index and one results folder: runs (:mod:`.runs`), samples
-(:mod:`.samples`), one sample's maps (:mod:`.maps`) and the SQL console (:mod:`.console`).
+(:mod:`.samples`), one sample's maps (:mod:`.maps`), the SQL console (:mod:`.console`), and two runs
+compared (:mod:`.comparison`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bertology.analysis.index import IndexReader
 from bertology.store.location import locate
 
 from .common import BadRequest, Cache, NotFound, Unavailable
+from .comparison import ComparisonService
 from .console import SqlService
 from .maps import MapService
 from .runs import RunService
@@ -31,7 +33,7 @@ from .samples import MAX_LIMIT, SORTABLE, SampleFilter, SampleService
 __all__ = ["MAX_LIMIT", "SORTABLE", "BadRequest", "Explorer", "NotFound", "SampleFilter", "Unavailable"]
 
 
-class Explorer(RunService, SampleService, MapService, SqlService):
+class Explorer(RunService, SampleService, MapService, SqlService, ComparisonService):
     """The explorer's data: a results folder and its index (see the module docstring)."""
 
     def __init__(self, results: str | Path, db: str | Path | None = None, *, cache: int = 8):
