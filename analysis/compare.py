@@ -20,8 +20,9 @@ Tables (``DIR/NAME.parquet``, with ``compare.json`` beside them):
   run's accuracy under it and the paired Δ, corrected across interventions.
 - ``compare_heads``: per head and attention feature (Kovaleva's vertical, diagonal, block, self, and the
   attention to [CLS], [SEP], punctuation and other tokens), each run's mean over the samples and the paired
-  Δ with its bootstrap interval and p-value (the share of resamples on the other side of 0, doubled),
-  corrected across heads per feature; read from both stores' attention maps.
+  Δ with its bootstrap interval and p-value (:func:`bootstrap.bootstrap_p`), corrected across heads per
+  feature; read from both stores' attention maps (a sample without a value, e.g. ``block`` of one text, is
+  left out).
 
 Samples of A missing from B (or B from A) are refused, unless ``intersect``: then the comparison is made on
 the samples both hold, and says how many those are.
@@ -41,15 +42,13 @@ from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.location import locate
 
-from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, adjust, percentile_ci
+from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, adjust, bootstrap_p, percentile_ci
 from .confident_errors import margins
 from .index.build import analysed_store
-from .index.schema import COMPARE_TABLES
+from .index.schema import COMPARE_FORMAT, COMPARE_TABLES
 from .intervals import share_interval
 from .stats import paired_difference
 
-#: The version of a compare folder's layout, in ``compare.json``.
-COMPARE_FORMAT = 1
 READOUTS = ("probe", "centroid")
 
 
@@ -88,12 +87,13 @@ def match_samples(a: Run, b: Run, intersect: bool) -> tuple[np.ndarray, np.ndarr
     if not len(common):
         raise BertologyError(f"{a.folder} and {b.folder}: no sample in common")
     pos_a, pos_b = (_positions(run.ids, common) for run in (a, b))
-    text_a = [str(t) for t in a.ds["text_a"].values[pos_a]]
-    text_b = [str(t) for t in b.ds["text_a"].values[pos_b]]
-    if text_a != text_b:
-        k = next(k for k, (x, y) in enumerate(zip(text_a, text_b)) if x != y)
-        raise BertologyError(f"sample {common[k]} has another text in {b.store} than in {a.store}: the runs read "
-                             f"different data files")
+    for var in ("text_a", "text_b", "label"):
+        va = [str(t) for t in a.ds[var].values[pos_a]]
+        vb = [str(t) for t in b.ds[var].values[pos_b]]
+        if va != vb:
+            k = next(k for k, (x, y) in enumerate(zip(va, vb)) if x != y)
+            raise BertologyError(f"sample {common[k]} has another {var} in {b.store} than in {a.store}: the runs "
+                                 f"read different data files")
     if only_a or only_b:
         print(f"bertology compare: {len(common)} samples in both runs ({only_a} only in A, {only_b} only in B "
               f"left out)", file=sys.stderr, flush=True)
@@ -148,6 +148,10 @@ def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.Dat
         print(f"bertology compare: skipped compare_layers: the models have {a.ds.attrs['n_layers']} and "
               f"{b.ds.attrs['n_layers']} layers; per-layer differences need equal depth", file=sys.stderr, flush=True)
         return None
+    fits = {str(a.info.get("layer_fit")), str(b.info.get("layer_fit"))}
+    if len(fits) > 1:
+        print(f"bertology compare: the runs' layer readouts were fitted differently ({' and '.join(sorted(fits))}): "
+              f"compare_layers differs by that too", file=sys.stderr, flush=True)
     rows = []
     for layer in sorted(set(la["layer"]) & set(lb["layer"])):
         ra = la[la["layer"] == layer].set_index("sample_id").loc[ids]
@@ -160,6 +164,8 @@ def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.Dat
                              estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=len(ids),
                              p=d["p"], flipped=d["discordant"], ci_method=d["ci_method"]))
     df = pd.DataFrame(rows)
+    if not len(df):
+        return None
     for readout in READOUTS:
         sel = df["readout"] == readout
         df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
@@ -184,7 +190,9 @@ def intervention_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) ->
                          ci_method=d["ci_method"]))
     df = pd.DataFrame(rows)
     if len(df):
-        df["p_adj"] = adjust(df["p"].to_numpy(), correction)
+        family = df["intervention"] != "none"              # the unintervened models: compare_summary's Δ
+        df["p_adj"] = np.nan
+        df.loc[family, "p_adj"] = adjust(df.loc[family, "p"].to_numpy(), correction)
         df[["layer", "head"]] = df[["layer", "head"]].astype("Int64")
     return df
 
@@ -208,21 +216,28 @@ def head_table(a: Run, b: Run, pos_a, pos_b, boot: Bootstrap, correction: str) -
     names = np.array(FEATURES, dtype=object)[defined]
     n, L, H, F = fa.shape
     d = (fa - fb).reshape(n, -1)
-    est, bs = boot.mean(d)
+    ok = np.isfinite(d)                                     # a sample without a value (e.g. one text) is left out
+    est, bs = boot.ratio(np.where(ok, d, 0.0), ok.astype(np.float64))
     lo, hi = percentile_ci(bs)
-    p = np.minimum(1.0, 2 * np.minimum((bs <= 0).mean(axis=0), (bs >= 0).mean(axis=0)))
-    p = np.where(np.all(d == 0, axis=0), 1.0, p)
+    p = np.where(np.all(np.where(ok, d, 0.0) == 0, axis=0), 1.0, bootstrap_p(bs))
+    mean = lambda f: np.nanmean(f.reshape(n, -1), axis=0)   # noqa: E731
     layer, head, feature = np.meshgrid(a.ds["layer"].values, a.ds["head"].values, np.arange(F), indexing="ij")
     df = pd.DataFrame({"layer": layer.reshape(-1), "head": head.reshape(-1),
                        "feature": names[feature.reshape(-1)],
-                       "statistic": "delta_mean", "mean_a": fa.mean(axis=0).reshape(-1),
-                       "mean_b": fb.mean(axis=0).reshape(-1), "estimate": est, "ci_low": lo, "ci_high": hi,
-                       "n": n, "p": p, "ci_method": "percentile"})
+                       "statistic": "delta_mean", "mean_a": mean(fa), "mean_b": mean(fb), "estimate": est,
+                       "ci_low": lo, "ci_high": hi, "n": ok.sum(axis=0), "p": p, "ci_method": "percentile"})
     df["p_adj"] = np.nan
     for name in names:
         sel = df["feature"] == name
         df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
     return df
+
+
+def _relative(folder, out) -> str | None:
+    """An analysis folder's path from the compare folder, when both are on this disk (results folders move)."""
+    import os
+
+    return os.path.relpath(folder.resolved(), out.resolved()) if folder.local and out.local else None
 
 
 def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = False,
@@ -254,6 +269,7 @@ def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = 
         written[name] = (out / f"{name}.parquet").local_path if out.local else out / f"{name}.parquet"
     (out / "compare.json").write_text(json.dumps(
         {"format": COMPARE_FORMAT, "a": run_a.folder.resolved(), "b": run_b.folder.resolved(),
+         "a_relative": _relative(run_a.folder, out), "b_relative": _relative(run_b.folder, out),
          "store_a": run_a.store.resolved(), "store_b": run_b.store.resolved(),
          "model_a": run_a.ds.attrs["model"], "model_b": run_b.ds.attrs["model"], "task": run_a.ds.attrs["task"],
          "n_samples": int(len(ids)), "only_a": int(len(run_a.ids) - len(ids)),

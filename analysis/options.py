@@ -92,7 +92,7 @@ class AnalyzeConfig:
 
     resamples: int = option(DEFAULT_RESAMPLES, int, "bootstrap resamples of means, shares and paired "
                             "differences (default 1000)", low=10)
-    seed: int = option(0, int, "seed of the bootstrap, the permutations, the probes' folds")
+    seed: int = option(0, int, "seed of the bootstrap, the permutations, the probes' folds", low=0)
     correction: str = option("holm", str, "multiple-comparison correction across layers, heads, kinds",
                              choices=CORRECTIONS)
     skip_statistic: str = option("fisher_trace", str, "the separability statistic whose Δ picks skip "

@@ -202,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare the samples both runs hold (else runs of different samples are refused)")
     p.add_argument("--resamples", type=_number(int, 10, "an integer of at least 10"), default=1000,
                    help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the bootstrap")
     p.add_argument("--correction", default="holm", choices=CORRECTIONS,
-                   help="multiple-comparison correction across layers")
+                   help="multiple-comparison correction across layers, interventions and heads")
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")

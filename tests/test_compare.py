@@ -217,3 +217,49 @@ def test_the_explorer_compares_two_indexed_runs_as_bertology_compare_does(runs, 
         ex.comparison(rid["e"], "0" * 16)
     cls_only = ex.comparison(rid["a"], rid["e"])        # the same model, with and without attention maps
     assert cls_only["accuracy"]["delta"]["estimate"] == 0 and isinstance(cls_only["heads"], str)
+
+
+def test_a_head_feature_missing_for_some_samples_leaves_them_out_and_never_gives_p_0(monkeypatch):
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from bertology.analysis import attention_heads
+    from bertology.analysis.compare import head_table
+
+    rng = np.random.default_rng(5)
+    n = 40
+    base = rng.random((n, 1, 1, len(attention_heads.FEATURES)))
+    other = base + rng.normal(0, 0.01, base.shape)
+    block = attention_heads.FEATURES.index("block")
+    base[:3, ..., block] = np.nan                          # three samples of one text: no block feature
+    values = {"a": base, "b": other}
+    monkeypatch.setattr(attention_heads, "head_features", lambda ds: SimpleNamespace(values=values[ds.attrs["k"]]))
+    run = lambda k: SimpleNamespace(ds=xr.Dataset({"attention": (("layer", "head"), [[0.0]])},  # noqa: E731
+                                                   coords={"layer": [1], "head": [1]}, attrs={"k": k}))
+    a, b = run("a"), run("b")
+    pos = np.arange(n)
+    df = head_table(a, b, pos, pos, Bootstrap.draw(n, 200, 0), "holm").set_index("feature")
+    assert df.at["block", "n"] == n - 3 and np.isfinite(df.at["block", "estimate"])
+    assert df.at["block", "estimate"] == pytest.approx(np.nanmean(base[..., block] - other[..., block]))
+    assert (df["p"] >= 2 / 201).all() and df["ci_low"].notna().all()
+
+
+def test_a_moved_results_folder_keeps_its_comparisons_linked_and_a_bad_compare_json_is_skipped(runs, tmp_path):
+    import shutil
+
+    from bertology.analysis.index import build_index
+    from bertology.analysis.sql import query
+
+    root = runs["a"].parent.parent
+    compare(runs["a"], runs["b"], root / "compare_moved", resamples=50)
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved, ignore=shutil.ignore_patterns("*.duckdb*"))
+    (moved / "broken").mkdir()
+    (moved / "broken" / "compare.json").write_text('{"format": 99}')
+    rep = build_index(moved, tmp_path / "i.duckdb")
+    assert any("broken" in s and "unreadable compare.json" in s for s in rep.skipped)
+    linked = query(tmp_path / "i.duckdb", "SELECT count(*) AS n FROM compares k JOIN runs a ON a.run_id = k.a_run_id "
+                                          "JOIN runs b ON b.run_id = k.b_run_id WHERE a.store_path LIKE ?".replace(
+                                              "?", f"'{moved}%'"))
+    assert int(linked["n"][0]) >= 1

@@ -36,8 +36,8 @@ from bertology.store.reader import StoreError, is_complete, read_attrs
 
 from ..registry import ANALYSIS_FORMAT
 from ..confident_errors import margins
-from .schema import (ANALYSIS_TABLES, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS, RUN_TABLES, VIEWS,
-                     schema_version)
+from .schema import (ANALYSIS_TABLES, COMPARE_FORMAT, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS,
+                     RUN_TABLES, VIEWS, schema_version)
 
 
 @dataclass
@@ -49,6 +49,7 @@ class IndexReport:
     skipped: list[str] = field(default_factory=list)   # incomplete or unreadable stores, with the reason
 
     outdated_schema: bool = False   # the database is of an older schema: rebuilt whole
+    comparisons: set[str] = field(default_factory=set)   # which of the paths are comparison folders
 
     @property
     def changed(self) -> bool:
@@ -58,8 +59,11 @@ class IndexReport:
         """What a build would change, in words."""
         if self.outdated_schema:
             return "it is of an older schema"
-        parts = [f"{len(v)} run(s) {k}" for k, v in (("added", self.added), ("changed", self.updated),
-                                                     ("removed", self.removed)) if v]
+        parts = []
+        for k, v in (("added", self.added), ("changed", self.updated), ("removed", self.removed)):
+            comparisons = sum(x in self.comparisons or x.startswith("cmp-") for x in v)
+            parts += [f"{n} {what} {k}" for n, what in ((len(v) - comparisons, "run(s)"),
+                                                         (comparisons, "comparison(s)")) if n]
         return ", ".join(parts) + " since it was built"
 
 
@@ -171,12 +175,29 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
             _append(con, table, frame.assign(run_id=rid, split=ds.attrs["split"]))
 
 
+def _compared_runs(folder: Location, info: dict) -> tuple[str, str, Location, Location]:
+    """The run ids and analysis folders a compare folder compares (found beside it when results move)."""
+    def side(s):
+        rel = info.get(f"{s}_relative")
+        return Location(os.path.normpath(folder.local_path / rel)) if rel and folder.local else Location(info[s])
+
+    a, b = side("a"), side("b")
+    ids = []
+    for side, f in (("a", a), ("b", b)):
+        try:
+            ids.append(run_id(analysed_store(f, json.loads((f / "analysis.json").read_text()))))
+        except (OSError, KeyError, ValueError):
+            ids.append(run_id(info[f"store_{side}"]))       # the analysis folder is gone: as recorded
+    return ids[0], ids[1], a, b
+
+
 def _add_compare(con, cid: str, folder: Location, fingerprint: str) -> None:
     info = json.loads((folder / "compare.json").read_text())
+    a_id, b_id, a, b = _compared_runs(folder, info)
     _append(con, "compares", pd.DataFrame([{
-        "compare_id": cid, "compare_path": folder.resolved(), "task": info["task"],
-        "a_run_id": run_id(info["store_a"]), "b_run_id": run_id(info["store_b"]), "a_path": info["a"],
-        "b_path": info["b"], "n_samples": info["n_samples"], "fingerprint": fingerprint}]))
+        "compare_id": cid, "compare_path": folder.resolved(), "task": info["task"], "a_run_id": a_id,
+        "b_run_id": b_id, "a_path": a.resolved(), "b_path": b.resolved(), "n_samples": info["n_samples"],
+        "fingerprint": fingerprint}]))
     present = set(_tables_of(folder))
     for table in COMPARE_TABLES:
         if f"{table}.parquet" in present:
@@ -310,7 +331,15 @@ def _survey(paths: list[Location], db: Path):
         raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
     for folder in compares:
+        try:
+            info = json.loads((folder / "compare.json").read_text())
+            if info.get("format") != COMPARE_FORMAT or not {"task", "a", "b", "store_a", "store_b"} <= set(info):
+                raise ValueError(f"format {info.get('format')}; this bertology reads {COMPARE_FORMAT}")
+        except (ValueError, OSError) as e:
+            report.skipped.append(f"{folder}: unreadable compare.json ({e}); rerun `bertology compare`")
+            continue
         wanted[compare_id(folder)] = (folder, None, _fingerprint(None, folder, "compare.json"))
+        report.comparisons.add(str(folder))
     old, rebuild = _existing_runs(db)  # an index of an older schema is rebuilt from scratch
     existing = {} if rebuild else old
     for rid, (store, _, fp) in wanted.items():

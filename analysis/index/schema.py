@@ -38,6 +38,8 @@ ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: ``estimate_plugin``, ``se`` and ``bounded`` columns). 4: the comparisons of ``bertology compare``.
 INDEX_SCHEMA_VERSION = 4
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
+#: The version of a comparison folder's layout (``bertology compare``), in its ``compare.json``.
+COMPARE_FORMAT = 1
 #: The tables of a comparison folder (``bertology compare``), each row with its ``compare_id``.
 COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers", "compare_interventions", "compare_heads")
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``); the

@@ -1,10 +1,12 @@
 """Two runs of the same task side by side, from the index: per-layer readout curves of both with the paired
 difference and its interval, the heads whose attention features differ most, and the samples that flip.
 
-The same inference as ``bertology compare`` (:mod:`bertology.analysis.compare`): samples matched by id, one
-Poisson-bootstrap weight per sample for both runs, A − B. Computed on request from the index's
-``layer_predictions``, ``samples`` and ``attention_patterns`` rows, so any two indexed runs of one task
-compare, with or without a compare folder.
+Accuracy and the layer readouts are compared as ``bertology compare`` compares them
+(:mod:`bertology.analysis.compare`): samples matched by id (and refused where their texts or labels
+differ), one Poisson-bootstrap weight per sample for both runs, A − B. The heads are ranked by the
+difference of the two runs' feature means over all their samples (``attention_patterns``): a pointer to
+where to look, not a paired test (``bertology compare`` gives that, in ``compare_heads``). Computed on
+request from the index, so any two indexed runs of one task compare, with or without a compare folder.
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ class ComparisonService:
                              f"{run_b['split']}) hold other samples: compare two runs of one task and split")
         q = ("SELECT a.sample_id, a.sample_index AS index_a, b.sample_index AS index_b, a.text_a, a.label_name, "
              "a.pred_name AS pred_a, b.pred_name AS pred_b, a.correct AS correct_a, b.correct AS correct_b, "
-             "a.margin AS margin_a, b.margin AS margin_b FROM samples a JOIN samples b USING (sample_id) "
-             "WHERE a.run_id = ? AND b.run_id = ? ORDER BY a.sample_id")
+             "a.margin AS margin_a, b.margin AS margin_b, (a.text_a IS DISTINCT FROM b.text_a OR a.text_b IS "
+             "DISTINCT FROM b.text_b OR a.label IS DISTINCT FROM b.label) AS differs "
+             "FROM samples a JOIN samples b USING (sample_id) WHERE a.run_id = ? AND b.run_id = ? ORDER BY a.sample_id")
         both = self.index.query(q, [a, b])
+        if both["differs"].any():
+            k = int(both.loc[both["differs"], "sample_id"].iloc[0])
+            raise BadRequest(f"runs {a} and {b} hold another text or label under sample id {k}: they read "
+                             f"different data files")
+        both = both.drop(columns="differs")
         if not len(both):
             raise BadRequest(f"runs {a} and {b} share no sample")
         ids = both["sample_id"].to_numpy(np.int64)
@@ -73,7 +81,7 @@ class ComparisonService:
                 row[readout] = {"a": float(ca.mean()), "b": float(cb.mean()),
                                 "delta": _row(paired_difference(ca, cb, boot=boot))}
             out.append(row)
-        return out
+        return out or "the runs' layer readouts share no layer over the compared samples"
 
     def _head_changes(self, a, b, run_a, run_b) -> list[dict] | str:
         if "attention_patterns" not in self.index.tables():
