@@ -139,7 +139,7 @@ def test_a_comparison_is_indexed_so_sql_finds_the_samples_one_run_gets_right_and
     build_index(root, db)
     assert not (out / "compare_layers.parquet").exists()                    # the earlier one's is removed
     assert query(db, "SELECT count(*) AS n FROM compare_layers")["n"][0] == 0
-    assert int(query(db, "SELECT count(*) AS n FROM compares")["n"][0]) == 1
+    assert int(query(db, f"SELECT count(*) AS n FROM compares WHERE compare_path = '{out}'")["n"][0]) == 1
 
 
 def test_per_head_differences_are_each_runs_feature_mean_minus_the_others(runs, tmp_path):
@@ -263,3 +263,27 @@ def test_a_moved_results_folder_keeps_its_comparisons_linked_and_a_bad_compare_j
                                           "JOIN runs b ON b.run_id = k.b_run_id WHERE a.store_path LIKE ?".replace(
                                               "?", f"'{moved}%'"))
     assert int(linked["n"][0]) >= 1
+
+
+def test_the_explorer_shows_a_comparison_page_linked_to_both_runs_samples(runs, tmp_path):
+    import urllib.request
+
+    from bertology.analysis.index import build_index, run_id
+    from bertology.analysis.index.build import analysed_store
+    from bertology.store.location import locate
+
+    from .test_serve import running_server
+
+    root = runs["e"].parent.parent
+    build_index(root, root / "bertology.duckdb")
+    rid = {k: run_id(analysed_store(locate(runs[k]), json.loads((runs[k] / "analysis.json").read_text())))
+           for k in "ef"}
+    with running_server(root) as base:
+        picker = urllib.request.urlopen(base + "/compare", timeout=30).read().decode()
+        assert '<select name="a">' in picker and rid["e"] in picker
+        page = urllib.request.urlopen(f"{base}/compare?a={rid['e']}&b={rid['f']}", timeout=60).read().decode()
+        api = json.loads(urllib.request.urlopen(f"{base}/api/compare?a={rid['e']}&b={rid['f']}", timeout=60).read())
+    assert "Layer readouts" in page and "Heads whose attention features differ most" in page
+    for s in api["flips"]["samples"][:3]:
+        assert f"/runs/{rid['e']}/samples/{s['index_a']}" in page and f"/runs/{rid['f']}/samples/{s['index_b']}" in page
+    assert f"{api['flips']['total']}</td>" in page

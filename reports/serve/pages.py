@@ -250,6 +250,13 @@ def router(ex: Explorer) -> APIRouter:
         return render(request, "layers.html", title=f"Layers of {run['task']}", run=run, charts=charts, site=site,
                       sites=sites, skip=skip, layer_skip=layer_skip, apriori=apriori)
 
+    @pages.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request, a: str | None = Query(None, pattern=RUN_ID),
+                     b: str | None = Query(None, pattern=RUN_ID)):
+        runs = ex.runs()
+        c = ex.comparison(a, b) if a and b else None
+        return render(request, "compare.html", title="Compare two runs", runs=runs, a=a, b=b, c=c)
+
     @pages.get("/sql", response_class=HTMLResponse)
     def sql_page(request: Request, query: str | None = Query(None, max_length=100_000)):
         result, message = None, None
