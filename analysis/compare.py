@@ -137,6 +137,25 @@ def summary_table(samples: pd.DataFrame, boot: Bootstrap) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def readout_rows(la: pd.DataFrame, lb: pd.DataFrame, ids, boot: Bootstrap) -> list[dict]:
+    """Per layer both runs' layer predictions hold, and readout (:data:`READOUTS`): each run's accuracy on the
+    samples ``ids`` and the paired Δ (A − B); a layer where a run lacks some of the samples is left out."""
+    rows = []
+    for layer in sorted(set(la["layer"]) & set(lb["layer"])):
+        ra = la[la["layer"] == layer].set_index("sample_id").reindex(ids)
+        rb = lb[lb["layer"] == layer].set_index("sample_id").reindex(ids)
+        if ra["site"].isna().any() or rb["site"].isna().any():
+            continue
+        for readout in READOUTS:
+            ca, cb = ra[f"{readout}_correct"].to_numpy(float), rb[f"{readout}_correct"].to_numpy(float)
+            d = paired_difference(ca, cb, boot=boot)
+            rows.append(dict(layer=int(layer), site=str(ra["site"].iloc[0]), readout=readout,
+                             statistic="delta_accuracy", accuracy_a=float(ca.mean()), accuracy_b=float(cb.mean()),
+                             estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=len(ids),
+                             p=d["p"], flipped=d["discordant"], ci_method=d["ci_method"]))
+    return rows
+
+
 def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.DataFrame | None:
     """Per layer and readout: each run's accuracy and the paired Δ (A − B); None where it cannot be made."""
     la, lb = a.table("layer_predictions"), b.table("layer_predictions")
@@ -152,17 +171,7 @@ def layer_table(a: Run, b: Run, ids, boot: Bootstrap, correction: str) -> pd.Dat
     if len(fits) > 1:
         print(f"bertology compare: the runs' layer readouts were fitted differently ({' and '.join(sorted(fits))}): "
               f"compare_layers differs by that too", file=sys.stderr, flush=True)
-    rows = []
-    for layer in sorted(set(la["layer"]) & set(lb["layer"])):
-        ra = la[la["layer"] == layer].set_index("sample_id").loc[ids]
-        rb = lb[lb["layer"] == layer].set_index("sample_id").loc[ids]
-        for readout in READOUTS:
-            ca, cb = ra[f"{readout}_correct"].to_numpy(float), rb[f"{readout}_correct"].to_numpy(float)
-            d = paired_difference(ca, cb, boot=boot)
-            rows.append(dict(layer=int(layer), site=str(ra["site"].iloc[0]), readout=readout,
-                             statistic="delta_accuracy", accuracy_a=float(ca.mean()), accuracy_b=float(cb.mean()),
-                             estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], n=len(ids),
-                             p=d["p"], flipped=d["discordant"], ci_method=d["ci_method"]))
+    rows = readout_rows(la, lb, ids, boot)
     df = pd.DataFrame(rows)
     if not len(df):
         return None
@@ -233,13 +242,6 @@ def head_table(a: Run, b: Run, pos_a, pos_b, boot: Bootstrap, correction: str) -
     return df
 
 
-def _relative(folder, out) -> str | None:
-    """An analysis folder's path from the compare folder, when both are on this disk (results folders move)."""
-    import os
-
-    return os.path.relpath(folder.resolved(), out.resolved()) if folder.local and out.local else None
-
-
 def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = False,
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, correction: str = "holm") -> dict[str, Path]:
     """Compare the analysed runs ``a`` and ``b`` (A − B) and write the tables under ``out`` (see the module
@@ -269,7 +271,7 @@ def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = 
         written[name] = (out / f"{name}.parquet").local_path if out.local else out / f"{name}.parquet"
     (out / "compare.json").write_text(json.dumps(
         {"format": COMPARE_FORMAT, "a": run_a.folder.resolved(), "b": run_b.folder.resolved(),
-         "a_relative": _relative(run_a.folder, out), "b_relative": _relative(run_b.folder, out),
+         "a_relative": run_a.folder.relative_from(out), "b_relative": run_b.folder.relative_from(out),
          "store_a": run_a.store.resolved(), "store_b": run_b.store.resolved(),
          "model_a": run_a.ds.attrs["model"], "model_b": run_b.ds.attrs["model"], "task": run_a.ds.attrs["task"],
          "n_samples": int(len(ids)), "only_a": int(len(run_a.ids) - len(ids)),

@@ -136,10 +136,12 @@ def constraints(cls=AnalyzeConfig) -> dict[str, Constraint]:
     return {f.name: f.metadata["constraint"] for f in fields(cls)}
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls=AnalyzeConfig) -> None:
-    """The command-line flags of every option of ``cls``: ``--field-name`` with its type, bounds, choices
-    and help, all from the declarations."""
+def add_arguments(parser: argparse.ArgumentParser, cls=AnalyzeConfig, only: tuple[str, ...] | None = None) -> None:
+    """The command-line flags of every option of ``cls`` (or of those named in ``only``): ``--field-name``
+    with its type, bounds, choices and help, all from the declarations."""
     for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
         c: Constraint = f.metadata["constraint"]
         flag = c.flag or "--" + f.name.replace("_", "-")
         if c.negate:

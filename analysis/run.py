@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,11 +55,6 @@ def tidy(df: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
         if c in df:
             df[c] = df[c].astype("Int64")
     return df[FRONT + [c for c in df.columns if c not in FRONT]].reset_index(drop=True)
-
-
-def _relative(store: Location, out: Location) -> str | None:
-    """The store's path from the analysis folder, when both are on this disk (results folders can move)."""
-    return os.path.relpath(store.resolved(), out.resolved()) if store.local and out.local else None
 
 
 def analyze(store: str | Path, out: str | Path, cfg: AnalyzeConfig | None = None,
@@ -142,7 +136,7 @@ def _write(ctx: Context, out: Location, train_store, sweep, pretrained_store, sk
     named = lambda p: locate(p).resolved() if p else None  # noqa: E731 - a URL or an absolute path, no options
     (out / "analysis.json").write_text(json.dumps(
         {"format": ANALYSIS_FORMAT, "store": store.resolved(),
-         "store_relative": _relative(store, out),
+         "store_relative": store.relative_from(out),
          "train_store": named(train_store), "sweep": named(sweep), "pretrained_store": named(pretrained_store),
          "layer_fit": ctx.record.get("layer_fit"), "task": task, "model": model,
          "model_sha256": ds.attrs["model_sha256"], "carve_out": ds.attrs.get("carve_out"), "config": asdict(cfg),

@@ -92,7 +92,7 @@ def _scheduler(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertology.analysis.options import CORRECTIONS, SKIP_RULES, SKIP_STATISTICS, add_arguments
+    from bertology.analysis.options import SKIP_RULES, SKIP_STATISTICS, add_arguments
 
     parser = argparse.ArgumentParser(prog="bertology", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bertology {__version__}")
@@ -200,11 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the comparison's tables")
     p.add_argument("--intersect", action="store_true",
                    help="compare the samples both runs hold (else runs of different samples are refused)")
-    p.add_argument("--resamples", type=_number(int, 10, "an integer of at least 10"), default=1000,
-                   help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the bootstrap")
-    p.add_argument("--correction", default="holm", choices=CORRECTIONS,
-                   help="multiple-comparison correction across layers, interventions and heads")
+    add_arguments(p, only=("resamples", "seed", "correction"))   # as `analyze` declares them
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")

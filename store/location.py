@@ -116,6 +116,16 @@ class Location:
             return Location(str(self.local_path.parent), self.options)
         return Location(self.url.rsplit("/", 1)[0], self.options)
 
+    def relative_from(self, folder: "Location") -> str | None:
+        """This path as seen from ``folder``, when both are on this disk (a results folder can move as a whole);
+        None otherwise."""
+        return os.path.relpath(self.resolved(), folder.resolved()) if self.local and folder.local else None
+
+    def named_by(self, relative: str | None, recorded: str) -> "Location":
+        """What a record in this folder names: beside it at ``relative`` (as it was when recorded, so a moved
+        results folder still finds it), else at the ``recorded`` path or URL."""
+        return Location(os.path.normpath(self.local_path / relative)) if relative and self.local else Location(recorded)
+
     def resolved(self) -> str:
         """A stable name for the index: the absolute local path, or the URL."""
         return str(self.local_path.resolve()) if self.local else self.url

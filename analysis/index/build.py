@@ -177,11 +177,7 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
 
 def _compared_runs(folder: Location, info: dict) -> tuple[str, str, Location, Location]:
     """The run ids and analysis folders a compare folder compares (found beside it when results move)."""
-    def side(s):
-        rel = info.get(f"{s}_relative")
-        return Location(os.path.normpath(folder.local_path / rel)) if rel and folder.local else Location(info[s])
-
-    a, b = side("a"), side("b")
+    a, b = (folder.named_by(info.get(f"{s}_relative"), info[s]) for s in ("a", "b"))
     ids = []
     for side, f in (("a", a), ("b", b)):
         try:
@@ -271,10 +267,7 @@ def build_index(results: str | Path | list, db: str | Path, wait: float = 600,
 def analysed_store(a: Location, info: dict) -> Location:
     """The store an analysis folder names: beside it as it was when analysed (results folders can move), or
     at its recorded path or URL."""
-    rel = info.get("store_relative")
-    if rel and a.local:
-        return Location(os.path.normpath(a.local_path / rel))
-    return Location(info["store"])
+    return a.named_by(info.get("store_relative"), info["store"])
 
 
 def check_index(results: str | Path | list, db: str | Path) -> IndexReport:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertology.analysis.bootstrap import Bootstrap
+from bertology.analysis.compare import readout_rows
 from bertology.analysis.stats import paired_difference
 
 from .common import BadRequest, records, snapshot
@@ -66,22 +67,15 @@ class ComparisonService:
             return "the models have other depths: per-layer curves need equal depth"
         if "layer_predictions" not in self.index.tables():
             return "no layer readouts in the index"
-        q = ("SELECT sample_id, layer, probe_correct, centroid_correct FROM layer_predictions WHERE run_id = ? "
-             "ORDER BY layer, sample_id")
+        q = "SELECT sample_id, layer, site, probe_correct, centroid_correct FROM layer_predictions WHERE run_id = ?"
         pa, pb = (self.index.query(q, [r]) for r in (a, b))
-        out = []
-        for layer in sorted(set(pa["layer"]) & set(pb["layer"])):
-            ra = pa[pa["layer"] == layer].set_index("sample_id").reindex(ids)
-            rb = pb[pb["layer"] == layer].set_index("sample_id").reindex(ids)
-            if ra.isna().any().any() or rb.isna().any().any():
-                continue
-            row = {"layer": int(layer)}
-            for readout in ("probe", "centroid"):
-                ca, cb = ra[f"{readout}_correct"].to_numpy(float), rb[f"{readout}_correct"].to_numpy(float)
-                row[readout] = {"a": float(ca.mean()), "b": float(cb.mean()),
-                                "delta": _row(paired_difference(ca, cb, boot=boot))}
-            out.append(row)
-        return out or "the runs' layer readouts share no layer over the compared samples"
+        layers: dict[int, dict] = {}
+        for r in readout_rows(pa, pb, ids, boot):
+            delta = {"estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
+                     "discordant": r["flipped"], "n": r["n"]}
+            layers.setdefault(r["layer"], {"layer": r["layer"]})[r["readout"]] = {
+                "a": r["accuracy_a"], "b": r["accuracy_b"], "delta": delta}
+        return list(layers.values()) or "the runs' layer readouts share no layer over the compared samples"
 
     def _head_changes(self, a, b, run_a, run_b) -> list[dict] | str:
         if "attention_patterns" not in self.index.tables():
