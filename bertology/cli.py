@@ -44,6 +44,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="for a task with no train split on disk: carve a seeded, stratified FRACTION of dev "
                         "out as train (dev keeps the rest); recorded in the metadata")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--carve-seed", type=int, default=None,
+                   help="the seed of --carve-train-from-dev (default: --seed); fine-tuning seeds that share "
+                        "one dev set share this")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -108,8 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     _add_data_args(p)
 
-    p = sub.add_parser("init-model", help="write a randomly initialised tiny BERT classifier (the tiny profile's)")
+    p = sub.add_parser("init-model", help="write a randomly initialised BERT classifier: a tiny one (the tiny "
+                                          "profile's), or one of another model's shape (--like)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--like", help="a model (HF id, directory, or 'minilm-l6') whose architecture, size and "
+                                  "tokenizer to copy, with fresh random weights (Kovaleva's random-init baseline); "
+                                  "the size options are then ignored")
     p.add_argument("--layers", type=POSITIVE, default=2)
     p.add_argument("--hidden", type=POSITIVE, default=32)
     p.add_argument("--heads", type=POSITIVE, default=4)
@@ -168,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a checkpoint whose classifier head is newly initialised at load")
     p.add_argument("--glue-dir", help="GLUE folder for the train split (default: $GLUE_DIR)")
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the compensation classifier's seed")
+    p.add_argument("--carve-seed", type=int, default=None,
+                   help="the seed of --carve-train-from-dev (default: the dev store's recorded carve-out seed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     _add_storage_args(p)
@@ -201,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intersect", action="store_true",
                    help="compare the samples both runs hold (else runs of different samples are refused)")
     add_arguments(p, only=("resamples", "seed", "correction"))   # as `analyze` declares them
+    _add_storage_args(p)
+
+    p = sub.add_parser("across", help="several fine-tuning seeds of one task: each headline statistic's mean, "
+                                      "between-seed sd and interval, the share of seeds each finding holds in, "
+                                      "and Kovaleva's baselines")
+    p.add_argument("runs", nargs="+", help="analysis folders of the task's fine-tuned runs, one per seed "
+                                           "(`bertology analyze --out`), all of the same dev samples")
+    p.add_argument("--out", required=True, help="folder for the tables")
+    p.add_argument("--pretrained", help="analysis folder of the pre-trained model on the same samples, with "
+                                        "--train-store (its final-layer probe is the no-fine-tuning baseline)")
+    p.add_argument("--random-init", help="analysis folder of a randomly initialised model of the same shape "
+                                         "fine-tuned on the task (`init-model --like`, then `finetune`)")
     _add_storage_args(p)
 
     p = sub.add_parser("index", help="build or update the DuckDB index over every run under a results folder")
@@ -296,7 +317,8 @@ def _run(args: argparse.Namespace) -> int:
 
         metrics = finetune_task(
             args.model, args.task, args.out, glue_dir=args.glue_dir, max_train=args.max_train,
-            carve_train_from_dev=args.carve_train_from_dev, seed=args.seed, epochs=args.epochs,
+            carve_train_from_dev=args.carve_train_from_dev, seed=args.seed, carve_seed=args.carve_seed,
+            epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, device=args.device,
             progress=not args.quiet)
         m = metrics["dev"]
@@ -304,10 +326,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.task}: dev accuracy {m['accuracy']:.4f}, F1 {m['f1']:.4f}, MCC {m['mcc']:.4f} "
               f"after {metrics['train_seconds']:.0f} s{carve}; checkpoint {args.out}")
     elif args.command == "init-model":
-        from bertology.extract.models import init_random_bert
+        from bertology.extract.models import init_like, init_random_bert
 
-        path = init_random_bert(args.out, layers=args.layers, hidden=args.hidden, heads=args.heads,
-                                intermediate=args.intermediate, seed=args.seed, tokenizer=args.tokenizer)
+        if args.like:
+            path = init_like(args.out, args.like, seed=args.seed)
+        else:
+            path = init_random_bert(args.out, layers=args.layers, hidden=args.hidden, heads=args.heads,
+                                    intermediate=args.intermediate, seed=args.seed, tokenizer=args.tokenizer)
         print(f"wrote {path}")
     elif args.command == "extract":
         from bertology.extract.extraction import ExtractConfig, extract_task
@@ -323,7 +348,8 @@ def _run(args: argparse.Namespace) -> int:
             dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
             allow_untrained_head=args.allow_untrained_head, extra_meta={"attention_only": True} if args.attention_only else {})
         path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
-                            carve_train_from_dev=args.carve_train_from_dev, cfg=cfg, overwrite=args.overwrite,
+                            carve_train_from_dev=args.carve_train_from_dev, carve_seed=args.carve_seed, cfg=cfg,
+                            overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet, shard=args.shard)
         print(f"wrote {path}" + (f" (shard {args.shard[0]} of {args.shard[1]})" if args.shard else ""))
     elif args.command == "intervene":
@@ -332,7 +358,8 @@ def _run(args: argparse.Namespace) -> int:
         skip_layers = _skip_layers(args)
         path = sweep(args.model, args.store, args.out, families=args.families or FAMILIES, glue_dir=args.glue_dir,
                      carve_train_from_dev=args.carve_train_from_dev, train_limit=args.train_limit,
-                     batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet,
+                     batch_size=args.batch_size, seed=args.seed, carve_seed=args.carve_seed, device=args.device,
+                     progress=not args.quiet,
                      skip_layers=skip_layers, allow_untrained_head=args.allow_untrained_head)
         print(f"wrote {path}")
     elif args.command == "analyze":
@@ -349,6 +376,12 @@ def _run(args: argparse.Namespace) -> int:
 
         for name, path in compare(args.a, args.b, args.out, intersect=args.intersect, resamples=args.resamples,
                                   seed=args.seed, correction=args.correction).items():
+            print(f"wrote {path}")
+    elif args.command == "across":
+        from bertology.analysis.across import across
+
+        for name, path in across(args.runs, args.out, pretrained=args.pretrained,
+                                 random_init=args.random_init).items():
             print(f"wrote {path}")
     elif args.command == "index":
         from bertology.analysis.index import build_index

@@ -277,9 +277,10 @@ def _shard(out: Location, split: Split, plan: StorePlan, shard: tuple[int, int],
 
 
 def extract_task(model: str, task: str, split: str, out, *, glue_dir=None, limit=None,
-                 carve_train_from_dev=None, cfg: ExtractConfig | None = None, **kw):
-    """Load a GLUE split and extract it (the CLI's entry point)."""
+                 carve_train_from_dev=None, cfg: ExtractConfig | None = None, carve_seed: int | None = None, **kw):
+    """Load a GLUE split and extract it (the CLI's entry point); a carve-out uses ``carve_seed`` (default: the
+    extraction's seed)."""
     cfg = cfg or ExtractConfig()
     data = load_split(task, split, glue_dir, carve_train_from_dev=carve_train_from_dev,
-                      carve_seed=cfg.seed, limit=limit)
+                      carve_seed=cfg.seed if carve_seed is None else carve_seed, limit=limit)
     return extract(model, data, out, cfg, **kw)

@@ -149,10 +149,13 @@ def finetune(
 
 
 def finetune_task(model: str, task: str, out, *, glue_dir=None, max_train: int | None = None,
-                  carve_train_from_dev: float | None = None, seed: int = 0, **kw) -> dict:
-    """Load a task's train and dev splits (carving train out of dev if asked) and fine-tune."""
-    train = load_split(task, "train", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=seed)
-    dev = load_split(task, "dev", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=seed)
+                  carve_train_from_dev: float | None = None, seed: int = 0, carve_seed: int | None = None,
+                  **kw) -> dict:
+    """Load a task's train and dev splits (carving train out of dev if asked, with ``carve_seed``, default
+    ``seed``: fine-tuning seeds that are to share one dev set share it) and fine-tune with ``seed``."""
+    carve_seed = seed if carve_seed is None else carve_seed
+    train = load_split(task, "train", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed)
+    dev = load_split(task, "dev", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed)
     if max_train is not None:
         if max_train <= 0:
             raise BertologyError(f"--max-train must be positive; got {max_train}")

@@ -183,6 +183,21 @@ def require_trained_head(lm: LoadedModel, allow: bool, what: str) -> None:
         f"it is then recorded in the store and shown in `store info` and the report")
 
 
+def init_like(out: str | Path, like: str, *, seed: int = 0, num_labels: int = 2) -> Path:
+    """Write a classifier of ``like``'s architecture, size and tokenizer with freshly initialised weights (the
+    model's own initialiser, seeded): Kovaleva et al.'s "random init + fine-tuning" baseline starts here. The
+    same arguments give byte-identical weights."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    src = resolve(like)
+    config = AutoConfig.from_pretrained(src, num_labels=num_labels)
+    tok = AutoTokenizer.from_pretrained(src)
+    torch.manual_seed(seed)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(config)
+    return _save(model, tok, out)
+
+
 def init_random_bert(
     out: str | Path,
     *,
@@ -208,7 +223,11 @@ def init_random_bert(
                         num_attention_heads=heads, intermediate_size=intermediate,
                         max_position_embeddings=512, num_labels=num_labels)
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
+    return _save(BertForSequenceClassification(config), tok, out)
+
+
+def _save(model, tok, out: str | Path) -> Path:
+    """Write a checkpoint whole or not at all: into a temporary folder, then renamed."""
     out = Path(out)
     check_checkpoint_out(out)
     tmp = out.with_name(out.name + ".tmp")

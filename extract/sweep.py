@@ -96,8 +96,8 @@ def skip_features(lm, enc, skips: list[int], batch_size: int, dev, progress: boo
 
 def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, glue_dir=None,
           carve_train_from_dev: float | None = None, train_limit: int | None = 2000, batch_size: int = 64,
-          seed: int = 0, device: str | None = None, progress: bool = True, skip_layers=None,
-          allow_untrained_head: bool = False) -> Path:
+          seed: int = 0, carve_seed: int | None = None, device: str | None = None, progress: bool = True,
+          skip_layers=None, allow_untrained_head: bool = False) -> Path:
     """Run the sweep for the dev ``store`` with checkpoint ``model`` (the one the store was extracted with)
     and write it to ``out`` (see :mod:`bertology.store.sweep`)."""
     for name, value in (("--batch-size", batch_size), ("--train-limit", train_limit if train_limit is not None else 1)):
@@ -150,8 +150,10 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
     head = n * 2.0 * (cfg.hidden_size ** 2 + cfg.hidden_size * n_cls)
     flops = np.array([n_layers * per_layer + head - (per_layer if s else 0.0) for s in skip_axis])
     # the compensation classifier's train features: a train subset through each layer-skipped model
+    if carve_seed is None:   # the dev store's own carve-out, so the train part never overlaps its samples
+        carve_seed = int((ds.attrs.get("carve_out") or {}).get("seed", seed))
     train = load_split(ds.attrs["task"], "train", glue_dir, carve_train_from_dev=carve_train_from_dev,
-                       carve_seed=seed, limit=train_limit)
+                       carve_seed=carve_seed, limit=train_limit)
     enc = encode(lm.tokenizer, train, int(ds.attrs["max_length"]))
     train_cls = skip_features(lm, enc, skips, batch_size, dev, progress, f"skip features {ds.attrs['task']}/train")
     names = ["+".join(i.name for i in s) or "none" for s in specs]
