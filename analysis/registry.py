@@ -222,6 +222,19 @@ REGISTRY: tuple[Analysis, ...] = (
              options=("strength_layer", "strength_site", "resamples", "seed", "block_size"),
              doc="Finding 4: token activation strength"),
 )
+#: The analyses of several runs of one task (``bertology across``, over ``analyze``'s folders): not part of
+#: ``analyze``'s plan; their tables go to the index with the across-runs folder (``set_id``).
+ACROSS_RUNS: tuple[Analysis, ...] = (
+    Analysis("seed_variability",
+             (Table("seed_variability", "each headline statistic over fine-tuning seeds: mean, between-seed sd, "
+                                        "an interval for seeds and sentences"),
+              Table("seed_stability", "the share of seeds in which each yes/no finding holds")),
+             "across:across", sections=("across",), doc="a finding or seed noise?"),
+    Analysis("baselines",
+             (Table("baselines", "Kovaleva et al.'s Table 1: pre-trained (probe), random init + fine-tuning, "
+                                 "fine-tuned, with the published values"),),
+             "across:across", sections=("across",), doc="what fine-tuning and pre-training each add"),
+)
 BY_NAME: dict[str, Analysis] = {a.name: a for a in REGISTRY}
 #: Every table, in registry order.
 TABLES: tuple[Table, ...] = tuple(t for a in REGISTRY for t in a.tables)
@@ -280,5 +293,5 @@ def store_supports(name: str, caps: Capabilities) -> str | None:
 
 
 def sections() -> list[str]:
-    """The report's analysis sections, in registry order."""
-    return [s for a in REGISTRY for s in a.sections]
+    """The report's analysis sections, in registry order (the across-runs analyses' last, once each)."""
+    return list(dict.fromkeys(s for a in REGISTRY + ACROSS_RUNS for s in a.sections))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from bertology import BertologyError
 from bertology.analysis.index import IndexReader, build_index, check_index, indexed_paths
+from bertology.analysis.index.schema import ACROSS_TABLES
 from bertology.analysis.registry import TABLES
 from bertology.store.location import Location, locate
 
@@ -49,6 +50,10 @@ class ReportData:
     examples: pd.DataFrame          # per-token rows (index table token_strength) of the example sentences
     samples: pd.DataFrame           # the example sentences' sample rows
     benchmarks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the reported tasks' across-runs tables (seed_variability, seed_stability, baselines) and comparisons
+    #: (compares, compare_summary, compare_layers): the "Across seeds and runs" section's
+    across: dict[str, pd.DataFrame] = field(default_factory=dict)
+    seeds: dict[str, list[int]] = field(default_factory=dict)   # per task: the seeds of its indexed runs
 
     @property
     def tasks(self) -> list[str]:
@@ -135,7 +140,7 @@ def collect(results: str | Path, db: str | Path | None = None, tasks: list[str] 
 
 
 def _read(index: IndexReader, results: Location, tasks: list[str] | None) -> ReportData:
-    runs_df = index.query("SELECT run_id, task, metadata, analysis_path, checkpoint FROM runs "
+    runs_df = index.query("SELECT run_id, task, seed, metadata, analysis_path, checkpoint FROM runs "
                           "WHERE split = 'dev' AND analysis_path IS NOT NULL")
     if tasks:
         missing = sorted(set(tasks) - set(runs_df["task"]))
@@ -145,10 +150,8 @@ def _read(index: IndexReader, results: Location, tasks: list[str] | None) -> Rep
         runs_df = runs_df[runs_df["task"].isin(tasks)]
     if runs_df.empty:
         raise BertologyError(f"{results}: no analysed dev store; run `bertology analyze` (or the workflow) first")
-    dup = runs_df["task"][runs_df["task"].duplicated()].unique()
-    if len(dup):
-        raise BertologyError(f"{results}: more than one analysed dev store for task(s) {', '.join(dup)}; "
-                             f"a report covers one run per task (pass --tasks, or report each folder apart)")
+    seeds = {t: sorted(int(s) for s in g["seed"].dropna()) for t, g in runs_df.groupby("task")}
+    runs_df = _one_run_per_task(runs_df, results)
     runs = []
     for row in sorted(runs_df.itertuples(), key=lambda r: _order(r.task)):
         try:
@@ -170,4 +173,40 @@ def _read(index: IndexReader, results: Location, tasks: list[str] | None) -> Rep
         examples = index.query(f"SELECT run_id, task, sample, position, token, word_id, category, strength, "
                                f"bucket_corpus, bucket_sentence FROM token_strength WHERE {keys} "
                                f"ORDER BY run_id, sample, position", params)
-    return ReportData(results, runs, tables, examples, samples, read_benchmarks(results))
+    return ReportData(results, runs, tables, examples, samples, read_benchmarks(results),
+                      _across(index, [r.task for r in runs]), seeds)
+
+
+def _one_run_per_task(runs_df: pd.DataFrame, results: Location) -> pd.DataFrame:
+    """The run each task's per-run sections show: its only run, or of several fine-tuning seeds the smallest
+    (said in one line; the across-runs section covers them all). Several runs that are not distinct seeds of
+    one task are refused."""
+    keep = []
+    for task, g in runs_df.groupby("task", sort=False):
+        if len(g) == 1:
+            keep.append(g)
+            continue
+        if g["seed"].isna().any() or g["seed"].duplicated().any():
+            raise BertologyError(f"{results}: more than one analysed dev store for task {task}, not distinct "
+                                 f"fine-tuning seeds; a report covers one run per task (pass --tasks, or report "
+                                 f"each folder apart)")
+        first = g.sort_values("seed").head(1)
+        print(f"bertology report: {task} has runs of seeds {', '.join(str(int(s)) for s in sorted(g['seed']))}: "
+              f"the per-run sections show seed {int(first['seed'].iloc[0])}; \"Across seeds and runs\" covers "
+              f"them all", file=sys.stderr, flush=True)
+        keep.append(first)
+    return pd.concat(keep)
+
+
+def _across(index: IndexReader, tasks: list[str]) -> dict[str, pd.DataFrame]:
+    """The across-runs tables and the comparisons of ``tasks`` (every row, as indexed)."""
+    present = index.tables()
+    out = {}
+    marks = ", ".join("?" * len(tasks))
+    for table in ("run_sets", "compares") + ACROSS_TABLES + ("compare_summary", "compare_layers"):
+        if table in present and tasks:
+            key = "set_id" if table in ("run_sets",) + ACROSS_TABLES else "compare_id"
+            parent = "run_sets" if key == "set_id" else "compares"
+            out[table] = index.query(f'SELECT t.* FROM "{table}" t WHERE t.{key} IN (SELECT {key} FROM {parent} '
+                                     f'WHERE task IN ({marks}))', list(tasks))
+    return out

@@ -16,12 +16,13 @@ from bertology.extract.tasks import Example, Split, get_task
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path = REPO / "config" / "tiny.yaml"):
+def snakemake(results: Path, glue_dir: Path, *extra: str, configfile: Path | list[Path] = REPO / "config" / "tiny.yaml"):
     # the venv's snakemake from a shell where nothing is activated: the workflow finds its own `bertology`
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
     env = dict(os.environ, PATH=path)
-    cmd = [os.path.join(venv_bin, "snakemake"), "--cores", "2", "--configfile", str(configfile),
+    files = [str(f) for f in (configfile if isinstance(configfile, list) else [configfile])]   # later ones win
+    cmd = [os.path.join(venv_bin, "snakemake"), "--cores", "2", "--configfile", *files,
            "--config", f"glue_dir={glue_dir}", f"results={results}", *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
 

@@ -22,7 +22,7 @@ from .conftest import REPO, snakemake
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
 RULES = ("init_model", "finetune", "extract_dev", "extract_pretrained", "extract_train", "store_info", "intervene",
-         "analyze", "index", "report")
+         "analyze", "analyze_pretrained", "compare_pretrained", "index", "report")
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -56,11 +56,13 @@ def test_rerun_runs_nothing_and_a_config_change_reruns_exactly_what_it_affects(t
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("resamples: 200", "resamples: 300"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "index": 1, "report": 1, "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "analyze_pretrained": 5, "compare_pretrained": 5,
+                                                   "index": 1, "report": 1, "all": 1}
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("dev_limit: 48", "dev_limit: 40"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
     assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "extract_pretrained": 5, "store_info": 5,
-                                                   "intervene": 5, "analyze": 5, "index": 1, "report": 1, "all": 1}
+                                                   "intervene": 5, "analyze": 5, "analyze_pretrained": 5,
+                                                   "compare_pretrained": 5, "index": 1, "report": 1, "all": 1}
 
 
 def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
@@ -272,3 +274,47 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     size, ink = _non_blank(shot.read_bytes())
     assert size == (1280, 2400)
     assert ink > 0.05, f"the screenshot is (nearly) blank: {ink:.1%} of pixels not white"
+
+
+def test_the_tiny_profile_with_two_seeds_and_the_baselines_runs_end_to_end(glue_dir, tmp_path):
+    """config/tiny-seeds.yaml (two seeds) on two tasks, with Kovaleva's baselines: each seed its own run with
+    its seed, on the same dev samples, compared with the other seed and the pre-trained model; the across-seeds
+    tables and the comparisons in the index; the report's across section."""
+    from bertology.analysis.sql import query
+    from bertology.store.sweep import open_sweep
+
+    overlay = tmp_path / "two_tasks.yaml"
+    overlay.write_text("tasks: [sst2, rte]\nbaselines: [pretrained, random_init]\n")
+    results = tmp_path / "results"
+    proc = snakemake(results, glue_dir, configfile=[REPO / "config" / "tiny.yaml", REPO / "config" / "tiny-seeds.yaml",
+                                                   overlay])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    db = results / "bertology.duckdb"
+    runs = query(db, "SELECT task, seed, run_id FROM runs WHERE split = 'dev' ORDER BY task, seed")
+    assert list(zip(runs["task"], runs["seed"])) == [("rte", 0), ("rte", 1), ("sst2", 0), ("sst2", 1)]
+    for task in ("sst2", "rte"):
+        stores = [open_store(results / task / f"seed-{s}" / "dev.zarr") for s in (0, 1)]
+        assert (stores[0]["sample"].values == stores[1]["sample"].values).all()      # the same dev samples
+        assert stores[0].attrs["model_sha256"] != stores[1].attrs["model_sha256"]   # two fine-tunings
+        assert [open_sweep(results / task / f"seed-{s}" / "dev.sweep").attrs["seed"] for s in (0, 1)] == [0, 1]
+        acc = [pd.read_parquet(results / task / f"seed-{s}" / "analysis" / "task_metrics.parquet")
+               .set_index("statistic").at["accuracy", "estimate"] for s in (0, 1)]
+        var = query(db, f"SELECT v.* FROM seed_variability v JOIN run_sets USING (set_id) WHERE run_sets.task = "
+                        f"'{task}' AND v.source = 'task_metrics' AND v.statistic = 'accuracy'")
+        assert len(var) == 1 and var["mean"].iloc[0] == pytest.approx(np.mean(acc))
+        d = query(db, f"SELECT s.estimate FROM compare_summary s JOIN compares c USING (compare_id) WHERE c.task = "
+                      f"'{task}' AND s.statistic = 'delta_accuracy' AND c.a_path LIKE '%seed-1%' AND "
+                      f"c.b_path LIKE '%seed-0%'")
+        assert len(d) == 1 and d["estimate"].iloc[0] == pytest.approx(acc[1] - acc[0], abs=1e-12)
+        base = query(db, f"SELECT baseline FROM baselines b JOIN run_sets USING (set_id) WHERE run_sets.task = '{task}'")
+        assert set(base["baseline"]) == {"pretrained", "random_init", "finetuned"}
+    pre = query(db, "SELECT count(*) AS n FROM compares WHERE b_path LIKE '%pretrained_analysis%'")
+    assert pre["n"].iloc[0] == 2
+    stab = query(db, "SELECT DISTINCT finding FROM seed_stability")
+    assert {"skip_candidate", "best_head_removal", "significant_heads"} <= set(stab["finding"])
+    html = (results / "report" / "index.html").read_text()
+    assert "Across seeds and runs" in html and "Baselines (Kovaleva et al. 2019, Table 1)" in html
+    assert (results / "report" / "tables" / "seed_variability.csv").is_file()
+    dry = snakemake(results, glue_dir, "--dry-run", configfile=[REPO / "config" / "tiny.yaml",
+                                                                REPO / "config" / "tiny-seeds.yaml", overlay])
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr

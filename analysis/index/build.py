@@ -36,7 +36,7 @@ from bertology.store.reader import StoreError, is_complete, read_attrs
 
 from ..registry import ANALYSIS_FORMAT
 from ..confident_errors import margins
-from .schema import (ANALYSIS_TABLES, COMPARE_FORMAT, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS,
+from .schema import (ACROSS_FORMAT, ACROSS_TABLES, ANALYSIS_TABLES, COMPARE_FORMAT, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS,
                      RUN_TABLES, VIEWS, schema_version)
 
 
@@ -61,7 +61,7 @@ class IndexReport:
             return "it is of an older schema"
         parts = []
         for k, v in (("added", self.added), ("changed", self.updated), ("removed", self.removed)):
-            comparisons = sum(x in self.comparisons or x.startswith("cmp-") for x in v)
+            comparisons = sum(x in self.comparisons or x.startswith(("cmp-", "set-")) for x in v)
             parts += [f"{n} {what} {k}" for n, what in ((len(v) - comparisons, "run(s)"),
                                                          (comparisons, "comparison(s)")) if n]
         return ", ".join(parts) + " since it was built"
@@ -71,7 +71,7 @@ def _walk(paths: list[Location]):
     """Stores (``*.zarr`` folders, not descended into), analysis folders and compare folders
     (``bertology compare --out``): each path given is one of them, or a folder searched for them (on disk or
     on an object store)."""
-    stores, analyses, compares = set(), set(), set()
+    stores, analyses, compares = set(), set(), set()   # compares: compare and across-runs folders
     for path in paths:
         if path.name.endswith(".zarr"):
             stores.add(path)
@@ -83,7 +83,7 @@ def _walk(paths: list[Location]):
                     dirs.remove(d)
             if "analysis.json" in files:
                 analyses.add(root)
-            if "compare.json" in files:
+            if "compare.json" in files or "across.json" in files:
                 compares.add(root)
     key = Location.resolved
     return sorted(stores, key=key), sorted(analyses, key=key), sorted(compares, key=key)
@@ -160,6 +160,7 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
     _append(con, "runs", pd.DataFrame([{
         "run_id": rid, "store_path": store.resolved(), "task": ds.attrs["task"], "split": ds.attrs["split"],
         "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
+        "seed": _checkpoint_seed(ds.attrs["model_path"]),
         "n_samples": ds.sizes["sample"], "carve_out": bool(carve), "carve_out_json": json.dumps(carve),
         "analysis_path": analysis.resolved() if analysis else None,
         "layer_fit": info.get("layer_fit"), "metadata": json.dumps(dict(ds.attrs), sort_keys=True),
@@ -173,6 +174,37 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
         if f"{table}.parquet" in present:
             frame = pd.read_parquet(io.BytesIO((analysis / f"{table}.parquet").read_bytes()))
             _append(con, table, frame.assign(run_id=rid, split=ds.attrs["split"]))
+
+
+def set_id(folder: str | Path | Location) -> str:
+    """An across-runs folder's id: a digest of its folder's absolute path or URL."""
+    return "set-" + hashlib.sha256(locate(folder).resolved().encode()).hexdigest()[:12]
+
+
+def _checkpoint_seed(checkpoint: str) -> int | None:
+    """The fine-tuning seed a checkpoint records (``metrics.json`` of ``bertology finetune``), else None."""
+    try:
+        return int(json.loads((locate(checkpoint) / "metrics.json").read_text())["seed"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _add_set(con, sid: str, folder: Location, fingerprint: str) -> None:
+    info = json.loads((folder / "across.json").read_text())
+    runs = [folder.named_by(rel, rec) for rel, rec in zip(info.get("runs_relative") or [None] * len(info["runs"]),
+                                                          info["runs"])]
+    ids = [run_id(store) for store in info["stores"]]
+    _append(con, "run_sets", pd.DataFrame([{
+        "set_id": sid, "set_path": folder.resolved(), "task": info["task"], "n_runs": len(runs),
+        "seeds": json.dumps(info["seeds"]), "run_ids": json.dumps(ids),
+        "run_paths": json.dumps([r.resolved() for r in runs]), "n_samples": info["n_samples"],
+        "pretrained_path": info.get("pretrained"), "random_init_path": info.get("random_init"),
+        "fingerprint": fingerprint}]))
+    present = set(_tables_of(folder))
+    for table in ACROSS_TABLES:
+        if f"{table}.parquet" in present:
+            frame = pd.read_parquet(io.BytesIO((folder / f"{table}.parquet").read_bytes()))
+            _append(con, table, frame.assign(set_id=sid))
 
 
 def _compared_runs(folder: Location, info: dict) -> tuple[str, str, Location, Location]:
@@ -212,8 +244,9 @@ def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
             version = schema_version(con)
             runs = dict(con.sql("SELECT run_id, fingerprint FROM runs").fetchall()) if version else {}
             tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
-            if "compares" in tables:
-                runs.update(con.sql("SELECT compare_id, fingerprint FROM compares").fetchall())
+            for table, key in (("compares", "compare_id"), ("run_sets", "set_id")):
+                if table in tables:
+                    runs.update(con.sql(f"SELECT {key}, fingerprint FROM {table}").fetchall())
     except duckdb.Error as e:
         raise BertologyError(f"{db}: exists but is not a readable bertology index ({str(e).splitlines()[0]}); "
                              f"move it away or choose another --db") from None
@@ -229,8 +262,11 @@ def indexed_paths(db: Path) -> list[Location]:
     _existing_runs(db)  # a file that is no bertology index is refused with the fix
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.sql("SELECT store_path, analysis_path FROM runs").fetchall()
-        if "compares" in {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}:
+        tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "compares" in tables:
             rows += con.sql("SELECT compare_path, NULL FROM compares").fetchall()
+        if "run_sets" in tables:
+            rows += con.sql("SELECT set_path, NULL FROM run_sets").fetchall()
     found = {Location(p) for row in rows for p in row if p}
     return sorted((p for p in found if p.isdir()), key=Location.resolved)
 
@@ -324,6 +360,17 @@ def _survey(paths: list[Location], db: Path):
         raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
     for folder in compares:
+        if (folder / "across.json").isfile():
+            try:
+                info = json.loads((folder / "across.json").read_text())
+                if info.get("format") != ACROSS_FORMAT or not {"task", "runs", "stores", "seeds"} <= set(info):
+                    raise ValueError(f"format {info.get('format')}; this bertology reads {ACROSS_FORMAT}")
+            except (ValueError, OSError) as e:
+                report.skipped.append(f"{folder}: unreadable across.json ({e}); rerun `bertology across`")
+                continue
+            wanted[set_id(folder)] = (folder, None, _fingerprint(None, folder, "across.json"))
+            report.comparisons.add(str(folder))
+            continue
         try:
             info = json.loads((folder / "compare.json").read_text())
             if info.get("format") != COMPARE_FORMAT or not {"task", "a", "b", "store_a", "store_b"} <= set(info):
@@ -347,6 +394,15 @@ def _survey(paths: list[Location], db: Path):
     return report, wanted, existing
 
 
+def _kind(rid: str) -> tuple[tuple[str, ...], str]:
+    """The tables an indexed id's rows live in, and its id column: a run's, a comparison's, a run set's."""
+    if rid.startswith("cmp-"):
+        return ("compares",) + COMPARE_TABLES, "compare_id"
+    if rid.startswith("set-"):
+        return ("run_sets",) + ACROSS_TABLES, "set_id"
+    return ("runs",) + RUN_TABLES, "run_id"
+
+
 def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
     report, wanted, existing = _survey(paths, db)
     rebuild = report.outdated_schema
@@ -364,8 +420,7 @@ def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
             tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
             con.execute("BEGIN TRANSACTION")
             for rid in stale:
-                kind = ("compares",) + COMPARE_TABLES if rid.startswith("cmp-") else ("runs",) + RUN_TABLES
-                column = "compare_id" if rid.startswith("cmp-") else "run_id"
+                kind, column = _kind(rid)
                 for table in kind:
                     if table in tables:
                         con.execute(f'DELETE FROM "{table}" WHERE {column} = ?', [rid])
@@ -375,6 +430,8 @@ def _build(paths: list[Location], db: Path, on_run=None) -> IndexReport:
                 con.execute("BEGIN TRANSACTION")  # a run's rows go in together, or not at all
                 if rid.startswith("cmp-"):
                     _add_compare(con, rid, store, fp)
+                elif rid.startswith("set-"):
+                    _add_set(con, rid, store, fp)
                 else:
                     _add_run(con, rid, store, analysis, fp)
                 con.execute("COMMIT")

@@ -2,7 +2,8 @@
 
 A *run* is one complete store, with the analysis tables written for it. Tables (every row carries ``run_id``):
 
-- ``runs``: store path, task, split, model, checkpoint and its sha256, sample count, carve-out flag and
+- ``runs``: store path, task, split, model, checkpoint and its sha256, the fine-tuning ``seed`` (from the
+  checkpoint's ``metrics.json``; NULL for a checkpoint bertology did not fine-tune), sample count, carve-out flag and
   JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
 - ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
   ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
@@ -15,6 +16,9 @@ A *run* is one complete store, with the analysis tables written for it. Tables (
   per sample: each run's prediction, correctness and margin, ``flipped``), ``compare_summary``,
   ``compare_layers``, ``compare_interventions`` and ``compare_heads`` (paired differences A − B), each with
   ``compare_id``;
+- ``run_sets``: one row per across-runs folder (``bertology across --out``): its ``set_id``, task, the seeds
+  and run ids of the fine-tuned runs (JSON), the pre-trained and random-init baseline folders; and its tables
+  ``seed_variability``, ``seed_stability`` and ``baselines`` (:mod:`..across`), each with ``set_id``;
 - ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
 - views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
   ``margin > 0.3``).
@@ -28,20 +32,25 @@ embedding output (site ``embed``, the input of layer 1). A row about no single l
 from __future__ import annotations
 
 from ..options import CONFIDENT_MARGIN
-from ..registry import TABLES
+from ..registry import ACROSS_RUNS, TABLES
 
 #: The analysis tables (each file ``NAME.parquet`` becomes the table ``NAME``; see :mod:`..registry`).
 ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: The version of the index's tables and names, in the table ``index_info``; a database of another version
 #: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
 #: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
-#: ``estimate_plugin``, ``se`` and ``bounded`` columns). 4: the comparisons of ``bertology compare``.
-INDEX_SCHEMA_VERSION = 4
+#: ``estimate_plugin``, ``se`` and ``bounded`` columns). 4: the comparisons of ``bertology compare``. 5: the
+#: runs' ``seed``, and the across-runs folders of ``bertology across``.
+INDEX_SCHEMA_VERSION = 5
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: The version of a comparison folder's layout (``bertology compare``), in its ``compare.json``.
 COMPARE_FORMAT = 1
 #: The tables of a comparison folder (``bertology compare``), each row with its ``compare_id``.
 COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers", "compare_interventions", "compare_heads")
+#: The version of an across-runs folder's layout (``bertology across``), in its ``across.json``.
+ACROSS_FORMAT = 1
+#: The tables of an across-runs folder, each row with its ``set_id``: the registry's across-runs analyses.
+ACROSS_TABLES = tuple(t.name for a in ACROSS_RUNS for t in a.tables)
 #: Natural keys: no two rows of a table may share them (summary tables are guarded through ``runs``); the
 #: per-row tables' keys are the registry's.
 PRIMARY_KEYS = {
@@ -50,6 +59,7 @@ PRIMARY_KEYS = {
     **{t.name: ("run_id",) + t.keys for t in TABLES if t.keys},
     "compares": ("compare_id",),
     "compare_samples": ("compare_id", "sample_id"),
+    "run_sets": ("set_id",),
 }
 VIEWS = {
     "errors": "SELECT * FROM samples WHERE NOT correct",
