@@ -7,6 +7,8 @@ the real MiniLM weights.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,45 @@ def test_init_model_writes_the_same_random_bert_every_time(tmp_path):
     m = load_classifier(str(a), num_labels=2)
     assert len(m.encoder_layers) == 2 and m.model.config.hidden_size == 32
     assert not (tmp_path / "a.tmp").exists()
+
+
+def test_init_like_copies_a_models_shape_and_tokenizer_with_fresh_seeded_weights(tmp_path):
+    """Kovaleva's random-init baseline: MiniLM's architecture, size and vocabulary, none of its weights."""
+    from safetensors.numpy import load_file
+
+    from bertology.extract.models import init_like, load_classifier, resolve
+
+    a = init_like(tmp_path / "a", "minilm-l6", seed=3)
+    b = init_like(tmp_path / "b", "minilm-l6", seed=3)
+    c = init_like(tmp_path / "c", "minilm-l6", seed=4)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
+    fresh, real = load_classifier(str(a), num_labels=2), load_classifier("minilm-l6", num_labels=2)
+    assert len(fresh.encoder_layers) == len(real.encoder_layers) == 6
+    assert fresh.model.config.hidden_size == real.model.config.hidden_size == 384
+    assert fresh.tokenizer("a test")["input_ids"] == real.tokenizer("a test")["input_ids"]
+    ours = load_file(str(a / "model.safetensors"))
+    theirs = load_file(str(next(Path(resolve("minilm-l6")).glob("*.safetensors"))))
+    q = next(k for k in ours if k.endswith("layer.0.attention.self.query.weight"))
+    t = next(k for k in theirs if k.endswith("layer.0.attention.self.query.weight"))
+    assert ours[q].shape == theirs[t].shape and not np.allclose(ours[q], theirs[t])
+
+
+def test_seeds_that_share_a_carve_seed_share_their_dev_set(glue_dir, monkeypatch):
+    """QNLI's train is carved out of dev: fine-tuning seeds 0 and 1 with --carve-seed 0 train on the same train
+    part and hold out the same dev samples (so their stores compare sample by sample); without it each seed
+    carves its own."""
+    from bertology.extract import finetune as F
+
+    seen = {}
+    monkeypatch.setattr(F, "finetune", lambda model, train, dev, out, seed, **kw: seen.setdefault(
+        (seed, kw.get("tag")), ({e.sample_id for e in train.examples}, [e.sample_id for e in dev.examples])))
+    for seed, carve_seed, tag in ((0, 0, "a"), (1, 0, "b"), (1, None, "c")):
+        F.finetune_task("minilm-l6", "qnli", "unused", glue_dir=glue_dir, carve_train_from_dev=0.5, seed=seed,
+                        carve_seed=carve_seed, max_train=200, tag=tag)
+    (train0, dev0), (train1, dev1), (train_own, dev_own) = (seen[k] for k in ((0, "a"), (1, "b"), (1, "c")))
+    assert dev0 == dev1 and dev0 != dev_own
+    all_train = {e.sample_id for e in F.load_split("qnli", "train", glue_dir, carve_train_from_dev=0.5,
+                                                   carve_seed=0).examples}
+    assert train0 <= all_train and train1 <= all_train and not set(dev0) & all_train
+    assert train0 != train1          # each seed draws its own max_train subset of the same train part

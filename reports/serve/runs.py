@@ -17,8 +17,8 @@ class RunService:
     @snapshot
     def runs(self) -> list[dict]:
         """Every run with its classifier metrics (estimate and bootstrap CI) as ``metrics``."""
-        df = self.index.query("SELECT run_id, task, split, model, checkpoint, n_samples, carve_out, layer_fit, "
-                              "store_path, analysis_path FROM runs ORDER BY task, split, run_id")
+        df = self.index.query("SELECT run_id, task, split, seed, model, checkpoint, n_samples, carve_out, layer_fit, "
+                              "store_path, analysis_path FROM runs ORDER BY task, split, seed, run_id")
         rows = records(df)
         metrics = self._table_rows("task_metrics")
         for r in rows:
