@@ -22,7 +22,18 @@ Tables (``DIR/NAME.parquet``, with ``compare.json`` beside them):
   attention to [CLS], [SEP], punctuation and other tokens), each run's mean over the samples and the paired
   Δ with its bootstrap interval and p-value (:func:`bootstrap.bootstrap_p`), corrected across heads per
   feature; read from both stores' attention maps (a sample without a value, e.g. ``block`` of one text, is
-  left out).
+  left out). And per head and pattern type (``type_vertical``, …, ``type_heterogeneous``: the share of
+  samples whose map is of that type, with the analyses' classifier), the paired Δ of the shares.
+- ``compare_separability``: per layer, site and statistic (the debiased Fisher trace ratio, centroid ratio
+  and between-class energy of [CLS]), each run's estimate and the paired Δ, its jackknife interval and p,
+  corrected across layers and sites per statistic: both runs' [CLS] states are one source of series over the
+  matched samples, so each leave-one-out drops a sample from both runs at once (:class:`PairedSource`).
+- ``compare_ffn``: per layer, vector (``update`` = ln2 − ln1, ``ff``) and part of the FFN decomposition
+  (structural, classification, within, total energy, structural share), the same paired Δ.
+- ``compare_attribution``: per layer (and the model's mean) and attribution scope, the Δ of the Spearman
+  similarity with the previous scope. The analyses keep each run's mean and interval, not the per-sentence
+  values, so this Δ is *unpaired* (normal, from the two intervals; ``ci_method`` ``unpaired_normal``):
+  conservative where the runs share their sentences.
 
 Samples of A missing from B (or B from A) are refused, unless ``intersect``: then the comparison is made on
 the samples both hold, and says how many those are.
@@ -46,7 +57,8 @@ from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, adjust, bootstrap_p, percen
 from .confident_errors import margins
 from .index.build import analysed_store
 from .index.schema import COMPARE_FORMAT, COMPARE_TABLES
-from .intervals import share_interval
+from .intervals import CI_LEVEL, normal_p, share_interval, z_value
+from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
 from .stats import paired_difference
 
 READOUTS = ("probe", "centroid")
@@ -235,10 +247,145 @@ def head_table(a: Run, b: Run, pos_a, pos_b, boot: Bootstrap, correction: str) -
                        "feature": names[feature.reshape(-1)],
                        "statistic": "delta_mean", "mean_a": mean(fa), "mean_b": mean(fb), "estimate": est,
                        "ci_low": lo, "ci_high": hi, "n": ok.sum(axis=0), "p": p, "ci_method": "percentile"})
+    df = pd.concat([df, _pattern_rows(a, fa, fb, list(names), boot)], ignore_index=True)
     df["p_adj"] = np.nan
-    for name in names:
+    for name in df["feature"].unique():
         sel = df["feature"] == name
         df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
+    return df
+
+
+def _pattern_rows(a: Run, fa: np.ndarray, fb: np.ndarray, names: list[str], boot: Bootstrap) -> pd.DataFrame:
+    """Per head and Kovaleva pattern type: each run's share of samples whose map is of that type, and the
+    paired Δ (features (n, L, H, F) of the matched samples; the analyses' default classifier)."""
+    from .attention_heads import PATTERNS, PatternClassifier
+
+    if not {"vertical", "diagonal"} <= set(names):
+        return pd.DataFrame()
+    get = lambda f, k: f[..., names.index(k)] if k in names else np.full(f.shape[:-1], np.nan)   # noqa: E731
+    clf = PatternClassifier()
+    ta = clf.predict(get(fa, "vertical"), get(fa, "diagonal"), get(fa, "block"))
+    tb = clf.predict(get(fb, "vertical"), get(fb, "diagonal"), get(fb, "block"))
+    n, L, H = ta.shape
+    layer, head = np.meshgrid(a.ds["layer"].values, a.ds["head"].values, indexing="ij")
+    frames = []
+    for pattern in PATTERNS:
+        code = PATTERNS.index(pattern)
+        xa, xb = (ta == code).reshape(n, -1).astype(float), (tb == code).reshape(n, -1).astype(float)
+        est, bs = boot.mean(xa - xb)
+        lo, hi = percentile_ci(bs)
+        p = np.where(np.all(xa == xb, axis=0), 1.0, bootstrap_p(bs))
+        frames.append(pd.DataFrame({"layer": layer.reshape(-1), "head": head.reshape(-1),
+                                    "feature": f"type_{pattern}", "statistic": "delta_share",
+                                    "mean_a": xa.mean(axis=0), "mean_b": xb.mean(axis=0), "estimate": est,
+                                    "ci_low": lo, "ci_high": hi, "n": n, "p": p, "ci_method": "percentile"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+class PairedSource:
+    """Two runs' series over their matched samples as one source, A's K series then B's: A − B is then a
+    difference between series of :func:`moments.energies_with_ci`, and its jackknife leaves each sample out of
+    both runs at once, which is what pairs them."""
+
+    def __init__(self, a, b, pos_a: np.ndarray, pos_b: np.ndarray):
+        self.a, self.b, self.pos_a, self.pos_b = a, b, np.asarray(pos_a), np.asarray(pos_b)
+        self.n, self.K = len(self.pos_a), a.K + b.K
+
+    def block(self, ks: slice, idx: slice) -> SampleSums:
+        parts = []
+        for src, off, pos in ((self.a, 0, self.pos_a), (self.b, self.a.K, self.pos_b)):
+            lo, hi = max(ks.start or 0, off), min(self.K if ks.stop is None else ks.stop, off + src.K)
+            if lo < hi:
+                parts.append(src.block(slice(lo - off, hi - off), pos[idx]))
+        return SampleSums(np.concatenate([p.s for p in parts], axis=1), np.concatenate([p.q for p in parts], axis=1),
+                          parts[0].m)
+
+
+def _paired_energies(src_a, src_b, pos_a, pos_b, labels, n_classes: int, statistics, correction: str,
+                     keys_name: tuple[str, ...], group=None) -> pd.DataFrame | None:
+    """Each statistic of both runs' series (matched by their keys) and the paired Δ (A − B), corrected across
+    the series per statistic (and per ``group(key)`` where given)."""
+    keys = [k for k in src_a.keys if k in set(src_b.keys)]
+    if not keys or min_class_count(labels, n_classes) < MIN_PER_CLASS:
+        return None
+    ia, ib = [src_a.keys.index(k) for k in keys], [src_b.keys.index(k) for k in keys]
+    res = energies_with_ci(PairedSource(src_a, src_b, pos_a, pos_b), labels, n_classes,
+                           deltas=[(src_a.K + j, i) for i, j in zip(ia, ib)])
+    rows = []
+    for name in statistics:
+        if name not in res.deltas:
+            continue
+        d, e = res.deltas[name], res.series[name]
+        for m, key in enumerate(keys):
+            rows.append(dict(zip(keys_name, key), statistic=name, estimate_a=e.estimate[ia[m]],
+                             estimate_b=e.estimate[src_a.K + ib[m]], estimate=d.estimate[m],
+                             estimate_plugin=d.plugin[m], ci_low=d.ci_low[m], ci_high=d.ci_high[m], se=d.se[m],
+                             p=d.p[m], ci_method=d.ci_method[m], n=len(pos_a)))
+    df = pd.DataFrame(rows)
+    same = (df["estimate"] == 0) & (df["se"] == 0)          # e.g. [CLS] at the embeddings: one vector for all
+    df.loc[same & df["p"].isna(), "p"] = 1.0
+    df["p_adj"] = np.nan
+    for _, sel in df.groupby(["statistic"] + ([] if group is None else [df.apply(group, axis=1)])).groups.items():
+        df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
+    return df
+
+
+def _same_width(a: Run, b: Run, table: str) -> bool:
+    if a.ds.sizes.get("hidden") != b.ds.sizes.get("hidden"):
+        print(f"bertology compare: skipped {table}: the models' hidden sizes differ ({a.ds.sizes.get('hidden')} and "
+              f"{b.ds.sizes.get('hidden')}); energies compare within one width", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def separability_table(a: Run, b: Run, pos_a, pos_b, correction: str) -> pd.DataFrame | None:
+    """Per layer, site and separability statistic of [CLS]: both runs' estimates and the paired Δ (A − B)."""
+    from .separability import SEPARABILITY_STATISTICS, ClsSource
+
+    if not _same_width(a, b, "compare_separability"):
+        return None
+    labels = a.ds["label"].values[pos_a].astype(int)
+    C = len(a.ds["class"])
+    stats = [s for s in SEPARABILITY_STATISTICS if C == 2 or s != "centroid_ratio"]
+    return _paired_energies(ClsSource(a.ds), ClsSource(b.ds), pos_a, pos_b, labels, C, stats, correction,
+                            ("layer", "site"))
+
+
+def ffn_table(a: Run, b: Run, pos_a, pos_b, correction: str) -> pd.DataFrame | None:
+    """Per layer, vector and part of the FFN decomposition over [CLS]: both runs' estimates and the paired Δ."""
+    from .ffn_roles import PARTS, ClsUpdateSource
+
+    sites = {str(s) for s in a.ds["site"].values} & {str(s) for s in b.ds["site"].values}
+    if not {"ln1", "ff", "ln2"} <= sites or not _same_width(a, b, "compare_ffn"):
+        return None
+    labels = a.ds["label"].values[pos_a].astype(int)
+    parts = [p for p in PARTS if p != "structural_over_classification"]   # a ratio: its Δ is not defined
+    return _paired_energies(ClsUpdateSource(a.ds), ClsUpdateSource(b.ds), pos_a, pos_b, labels,
+                            len(a.ds["class"]), parts, correction, ("layer", "vector"),
+                            group=lambda r: r["vector"])
+
+
+def attribution_table(a: Run, b: Run, correction: str) -> pd.DataFrame | None:
+    """Per layer (and the model) and attribution scope: each run's Spearman similarity with the previous scope
+    and their Δ, unpaired (normal, from the two intervals; the per-sentence values are not kept)."""
+    ta, tb = a.table("attribution_similarity"), b.table("attribution_similarity")
+    if ta is None or tb is None:
+        return None
+    keys = ["unit", "layer", "maps", "scope", "previous"]
+    m = ta.merge(tb, on=keys + ["statistic"], suffixes=("_a", "_b"))
+    if not len(m):
+        return None
+    z = z_value(CI_LEVEL)
+    se = np.hypot((m["ci_high_a"] - m["ci_low_a"]) / (2 * z), (m["ci_high_b"] - m["ci_low_b"]) / (2 * z))
+    est = m["estimate_a"] - m["estimate_b"]
+    df = m[keys + ["statistic"]].assign(estimate_a=m["estimate_a"], estimate_b=m["estimate_b"], estimate=est,
+                                        ci_low=est - z * se, ci_high=est + z * se, se=se,
+                                        p=normal_p(est.to_numpy(), se.to_numpy()),
+                                        n=np.minimum(m["n_a"], m["n_b"]), ci_method="unpaired_normal")
+    df["p_adj"] = np.nan
+    for _, sel in df.groupby(["maps", "unit"]).groups.items():
+        df.loc[sel, "p_adj"] = adjust(df.loc[sel, "p"].to_numpy(), correction)
+    df["layer"] = df["layer"].astype("Int64")
     return df
 
 
@@ -256,7 +403,10 @@ def compare(a: str | Path, b: str | Path, out: str | Path, *, intersect: bool = 
     tables = {"compare_samples": samples, "compare_summary": summary_table(samples, boot)}
     for name, df in (("compare_layers", layer_table(run_a, run_b, ids, boot, correction)),
                      ("compare_interventions", intervention_table(run_a, run_b, ids, boot, correction)),
-                     ("compare_heads", head_table(run_a, run_b, pos_a, pos_b, boot, correction))):
+                     ("compare_heads", head_table(run_a, run_b, pos_a, pos_b, boot, correction)),
+                     ("compare_separability", separability_table(run_a, run_b, pos_a, pos_b, correction)),
+                     ("compare_ffn", ffn_table(run_a, run_b, pos_a, pos_b, correction)),
+                     ("compare_attribution", attribution_table(run_a, run_b, correction))):
         if df is not None:
             tables[name] = df
     out.mkdir()

@@ -18,6 +18,7 @@ from bertology.analysis.options import AnalyzeConfig
 from bertology.analysis.run import analyze
 from bertology.analysis.stats import paired_difference
 from bertology.cli import main
+from bertology.store import open_store
 
 from .conftest import make_split
 
@@ -145,6 +146,7 @@ def test_a_comparison_is_indexed_so_sql_finds_the_samples_one_run_gets_right_and
 def test_per_head_differences_are_each_runs_feature_mean_minus_the_others(runs, tmp_path):
     compare(runs["e"], runs["f"], tmp_path, resamples=200)
     heads = pd.read_parquet(tmp_path / "compare_heads.parquet")
+    heads = heads[~heads["feature"].str.startswith("type_")]          # the pattern types: their own test
     pat = {k: pd.read_parquet(runs[k] / "attention_patterns.parquet") for k in "ef"}
     assert set(heads["feature"]) == {"vertical", "diagonal", "self", "attention_to_cls", "attention_to_sep",
                                      "attention_to_punct", "attention_to_other"}    # no block: one text each
@@ -287,3 +289,56 @@ def test_the_explorer_shows_a_comparison_page_linked_to_both_runs_samples(runs, 
     for s in api["flips"]["samples"][:3]:
         assert f"/runs/{rid['e']}/samples/{s['index_a']}" in page and f"/runs/{rid['f']}/samples/{s['index_b']}" in page
     assert f"{api['flips']['total']}</td>" in page
+
+
+def test_separability_and_ffn_differences_are_paired_and_equal_each_runs_estimate_minus_the_others(runs, tmp_path):
+    """Both runs' [CLS] states as one source over the matched samples: the plug-in Δ is exactly A's plug-in minus
+    B's (as each run's own analysis has it), the debiased Δ A's debiased value minus B's wherever neither was
+    moved to its range's edge."""
+    compare(runs["a"], runs["b"], tmp_path, resamples=50)
+    sep = pd.read_parquet(tmp_path / "compare_separability.parquet")
+    own = {k: pd.read_parquet(runs[k] / "separability.parquet").set_index(["layer", "site", "statistic"]) for k in "ab"}
+    assert set(sep["statistic"]) == {"fisher_trace", "centroid_ratio", "classification"}
+    assert len(sep) == len(own["a"].loc[own["a"].index.get_level_values(2) == "fisher_trace"]) * 3
+    for r in sep.itertuples():
+        a, b = (own[k].loc[(r.layer, r.site, r.statistic)] for k in "ab")
+        assert r.estimate_plugin == pytest.approx(a["estimate_plugin"] - b["estimate_plugin"], rel=1e-6, abs=1e-9)
+        assert (r.estimate_a, r.estimate_b) == pytest.approx((a["estimate"], b["estimate"]), rel=1e-6, abs=1e-9)
+        if a["estimate"] > 0 and b["estimate"] > 0:
+            assert r.estimate == pytest.approx(a["estimate"] - b["estimate"], rel=1e-6, abs=1e-9)
+        assert r.ci_low <= r.estimate <= r.ci_high and r.p_adj >= r.p
+    ffn = pd.read_parquet(tmp_path / "compare_ffn.parquet")
+    mine = {k: pd.read_parquet(runs[k] / "ffn_roles.parquet") for k in "ab"}
+    mine = {k: d[d["positions"] == "cls"].set_index(["layer", "vector", "statistic"]) for k, d in mine.items()}
+    assert {"structural", "classification", "structural_share"} <= set(ffn["statistic"])
+    for r in ffn.itertuples():
+        a, b = (mine[k].loc[(r.layer, r.vector, r.statistic)] for k in "ab")
+        assert r.estimate_plugin == pytest.approx(a["estimate_plugin"] - b["estimate_plugin"], rel=1e-6, abs=1e-12)
+
+
+def test_a_run_against_itself_differs_by_nothing_with_a_zero_width_interval(runs, tmp_path):
+    """The pairing: leaving a sample out of both runs at once, a run's Δ with itself has no variance at all,
+    where two unpaired runs of the same width would give √2 × its own se."""
+    compare(runs["a"], runs["a"], tmp_path, resamples=50)
+    sep = pd.read_parquet(tmp_path / "compare_separability.parquet")
+    assert np.allclose(sep["estimate"], 0) and np.allclose(sep["ci_high"] - sep["ci_low"], 0, atol=1e-9)
+    own = pd.read_parquet(runs["a"] / "separability.parquet")
+    assert (own.loc[own["statistic"] == "fisher_trace", "se"] > 0).any()
+
+
+def test_pattern_types_per_head_compare_as_shares_of_samples(runs, tmp_path):
+    from bertology.analysis.attention_heads import PATTERNS, PatternClassifier, head_features
+
+    compare(runs["e"], runs["f"], tmp_path, resamples=50)
+    heads = pd.read_parquet(tmp_path / "compare_heads.parquet")
+    types = heads[heads["feature"].str.startswith("type_")]
+    assert set(types["feature"]) == {f"type_{p}" for p in PATTERNS}
+    e = open_store(runs["e"].parent / "dev.zarr")
+    f = head_features(e)
+    names = [str(x) for x in f["feature"].values]
+    t = PatternClassifier().predict(*(f.values[..., names.index(k)] for k in ("vertical", "diagonal", "block")))
+    r = types[(types["layer"] == 2) & (types["head"] == 1)].set_index("feature")
+    for p in PATTERNS:
+        assert r.at[f"type_{p}", "mean_a"] == pytest.approx((t[:, 1, 0] == PATTERNS.index(p)).mean())
+    share_sums = types.groupby(["layer", "head"])["mean_a"].sum()
+    assert np.allclose(share_sums, 1.0)

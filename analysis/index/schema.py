@@ -14,8 +14,8 @@ A *run* is one complete store, with the analysis tables written for it. Tables (
 - ``compares``: one row per comparison folder (``bertology compare --out``): its ``compare_id``, task, the
   runs A and B (``a_run_id``, ``b_run_id``), the samples compared; and its tables ``compare_samples`` (one row
   per sample: each run's prediction, correctness and margin, ``flipped``), ``compare_summary``,
-  ``compare_layers``, ``compare_interventions`` and ``compare_heads`` (paired differences A − B), each with
-  ``compare_id``;
+  ``compare_layers``, ``compare_interventions``, ``compare_heads``, ``compare_separability``, ``compare_ffn``
+  and ``compare_attribution`` (differences A − B), each with ``compare_id``;
 - ``run_sets``: one row per across-runs folder (``bertology across --out``): its ``set_id``, task, the seeds
   and run ids of the fine-tuned runs (JSON), the pre-trained and random-init baseline folders; and its tables
   ``seed_variability``, ``seed_stability`` and ``baselines`` (:mod:`..across`), each with ``set_id``;
@@ -46,7 +46,8 @@ RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: The version of a comparison folder's layout (``bertology compare``), in its ``compare.json``.
 COMPARE_FORMAT = 1
 #: The tables of a comparison folder (``bertology compare``), each row with its ``compare_id``.
-COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers", "compare_interventions", "compare_heads")
+COMPARE_TABLES = ("compare_samples", "compare_summary", "compare_layers", "compare_interventions", "compare_heads",
+                  "compare_separability", "compare_ffn", "compare_attribution")
 #: The version of an across-runs folder's layout (``bertology across``), in its ``across.json``.
 ACROSS_FORMAT = 1
 #: The tables of an across-runs folder, each row with its ``set_id``: the registry's across-runs analyses.
