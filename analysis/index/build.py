@@ -200,11 +200,16 @@ def _add_set(con, sid: str, folder: Location, fingerprint: str) -> None:
         "run_paths": json.dumps([r.resolved() for r in runs]), "n_samples": info["n_samples"],
         "pretrained_path": info.get("pretrained"), "random_init_path": info.get("random_init"),
         "fingerprint": fingerprint}]))
+    _add_tables(con, folder, ACROSS_TABLES, set_id=sid)
+
+
+def _add_tables(con, folder: Location, tables: tuple[str, ...], **key) -> None:
+    """Each of ``tables`` the folder holds (``NAME.parquet``), every row tagged with ``key`` (its id column)."""
     present = set(_tables_of(folder))
-    for table in ACROSS_TABLES:
+    for table in tables:
         if f"{table}.parquet" in present:
             frame = pd.read_parquet(io.BytesIO((folder / f"{table}.parquet").read_bytes()))
-            _append(con, table, frame.assign(set_id=sid))
+            _append(con, table, frame.assign(**key))
 
 
 def _compared_runs(folder: Location, info: dict) -> tuple[str, str, Location, Location]:
@@ -226,11 +231,7 @@ def _add_compare(con, cid: str, folder: Location, fingerprint: str) -> None:
         "compare_id": cid, "compare_path": folder.resolved(), "task": info["task"], "a_run_id": a_id,
         "b_run_id": b_id, "a_path": a.resolved(), "b_path": b.resolved(), "n_samples": info["n_samples"],
         "fingerprint": fingerprint}]))
-    present = set(_tables_of(folder))
-    for table in COMPARE_TABLES:
-        if f"{table}.parquet" in present:
-            frame = pd.read_parquet(io.BytesIO((folder / f"{table}.parquet").read_bytes()))
-            _append(con, table, frame.assign(compare_id=cid))
+    _add_tables(con, folder, COMPARE_TABLES, compare_id=cid)
 
 
 def _existing_runs(db: Path) -> tuple[dict[str, str], bool]:
@@ -359,26 +360,19 @@ def _survey(paths: list[Location], db: Path):
     if not wanted:
         raise BertologyError(f"{where}: no complete bertology store to index"
                              + (f" ({len(report.skipped)} skipped: {'; '.join(report.skipped)})" if report.skipped else ""))
-    for folder in compares:
-        if (folder / "across.json").isfile():
-            try:
-                info = json.loads((folder / "across.json").read_text())
-                if info.get("format") != ACROSS_FORMAT or not {"task", "runs", "stores", "seeds"} <= set(info):
-                    raise ValueError(f"format {info.get('format')}; this bertology reads {ACROSS_FORMAT}")
-            except (ValueError, OSError) as e:
-                report.skipped.append(f"{folder}: unreadable across.json ({e}); rerun `bertology across`")
-                continue
-            wanted[set_id(folder)] = (folder, None, _fingerprint(None, folder, "across.json"))
-            report.comparisons.add(str(folder))
-            continue
+    for folder in compares:   # a comparison folder, or an across-runs one: (its file, format, keys, id, command)
+        info_file, fmt, needed, ident, command = (
+            ("across.json", ACROSS_FORMAT, {"task", "runs", "stores", "seeds"}, set_id, "across")
+            if (folder / "across.json").isfile() else
+            ("compare.json", COMPARE_FORMAT, {"task", "a", "b", "store_a", "store_b"}, compare_id, "compare"))
         try:
-            info = json.loads((folder / "compare.json").read_text())
-            if info.get("format") != COMPARE_FORMAT or not {"task", "a", "b", "store_a", "store_b"} <= set(info):
-                raise ValueError(f"format {info.get('format')}; this bertology reads {COMPARE_FORMAT}")
+            info = json.loads((folder / info_file).read_text())
+            if info.get("format") != fmt or not needed <= set(info):
+                raise ValueError(f"format {info.get('format')}; this bertology reads {fmt}")
         except (ValueError, OSError) as e:
-            report.skipped.append(f"{folder}: unreadable compare.json ({e}); rerun `bertology compare`")
+            report.skipped.append(f"{folder}: unreadable {info_file} ({e}); rerun `bertology {command}`")
             continue
-        wanted[compare_id(folder)] = (folder, None, _fingerprint(None, folder, "compare.json"))
+        wanted[ident(folder)] = (folder, None, _fingerprint(None, folder, info_file))
         report.comparisons.add(str(folder))
     old, rebuild = _existing_runs(db)  # an index of an older schema is rebuilt from scratch
     existing = {} if rebuild else old
