@@ -452,8 +452,8 @@ rule compare_seeds:
         a=f"{R}/{{task}}/seed-{{a}}/analysis/analysis.json",
         b=f"{R}/{{task}}/seed-{{b}}/analysis/analysis.json",
     output: f"{R}/{{task}}/compare/seed-{{a}}_vs_seed-{{b}}/compare.json"
-    log: f"{R}/logs/compare_{{task}}_seed-{{a}}_vs_seed-{{b}}.log"
-    benchmark: f"{R}/benchmarks/compare_{{task}}_seed-{{a}}_vs_seed-{{b}}.tsv"
+    log: f"{R}/logs/compare_seeds_{{task}}_seed-{{a}}_vs_seed-{{b}}.log"
+    benchmark: f"{R}/benchmarks/compare_seeds_{{task}}_seed-{{a}}_vs_seed-{{b}}.tsv"
     threads: 1
     resources: mem_mb=3000, runtime=30
     params: resamples=AN["resamples"], seed=config["seed"], out=lambda w, output: os.path.dirname(output[0])

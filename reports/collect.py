@@ -92,12 +92,16 @@ def example_samples(index: IndexReader, run_ids: list[str], per_task: int = 2, m
 
 def read_benchmarks(results: Location) -> pd.DataFrame:
     """Wall time and peak memory per workflow job, from Snakemake's ``benchmarks/*.tsv`` (``job`` is the file
-    name: the rule and its wildcards). Empty when the results were not made by the workflow."""
+    name: the rule and its wildcards; a run of several seeds writes ``RULE_TASK/seed-S.tsv``, the job
+    ``RULE_TASK/seed-S``). Empty when the results were not made by the workflow."""
     import io
 
     rows = []
     folder = results / "benchmarks"
-    for name in [n for n in folder.listdir() if n.endswith(".tsv")]:
+    names = [n for n in folder.listdir() if n.endswith(".tsv")]
+    names += [f"{d}/{n}" for d in folder.listdir() if (folder / d).isdir()
+              for n in (folder / d).listdir() if n.endswith(".tsv")]
+    for name in names:
         try:
             b = pd.read_csv(io.BytesIO((folder / name).read_bytes()), sep="\t")
             rows.append({"job": name.removesuffix(".tsv"), "seconds": float(b["s"].iloc[0]),

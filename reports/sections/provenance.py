@@ -48,7 +48,7 @@ def section_provenance(data: ReportData, tabs: Tables, config: dict | None = Non
 
 
 def _run_time_rows(bench: pd.DataFrame) -> tuple[list[str], list[list], str]:
-    rule = bench["job"].str.replace(r"_(cola|sst2|mrpc|rte|qnli)(_.*)?$", "", regex=True)
+    rule = bench["job"].str.replace(r"_(cola|sst2|mrpc|rte|qnli)([/_].*)?$", "", regex=True)   # and seed-S
     per_rule = bench.assign(rule=rule).groupby("rule", sort=False)["seconds"].agg(["count", "sum", "max"])
     per_rule = per_rule.sort_values("sum", ascending=False)
     total = bench["seconds"].sum()
