@@ -82,7 +82,7 @@ def crossed_interval(estimates: np.ndarray, se: np.ndarray, n: np.ndarray | floa
         half = √( t(S − 1)² · s²/S  +  t(n − 1)² · mean(se²) ),   interval: mean ± half.
 
     Where the seeds dominate this is the exact t interval of S seeds; where the sentences do, the sentence
-    interval. Satterthwaite's pooled degrees of freedom, the textbook alternative, covers only 88% (2 seeds)
+    interval. Satterthwaite's pooled degrees of freedom, the textbook alternative, covers only 87% (2 seeds)
     and 92% (3 seeds) of the time when the seeds dominate; this form never falls below 95% in the simulation
     of ``tests/test_across.py`` (and is wider than needed, up to 99.9%, only where each seed's own noise on
     each sentence dominates, which per-seed summaries cannot tell from seed spread). One seed gives its own
