@@ -308,15 +308,16 @@ rule extract_pretrained_train:
 
 
 rule extract_random_init:
-    """The random-init baseline on the dev samples, [CLS] and predictions only."""
+    """The random-init baseline on the dev samples, [CLS] and predictions only (beside the pre-trained model's
+    store, never extracted in shards)."""
     input: f"{R}/{{task}}/random_init/model"
-    output: tracked("dev.zarr", "{task}/random_init")
+    output: tracked("random_init_dev.zarr", "{task}")
     log: f"{R}/logs/extract_random_init_{{task}}.log"
     benchmark: f"{R}/benchmarks/extract_random_init_{{task}}.tsv"
     threads: 2
     resources: mem_mb=4000, runtime=60, **GPU
-    params: **extract_params("dev.zarr", "dev", "--cls-only", DEV_LIMIT, run="{task}/random_init")
-    shell: extract_command("dev.zarr")
+    params: **extract_params("random_init_dev.zarr", "dev", "--cls-only", DEV_LIMIT, run="{task}")
+    shell: extract_command("random_init_dev.zarr")
 
 
 rule extract_train:
@@ -434,14 +435,14 @@ rule analyze_pretrained:
 
 rule analyze_random_init:
     """The random-init baseline's dev store: its task metrics (Kovaleva's random init + fine-tuning)."""
-    input: dev=location("{task}/random_init", "dev.zarr")[1]
+    input: dev=location("{task}", "random_init_dev.zarr")[1]
     output: f"{R}/{{task}}/random_init/analysis/analysis.json"
     log: f"{R}/logs/analyze_random_init_{{task}}.log"
     benchmark: f"{R}/benchmarks/analyze_random_init_{{task}}.tsv"
     threads: 2
     resources: mem_mb=3000, runtime=60
     params:
-        dev=url("dev.zarr", "{task}/random_init"), train="",
+        dev=url("random_init_dev.zarr", "{task}"), train="",
         out=lambda w: f"{R}/{w.task}/random_init/analysis", **REFERENCE_PARAMS,
     shell: analyze_reference()
 

@@ -20,7 +20,9 @@ from .conftest import REPO
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
 STORES = ("dev.zarr", "train.zarr", "pretrained_dev.zarr", "dev.sweep")
-GPU_RULES = {"finetune", "extract_dev", "extract_pretrained", "extract_train", "intervene"}
+#: the rules of the default run a GPU speeds up; and those of Kovaleva's baselines (config `baselines`)
+DEFAULT_GPU_RULES = {"finetune", "extract_dev", "extract_pretrained", "extract_train", "intervene"}
+GPU_RULES = DEFAULT_GPU_RULES | {"finetune_random_init", "extract_random_init", "extract_pretrained_train"}
 ROOT = "s3://bucket/prefix"
 OPTIONS = """--storage-options '{"client_kwargs": {"region_name": "eu-west-1"}}'"""
 REMOTE = ("storage: {root: s3://bucket/prefix/, options: {client_kwargs: {region_name: eu-west-1}}}\n"
@@ -79,7 +81,8 @@ def test_without_storage_root_the_outputs_are_todays_local_layout(local):
     results, jobs = local
     tables = workflow_tables(attention_change=True, attribution=True, sweep=True)
     per_task = ["model", *STORES, "dev.info.txt", "train.info.txt", "analysis/analysis.json",
-                "analysis/timings.json", *(f"analysis/{t}.parquet" for t in tables)]
+                "analysis/timings.json", *(f"analysis/{t}.parquet" for t in tables),
+                "pretrained_analysis/analysis.json", "compare_pretrained/compare.json"]
     want = {f"{results}/{p}" for p in ("base_model", "bertology.duckdb", "report/index.html", "report/summary.md")}
     want |= {f"{results}/{task}/{p}" for task in TASKS for p in per_task}
     assert {o for j in jobs for o in j["output"]} == want
@@ -118,7 +121,7 @@ def test_gpu_true_asks_a_gpu_for_exactly_the_gpu_rules(local, remote):
     def gpu_rules(jobs):
         return {j["rule"] for j in jobs if re.search(r"\bgpu=1\b", j["resources"])}
 
-    assert gpu_rules(remote[1]) == GPU_RULES
+    assert gpu_rules(remote[1]) == DEFAULT_GPU_RULES
     assert gpu_rules(local[1]) == set()
     assert all(re.search(r"\bruntime=\d+", j["resources"]) for j in local[1])
 
@@ -145,7 +148,7 @@ def test_slurm_profile_dry_run(tmp_path, glue_dir):
     assert importlib.util.find_spec("snakemake_executor_plugin_slurm"), \
         "pip install snakemake-executor-plugin-slurm (the workflow/dev extras) to check the SLURM profile"
     results, jobs = dry_run(tmp_path, glue_dir, "", "--profile", "config/slurm")
-    assert len(jobs) == 43
+    assert len(jobs) == 53      # 43, and the pre-trained model's analysis and comparison of each task
     for j in jobs:
         gpu = "YOUR_GPU_PARTITION" if j["rule"] in GPU_RULES else "YOUR_PARTITION"
         assert f"slurm_partition={gpu}," in j["resources"] + ",", j
@@ -220,3 +223,25 @@ def test_a_malformed_shard_count_is_refused_before_any_rule(tmp_path, glue_dir, 
     proc = snakemake("-n", "--cores", "1", "--configfile", "config/tiny.yaml", str(tmp_path / "bad.yaml"),
                      glue_dir=glue_dir)
     assert proc.returncode != 0 and "On instance['extract']['shards']" in proc.stdout + proc.stderr
+
+
+def test_seeds_and_baselines_plan_each_run_apart_sharded_and_on_object_storage(tmp_path, glue_dir):
+    """Two seeds, both baselines, three shards, stores under a URL: each run's dev store is extracted in its
+    own three shards; each analysis waits for its own run's; the baselines' stores are never sharded."""
+    extra = SHARDED + REMOTE + "seeds: [0, 1]\nbaselines: [pretrained, random_init]\n"
+    results, jobs = dry_run(tmp_path, glue_dir, extra, "--cores", "2")
+    count = lambda rule: sum(j["rule"] == rule for j in jobs)   # noqa: E731
+    assert count("extract_dev") == SHARDS * len(TASKS) * 2 and count("finetune") == len(TASKS) * 2
+    assert count("compare_seeds") == count("compare_pretrained") == count("across") == len(TASKS)
+    assert count("finetune_random_init") == count("extract_random_init") == count("extract_pretrained_train") == 5
+    for j in jobs:
+        if j["rule"] == "analyze" and "/rte/seed-1/" in j["output"][0]:
+            shards = [i for i in j["input"] if "dev.zarr.shard-" in i]
+            assert sorted(shards) == [f"{results}/rte/seed-1/dev.zarr.shard-{k}-of-{SHARDS}.receipt"
+                                      for k in range(1, SHARDS + 1)]
+        if j["rule"] == "extract_random_init":
+            assert "--shard" not in j["shell"] and f"{ROOT}/" in j["shell"]
+        if j["rule"] in ("extract_dev", "extract_train", "extract_pretrained"):
+            assert "--seed 0 " in j["shell"]                     # the same samples for every seed
+        if j["rule"] == "finetune" and "/seed-1/" in j["output"][0]:
+            assert "--seed 1 " in j["shell"] and "--carve-seed 0 " in j["shell"]
