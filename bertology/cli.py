@@ -37,7 +37,7 @@ POSITIVE_FLOAT = _number(float, 1e-300, "a positive number")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, rte, qnli")
+    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, rte, qnli, wnli")
     p.add_argument("--glue-dir", help="folder with <TASK>/{train,dev}.tsv (default: $GLUE_DIR; "
                                       "unset: the Hugging Face `datasets` loader, online)")
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION",

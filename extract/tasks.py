@@ -62,6 +62,9 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("qnli", "QNLI", ("index", "question", "sentence", "label"), 4, (1, 2), 3,
                  ("entailment", "not_entailment"), ("entailment", "not_entailment"), "accuracy",
                  ("question", "sentence")),
+        # WNLI (Winograd NLI): label 1 = the second sentence follows (HF's class names, in its order)
+        TaskSpec("wnli", "WNLI", ("index", "sentence1", "sentence2", "label"), 4, (1, 2), 3,
+                 ("0", "1"), ("not_entailment", "entailment"), "accuracy", ("sentence1", "sentence2")),
     )
 }
 
@@ -71,7 +74,7 @@ HF_GLUE = "hf:nyu-mll/glue"
 #: Where the workflow looks for a classic GLUE folder when GLUE_DIR is not set (beside the checkout).
 SHARED_GLUE = Path("../shared/glue")
 LAYOUT = ("the classic glue_data layout: <GLUE_DIR>/<TASK>/{train,dev}.tsv with TASK one of CoLA, SST-2, MRPC, "
-          "RTE, QNLI")
+          "RTE, QNLI, WNLI")
 
 
 def get_task(name: str) -> TaskSpec:

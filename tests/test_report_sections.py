@@ -300,7 +300,7 @@ PROVENANCE = pd.DataFrame([{"task": "cola", "bertology_version": "0.1.0", "git_c
                            {"task": "sst2", "bertology_version": "0.1.0", "git_commit": "abc123", "finetune_seed": NAN}])
 BENCHMARKS = pd.DataFrame([{"job": "finetune_cola", "seconds": 30.0, "max_rss_mb": 500.0},
                            {"job": "extract_dev_cola_x", "seconds": 100.0, "max_rss_mb": 700.0},
-                           {"job": "finetune_sst2", "seconds": 50.0, "max_rss_mb": 500.0},
+                           {"job": "finetune_sst2/seed-1", "seconds": 50.0, "max_rss_mb": 500.0},
                            {"job": "report", "seconds": 20.0, "max_rss_mb": 200.0}])
 
 
@@ -312,7 +312,7 @@ def test_provenance_rows_are_one_row_per_field_and_one_column_per_task():
 
 
 def test_run_time_rows_sum_the_jobs_of_each_rule_longest_first():
-    header, rows, top = provenance._run_time_rows(BENCHMARKS)
+    header, rows, top = provenance._run_time_rows(BENCHMARKS, ["cola", "sst2"])   # a seed's job counts too
     assert header == ["rule", "jobs", "seconds (sum)", "longest job (s)", "share"]
     assert rows == [["extract_dev", 1, "100", "100", "50.0%"], ["finetune", 2, "80", "50", "40.0%"],
                     ["report", 1, "20", "20", "10.0%"]]

@@ -21,6 +21,8 @@ COUNTS = {
     ("rte", "train"): (2490, {0: 1249, 1: 1241}),
     ("rte", "dev"): (277, {0: 146, 1: 131}),
     ("qnli", "dev"): (5463, {0: 2702, 1: 2761}),
+    ("wnli", "train"): (635, {0: 323, 1: 312}),
+    ("wnli", "dev"): (71, {0: 40, 1: 31}),
 }
 
 
@@ -107,7 +109,7 @@ def test_missing_file_names_the_setting(tmp_path):
 
 
 def test_unknown_task_and_split():
-    with pytest.raises(BertologyError, match="unknown task 'mnli'; known tasks: cola, sst2, mrpc, rte, qnli"):
+    with pytest.raises(BertologyError, match="unknown task 'mnli'; known tasks: cola, sst2, mrpc, rte, qnli, wnli"):
         get_task("mnli")
     with pytest.raises(BertologyError, match="unknown split 'test'"):
         load_split("sst2", "test", ".")
@@ -117,3 +119,18 @@ def test_crlf_and_missing_final_newline_are_accepted(tmp_path):
     root = _write(tmp_path, "sst2", b"sentence\tlabel\r\ngood film \t1\r\nbad film \t0")
     examples, _ = read_tsv(get_task("sst2"), root / "SST-2" / "dev.tsv")
     assert [(e.text_a, e.label) for e in examples] == [("good film", 1), ("bad film", 0)]
+
+
+def test_wnli_reads_its_pairs_and_names_label_1_entailment(glue_dir):
+    """WNLI: `index sentence1 sentence2 label`, label 1 when the second sentence follows from the first (the
+    hub's class names, in its order); the first dev row, read apart with the csv module, is the first example."""
+    import csv
+
+    wnli = load_split("wnli", "dev", glue_dir)
+    with open(glue_dir / "WNLI" / "dev.tsv", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[0] == ["index", "sentence1", "sentence2", "label"]
+    first = wnli.examples[1]
+    assert (first.text_a, first.text_b, first.label) == (rows[2][1], rows[2][2], int(rows[2][3]))
+    assert wnli.task.is_pair and wnli.task.label_names == ("not_entailment", "entailment")
+    assert wnli.task.label_names[first.label] == "entailment"     # "Jane knocked ... Susan did not answer."

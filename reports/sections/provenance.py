@@ -47,8 +47,10 @@ def section_provenance(data: ReportData, tabs: Tables, config: dict | None = Non
     return Section("provenance", "Provenance", inner, md_table("## Provenance", h, rows))
 
 
-def _run_time_rows(bench: pd.DataFrame) -> tuple[list[str], list[list], str]:
-    rule = bench["job"].str.replace(r"_(cola|sst2|mrpc|rte|qnli)([/_].*)?$", "", regex=True)   # and seed-S
+def _run_time_rows(bench: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list], str]:
+    """Per rule: its jobs' count, summed and longest wall time (a job is RULE_TASK[...], of the given tasks)."""
+    tasks = "|".join(sorted(tasks, key=len, reverse=True))
+    rule = bench["job"].str.replace(rf"_({tasks})([/_].*)?$", "", regex=True)   # and seed-S
     per_rule = bench.assign(rule=rule).groupby("rule", sort=False)["seconds"].agg(["count", "sum", "max"])
     per_rule = per_rule.sort_values("sum", ascending=False)
     total = bench["seconds"].sum()
@@ -63,7 +65,7 @@ def section_run_times(data: ReportData, tabs: Tables, config: dict | None = None
     reproducible tables)."""
     if not len(data.benchmarks):
         return None
-    h, rows, top = _run_time_rows(data.benchmarks)
+    h, rows, top = _run_time_rows(data.benchmarks, data.tasks)
     total = data.benchmarks["seconds"].sum()
     inner = (f"<p>Wall time of the workflow's jobs (Snakemake benchmark files), {total:.0f} s summed over "
              f"{len(data.benchmarks)} jobs; <b>{esc(top)}</b> dominates. Times are not part of the "
