@@ -23,12 +23,13 @@ from .conftest import REPO
 #: The hub's ClassLabel names per task (nyu-mll/glue dataset card), in label-id order.
 HUB_LABELS = {"cola": ["unacceptable", "acceptable"], "sst2": ["negative", "positive"],
               "mrpc": ["not_equivalent", "equivalent"], "rte": ["entailment", "not_entailment"],
-              "qnli": ["entailment", "not_entailment"]}
+              "qnli": ["entailment", "not_entailment"], "wnli": ["not_entailment", "entailment"]}
 #: The raw TSV label string of each hub label name.
 RAW = {"cola": {"0": "unacceptable", "1": "acceptable"}, "sst2": {"0": "negative", "1": "positive"},
        "mrpc": {"0": "not_equivalent", "1": "equivalent"},
        "rte": {"entailment": "entailment", "not_entailment": "not_entailment"},
-       "qnli": {"entailment": "entailment", "not_entailment": "not_entailment"}}
+       "qnli": {"entailment": "entailment", "not_entailment": "not_entailment"},
+       "wnli": {"0": "not_entailment", "1": "entailment"}}
 N = 25
 
 
