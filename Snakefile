@@ -447,6 +447,11 @@ rule analyze_random_init:
     shell: analyze_reference()
 
 
+COMPARE_PARAMS = dict(resamples=AN["resamples"], seed=config["seed"], out=lambda w, output: os.path.dirname(output[0]))
+COMPARE = ("OMP_NUM_THREADS={threads} bertology compare $(dirname {input.a}) $(dirname {input.b}) --out {params.out} "
+           "--resamples {params.resamples} --seed {params.seed} {SO} > {log} 2>&1")
+
+
 rule compare_seeds:
     """Seed A against seed B of one task, sample by sample (bertology compare: A − B, paired)."""
     input:
@@ -457,10 +462,8 @@ rule compare_seeds:
     benchmark: f"{R}/benchmarks/compare_seeds_{{task}}_seed-{{a}}_vs_seed-{{b}}.tsv"
     threads: 1
     resources: mem_mb=3000, runtime=30
-    params: resamples=AN["resamples"], seed=config["seed"], out=lambda w, output: os.path.dirname(output[0])
-    shell:
-        "OMP_NUM_THREADS={threads} bertology compare $(dirname {input.a}) $(dirname {input.b}) --out {params.out} "
-        "--resamples {params.resamples} --seed {params.seed} {SO} > {log} 2>&1"
+    params: **COMPARE_PARAMS
+    shell: COMPARE
 
 
 rule compare_pretrained:
@@ -473,10 +476,8 @@ rule compare_pretrained:
     benchmark: f"{R}/benchmarks/compare_pretrained_{{run}}.tsv"
     threads: 1
     resources: mem_mb=3000, runtime=30
-    params: resamples=AN["resamples"], seed=config["seed"], out=lambda w, output: os.path.dirname(output[0])
-    shell:
-        "OMP_NUM_THREADS={threads} bertology compare $(dirname {input.a}) $(dirname {input.b}) --out {params.out} "
-        "--resamples {params.resamples} --seed {params.seed} {SO} > {log} 2>&1"
+    params: **COMPARE_PARAMS
+    shell: COMPARE
 
 
 rule across:

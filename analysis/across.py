@@ -43,6 +43,7 @@ from bertology import BertologyError
 from bertology.store.location import Location, locate
 
 from .compare import Run, match_samples
+from .index.build import checkpoint_seed
 from .index.schema import ACROSS_FORMAT, ACROSS_TABLES
 from .intervals import CI_LEVEL, share_interval, z_value
 from .published import KOVALEVA, KOVALEVA_BASELINES
@@ -276,14 +277,6 @@ def baselines(task: str, variability: pd.DataFrame, pretrained: Run | None, rand
     return out
 
 
-def run_seed(run: Run) -> int | None:
-    """The fine-tuning seed of a run: from ``metrics.json`` beside its checkpoint (``bertology finetune``)."""
-    try:
-        return int(json.loads((locate(run.ds.attrs["model_path"]) / "metrics.json").read_text())["seed"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-
-
 def across(folders: list[str | Path], out: str | Path, *, pretrained: str | Path | None = None,
            random_init: str | Path | None = None) -> dict[str, Path]:
     """Write ``seed_variability``, ``seed_stability`` and (given a pre-trained or random-init run)
@@ -291,10 +284,10 @@ def across(folders: list[str | Path], out: str | Path, *, pretrained: str | Path
     runs = [Run(f, f"run {k + 1}") for k, f in enumerate(folders)]
     if not runs:
         raise BertologyError("give the analysis folders of at least one run")
-    ids, _, _ = match_samples(runs[0], runs[0], False)
+    ids = np.unique(runs[0].ids)
     for other in runs[1:]:
         match_samples(runs[0], other, False)                  # the same samples, texts and labels, or refused
-    seeds = [run_seed(r) for r in runs]
+    seeds = [checkpoint_seed(r.ds.attrs["model_path"]) for r in runs]
     if None in seeds or len(set(seeds)) < len(seeds):
         print(f"bertology across: the runs' fine-tuning seeds are not all recorded and distinct ({seeds}); they "
               f"are numbered 0…{len(runs) - 1} in the order given", file=sys.stderr, flush=True)

@@ -160,7 +160,7 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
     _append(con, "runs", pd.DataFrame([{
         "run_id": rid, "store_path": store.resolved(), "task": ds.attrs["task"], "split": ds.attrs["split"],
         "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
-        "seed": _checkpoint_seed(ds.attrs["model_path"]),
+        "seed": checkpoint_seed(ds.attrs["model_path"]),
         "n_samples": ds.sizes["sample"], "carve_out": bool(carve), "carve_out_json": json.dumps(carve),
         "analysis_path": analysis.resolved() if analysis else None,
         "layer_fit": info.get("layer_fit"), "metadata": json.dumps(dict(ds.attrs), sort_keys=True),
@@ -181,7 +181,7 @@ def set_id(folder: str | Path | Location) -> str:
     return "set-" + hashlib.sha256(locate(folder).resolved().encode()).hexdigest()[:12]
 
 
-def _checkpoint_seed(checkpoint: str) -> int | None:
+def checkpoint_seed(checkpoint: str) -> int | None:
     """The fine-tuning seed a checkpoint records (``metrics.json`` of ``bertology finetune``), else None."""
     try:
         return int(json.loads((locate(checkpoint) / "metrics.json").read_text())["seed"])
