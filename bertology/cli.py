@@ -36,10 +36,29 @@ NON_NEGATIVE = _number(int, 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, 1e-300, "a positive number")
 
 
+def _add_user_data_args(p: argparse.ArgumentParser) -> None:
+    """Your own data (extract/user_data.py): where it is and which columns hold what."""
+    g = p.add_argument_group("your own data (instead of a GLUE task)")
+    g.add_argument("--data", metavar="PATH_OR_URL",
+                   help="a folder with one file per split (train.csv, dev.jsonl, ...: CSV, TSV, JSONL or Parquet), "
+                        "one such file with --split-column, or hf:REPO[:CONFIG]; local or any fsspec URL")
+    g.add_argument("--text-column", help="the column of the text (default: text)")
+    g.add_argument("--text-pair-column", help="the column of a sentence pair's second text")
+    g.add_argument("--label-column", help="the column of the label (default: label)")
+    g.add_argument("--split-column", help="with one file: the column that says each row's split")
+    g.add_argument("--id-column", help="a column of unique integer sample ids (default: the row index)")
+    g.add_argument("--label-order", type=_csv(str), metavar="A,B,C",
+                   help="the classes in class-index order (default: the sorted label values of train)")
+    g.add_argument("--task-type", choices=("classification", "regression"),
+                   help="default: inferred from the labels when unambiguous (and said)")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, rte, qnli, wnli")
+    p.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, rte, qnli, wnli; with --data, the "
+                                  "dataset's name (default: the folder's or file's name)")
     p.add_argument("--glue-dir", help="folder with <TASK>/{train,dev}.tsv (default: $GLUE_DIR; "
                                       "unset: the Hugging Face `datasets` loader, online)")
+    _add_user_data_args(p)
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION",
                    help="for a task with no train split on disk: carve a seeded, stratified FRACTION of dev "
                         "out as train (dev keeps the rest); recorded in the metadata")
@@ -126,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="capture every layer's sub-block states into a Zarr store")
     p.add_argument("--model", default="minilm-l6", help="checkpoint directory, HF id, or 'minilm-l6'")
-    p.add_argument("--split", default="dev", choices=("train", "dev"))
+    p.add_argument("--split", default="dev",
+                   help="train or dev (default); MNLI also dev_matched (= dev) and dev_mismatched; with --data, the "
+                        "name of any split file or --split-column value")
     p.add_argument("--out", required=True, help="store path (STORE.zarr)")
     p.add_argument("--limit", type=POSITIVE, help="only the first N examples")
     p.add_argument("--token-sites", type=_csv(str), default=None,
@@ -174,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="accept a checkpoint whose classifier head is newly initialised at load")
     p.add_argument("--glue-dir", help="GLUE folder for the train split (default: $GLUE_DIR)")
+    p.add_argument("--data", metavar="PATH_OR_URL",
+                   help="for a store of your own data: where its train split is now (default: where the store "
+                        "records it; the columns and classes are the store's)")
     p.add_argument("--carve-train-from-dev", type=float, metavar="FRACTION")
     p.add_argument("--seed", type=int, default=0, help="the compensation classifier's seed")
     p.add_argument("--carve-seed", type=int, default=None,
@@ -311,20 +335,42 @@ def run(args: argparse.Namespace) -> int:
             os.environ[OPTIONS_ENV] = saved
 
 
+def _task(args: argparse.Namespace, checkpoint: str | None = None):
+    """The task of a command: a GLUE task's name, or the user's data (``--data``) as a task, on top of what
+    a fine-tuned ``checkpoint`` recorded of it, its classes and task type settled now."""
+    options = {k: getattr(args, k) for k in ("text_column", "text_pair_column", "label_column", "split_column",
+                                            "id_column", "label_order", "task_type")}
+    if args.data is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given:
+            raise BertologyError(f"{', '.join(given)} describe your own data: pass --data PATH_OR_URL with them")
+        if not args.task:
+            raise BertologyError("pass --task (a GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, rte, qnli, wnli) or "
+                                 "--data PATH_OR_URL (your own data)")
+        return args.task
+    from bertology.extract.user_data import recorded_task, resolve, user_task
+
+    task = user_task(args.data, name=args.task, recorded=recorded_task(checkpoint), **options)
+    task = resolve(task, carved=bool(args.carve_train_from_dev))   # each split is read and checked before any work
+    for note in task.notes:
+        print(f"bertology: {note}", file=sys.stderr)
+    return task
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         from bertology.extract.finetune import finetune_task
 
         metrics = finetune_task(
-            args.model, args.task, args.out, glue_dir=args.glue_dir, max_train=args.max_train,
+            args.model, _task(args), args.out, glue_dir=args.glue_dir, max_train=args.max_train,
             carve_train_from_dev=args.carve_train_from_dev, seed=args.seed, carve_seed=args.carve_seed,
             epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, device=args.device,
             progress=not args.quiet)
         m = metrics["dev"]
         carve = " (train carved out of dev)" if metrics["carve_out"] else ""
-        print(f"{args.task}: dev accuracy {m['accuracy']:.4f}, F1 {m['f1']:.4f}, MCC {m['mcc']:.4f} "
-              f"after {metrics['train_seconds']:.0f} s{carve}; checkpoint {args.out}")
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if v == v)   # NaN: not defined for this task
+        print(f"{metrics['task']}: dev {scores} after {metrics['train_seconds']:.0f} s{carve}; checkpoint {args.out}")
     elif args.command == "init-model":
         from bertology.extract.models import init_like, init_random_bert
 
@@ -347,7 +393,8 @@ def _run(args: argparse.Namespace) -> int:
             attention=not (args.no_attention or args.cls_only),
             dtype=args.dtype, max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
             allow_untrained_head=args.allow_untrained_head, extra_meta={"attention_only": True} if args.attention_only else {})
-        path = extract_task(args.model, args.task, args.split, args.out, glue_dir=args.glue_dir, limit=args.limit,
+        path = extract_task(args.model, _task(args, checkpoint=args.model), args.split, args.out,
+                            glue_dir=args.glue_dir, limit=args.limit,
                             carve_train_from_dev=args.carve_train_from_dev, carve_seed=args.carve_seed, cfg=cfg,
                             overwrite=args.overwrite,
                             device=args.device, progress=not args.quiet, shard=args.shard)
@@ -357,6 +404,7 @@ def _run(args: argparse.Namespace) -> int:
 
         skip_layers = _skip_layers(args)
         path = sweep(args.model, args.store, args.out, families=args.families or FAMILIES, glue_dir=args.glue_dir,
+                     data=args.data,
                      carve_train_from_dev=args.carve_train_from_dev, train_limit=args.train_limit,
                      batch_size=args.batch_size, seed=args.seed, carve_seed=args.carve_seed, device=args.device,
                      progress=not args.quiet,

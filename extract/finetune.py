@@ -27,15 +27,14 @@ from .models import LoadedModel, check_checkpoint_out, load_classifier, quiet_tr
 from .tasks import Split, load_split
 
 
-def task_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
-    """Accuracy, F1 of class 1 (MRPC's metric) and Matthews correlation (CoLA's)."""
+def task_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int = 2) -> dict[str, float]:
+    """Accuracy and Matthews correlation (CoLA's metric; Gorodkin's k-class form), with F1 of class 1 for two
+    classes (MRPC's and QQP's metric) or macro-F1 for more."""
     from sklearn.metrics import f1_score, matthews_corrcoef
 
-    return {
-        "accuracy": float((labels == preds).mean()),
-        "f1": float(f1_score(labels, preds, zero_division=0)) if labels.max() <= 1 else float("nan"),
-        "mcc": float(matthews_corrcoef(labels, preds)),
-    }
+    f1 = {"f1": float(f1_score(labels, preds, zero_division=0))} if n_classes == 2 else \
+        {"macro_f1": float(f1_score(labels, preds, average="macro", labels=np.arange(n_classes), zero_division=0))}
+    return {"accuracy": float((labels == preds).mean()), **f1, "mcc": float(matthews_corrcoef(labels, preds))}
 
 
 @torch.no_grad()
@@ -116,11 +115,15 @@ def finetune(
     metrics = {
         "task": train.task.name,
         "metric": train.task.metric,
-        "dev": task_metrics(enc_dev.labels, preds),
+        "dev": task_metrics(enc_dev.labels, preds, len(train.task.label_names)),
         "n_train": len(train),
         "n_dev": len(dev),
         "train_file": train.source,
         "dev_file": dev.source,
+        "train_sha256": train.sha256,
+        "dev_sha256": dev.sha256,
+        **({"data": train.task.record({"train": train.source, "dev": dev.source})}
+           if hasattr(train.task, "record") else {}),
         "carve_out": train.carve_out,
         "base_model": model,
         "base_model_sha256": lm.sha256,
@@ -154,6 +157,10 @@ def finetune_task(model: str, task: str, out, *, glue_dir=None, max_train: int |
     """Load a task's train and dev splits (carving train out of dev if asked, with ``carve_seed``, default
     ``seed``: fine-tuning seeds that are to share one dev set share it) and fine-tune with ``seed``."""
     carve_seed = seed if carve_seed is None else carve_seed
+    if hasattr(task, "record"):   # the user's own data: its classes and task type settled once, from train
+        from .user_data import resolve
+
+        task = resolve(task, carved=bool(carve_train_from_dev))
     train = load_split(task, "train", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed)
     dev = load_split(task, "dev", glue_dir, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed)
     if max_train is not None:

@@ -94,7 +94,7 @@ def skip_features(lm, enc, skips: list[int], batch_size: int, dev, progress: boo
     return out
 
 
-def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, glue_dir=None,
+def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, glue_dir=None, data=None,
           carve_train_from_dev: float | None = None, train_limit: int | None = 2000, batch_size: int = 64,
           seed: int = 0, carve_seed: int | None = None, device: str | None = None, progress: bool = True,
           skip_layers=None, allow_untrained_head: bool = False) -> Path:
@@ -152,7 +152,12 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
     # the compensation classifier's train features: a train subset through each layer-skipped model
     if carve_seed is None:   # the dev store's own carve-out, so the train part never overlaps its samples
         carve_seed = int((ds.attrs.get("carve_out") or {}).get("seed", seed))
-    train = load_split(ds.attrs["task"], "train", glue_dir, carve_train_from_dev=carve_train_from_dev,
+    task = ds.attrs["task"]
+    if ds.attrs.get("data"):   # the user's own data: the store's columns and classes, read from --data or where recorded
+        from .user_data import UserTask
+
+        task = UserTask.from_record(ds.attrs["data"], data)
+    train = load_split(task, "train", glue_dir, carve_train_from_dev=carve_train_from_dev,
                        carve_seed=carve_seed, limit=train_limit)
     enc = encode(lm.tokenizer, train, int(ds.attrs["max_length"]))
     train_cls = skip_features(lm, enc, skips, batch_size, dev, progress, f"skip features {ds.attrs['task']}/train")

@@ -33,19 +33,56 @@ class TaskSpec:
 
     name: str                      # bertology's name: cola, sst2, ...
     folder: str                    # folder under GLUE_DIR: CoLA, SST-2, ...
-    header: tuple[str, ...] | None  # expected header line (None: the file has no header)
+    header: tuple[str, ...] | None  # expected header line of train.tsv (None: the file has no header)
     n_columns: int
     text_columns: tuple[int, ...]  # one column (single sentence) or two (sentence pair)
     label_column: int
-    label_values: tuple[str, ...]  # raw label strings, in class-index order
-    label_names: tuple[str, ...]   # human names, in class-index order
-    metric: str                    # "accuracy", "f1" or "mcc": the task's headline metric
+    label_values: tuple[str, ...]  # raw label strings, in class-index order (() for regression)
+    label_names: tuple[str, ...]   # human names, in class-index order (("score",) for regression)
+    metric: str                    # the task's headline metric: accuracy, f1, mcc or pearson
     hf_text_fields: tuple[str, ...] = field(default=())  # column names in the HF `glue` dataset
+    task_type: str = "classification"  # or "regression" (STS-B: a similarity score, 0-5)
+    #: split name -> (file stem, header) where a split's file differs from train.tsv's layout (MNLI's dev files
+    #: have 16 columns); text and label columns are then found by their train header names
+    split_files: tuple[tuple[str, str, tuple[str, ...] | None], ...] = field(default=())
+    hf_splits: tuple[tuple[str, str], ...] = field(default=())  # split name -> the hub's split name
+    aliases: tuple[tuple[str, str], ...] = field(default=())    # e.g. dev -> dev_matched (MNLI)
+    hf_label_field: str = "label"
 
     @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
 
+    @property
+    def is_regression(self) -> bool:
+        return self.task_type == "regression"
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "dev") + tuple(s for s, _, _ in self.split_files if s not in ("train", "dev"))
+
+    def resolve_split(self, split: str) -> str:
+        """The split's own name (``dev`` is MNLI's ``dev_matched``); unknown names stop with the known ones."""
+        split = dict(self.aliases).get(split, split)
+        if split not in self.splits:
+            raise BertologyError(f"unknown split {split!r} for {self.name}; expected one of "
+                                 f"{', '.join(self.splits)}")
+        return split
+
+    def layout(self, split: str) -> tuple[str, tuple[str, ...] | None, int, tuple[int, ...], int]:
+        """(file stem, header, number of columns, text column indices, label column index) of a split's file."""
+        for name, stem, header in self.split_files:
+            if name == split:
+                names = [self.header[c] for c in self.text_columns]
+                return (stem, header, len(header), tuple(header.index(n) for n in names),
+                        header.index(self.header[self.label_column]))
+        return split, self.header, self.n_columns, self.text_columns, self.label_column
+
+
+_MNLI_TRAIN = ("index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+               "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label")
+_MNLI_DEV = _MNLI_TRAIN[:-1] + ("label2", "label3", "label4", "label5", "gold_label")
+_NLI3 = ("entailment", "neutral", "contradiction")
 
 TASKS: dict[str, TaskSpec] = {
     t.name: t
@@ -56,6 +93,18 @@ TASKS: dict[str, TaskSpec] = {
                  "accuracy", ("sentence",)),
         TaskSpec("mrpc", "MRPC", ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), 5, (3, 4), 0,
                  ("0", "1"), ("not_equivalent", "equivalent"), "f1", ("sentence1", "sentence2")),
+        # STS-B: a similarity score from 0 to 5 (regression), scored by Pearson (and Spearman) correlation
+        TaskSpec("stsb", "STS-B", ("index", "genre", "filename", "year", "old_index", "source1", "source2",
+                                   "sentence1", "sentence2", "score"), 10, (7, 8), 9, (), ("score",), "pearson",
+                 ("sentence1", "sentence2"), task_type="regression"),
+        TaskSpec("qqp", "QQP", ("id", "qid1", "qid2", "question1", "question2", "is_duplicate"), 6, (3, 4), 5,
+                 ("0", "1"), ("not_duplicate", "duplicate"), "f1", ("question1", "question2")),
+        # MNLI: three classes; two dev sets (matched genres, mismatched genres); `dev` is matched
+        TaskSpec("mnli", "MNLI", _MNLI_TRAIN, 12, (8, 9), 11, _NLI3, _NLI3, "accuracy", ("premise", "hypothesis"),
+                 split_files=(("dev_matched", "dev_matched", _MNLI_DEV),
+                              ("dev_mismatched", "dev_mismatched", _MNLI_DEV)),
+                 hf_splits=(("dev_matched", "validation_matched"), ("dev_mismatched", "validation_mismatched")),
+                 aliases=(("dev", "dev_matched"),)),
         TaskSpec("rte", "RTE", ("index", "sentence1", "sentence2", "label"), 4, (1, 2), 3,
                  ("entailment", "not_entailment"), ("entailment", "not_entailment"), "accuracy",
                  ("sentence1", "sentence2")),
@@ -74,7 +123,7 @@ HF_GLUE = "hf:nyu-mll/glue"
 #: Where the workflow looks for a classic GLUE folder when GLUE_DIR is not set (beside the checkout).
 SHARED_GLUE = Path("../shared/glue")
 LAYOUT = ("the classic glue_data layout: <GLUE_DIR>/<TASK>/{train,dev}.tsv with TASK one of CoLA, SST-2, MRPC, "
-          "RTE, QNLI, WNLI")
+          "STS-B, QQP, MNLI (dev_matched.tsv, dev_mismatched.tsv), RTE, QNLI, WNLI")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -86,12 +135,13 @@ def get_task(name: str) -> TaskSpec:
 
 @dataclass
 class Example:
-    """One labelled GLUE example. ``sample_id`` is its 0-based data-row index in the split's file."""
+    """One labelled example. ``sample_id`` is its 0-based data-row index in the split's file; ``label`` is a
+    class index, or a number for a regression task."""
 
     sample_id: int
     text_a: str
     text_b: str | None
-    label: int
+    label: int | float
 
 
 @dataclass
@@ -110,7 +160,9 @@ class Split:
 
     @property
     def labels(self) -> np.ndarray:
-        return np.array([e.label for e in self.examples], dtype=np.int64)
+        """Class indices (int64), or the regression targets (float64)."""
+        return np.array([e.label for e in self.examples],
+                        dtype=np.float64 if self.task.is_regression else np.int64)
 
 
 def glue_dir_from(glue_dir: str | os.PathLike | None) -> Path | str:
@@ -139,7 +191,7 @@ def glue_source(explicit: str | None, tasks, carve: dict | None = None, hub_time
     for name in tasks:
         spec = get_task(name)
         for split in ("dev",) if (carve or {}).get(name) else SPLITS:
-            if not task_file(spec, split, root).is_file():
+            if not task_file(spec, spec.resolve_split(split), root).is_file():
                 missing.append(str(task_file(spec, split, root)))
     if missing:
         raise BertologyError(
@@ -170,18 +222,20 @@ def _check_hub(repo: str, timeout: float, why: str = "") -> None:
 
 
 def task_file(task: TaskSpec, split: str, glue_dir: Path) -> Path:
-    return Path(glue_dir) / task.folder / f"{split}.tsv"
+    return Path(glue_dir) / task.folder / f"{task.layout(split)[0]}.tsv"
 
 
-def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
-    """Read one classic GLUE ``.tsv`` file strictly; return its examples and the sha256 of its bytes.
+def read_tsv(task: TaskSpec, path: Path, split: str = "train") -> tuple[list[Example], str]:
+    """Read one classic GLUE ``.tsv`` file of ``split`` strictly; return its examples and the sha256 of its bytes.
 
     Quirks of the real files handled here: CoLA has no header; MRPC's header starts with a UTF-8 BOM; QNLI
     text contains U+FEFF (kept, as in the original); SST-2 sentences end with a space (surrounding
-    whitespace is stripped from every text). Fields are split on tabs only: GLUE text contains quotes that
-    are not CSV quoting.
+    whitespace is stripped from every text); STS-B text has unbalanced quotes; MNLI's dev files have more
+    columns than its train file. Fields are split on tabs only: GLUE text contains quotes that are not CSV
+    quoting.
     """
     path = Path(path)
+    _, header, n_columns, text_columns, label_column = task.layout(split)
     if not path.is_file():
         raise GlueFormatError(
             f"{path}: no such file; point --glue-dir or GLUE_DIR at the folder that holds "
@@ -189,7 +243,7 @@ def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
         )
     raw = path.read_bytes()
     if not raw.strip():
-        expected = "\t".join(task.header) if task.header else f"{task.n_columns} tab-separated columns"
+        expected = "\t".join(header) if header else f"{n_columns} tab-separated columns"
         raise GlueFormatError(f"{path}: file is empty; expected {expected!r} and data rows")
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
@@ -205,31 +259,27 @@ def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
             ) from None
         if text.endswith("\r"):
             text = text[:-1]
-        if lineno == 1 and task.header is not None:
+        if lineno == 1 and header is not None:
             found = tuple(c.lstrip("\ufeff") for c in text.split("\t"))
-            if found != task.header:
+            if found != header:
                 raise GlueFormatError(
-                    f"{path}:1: header is {found!r}; expected {task.header!r} for {task.name}"
+                    f"{path}:1: header is {found!r}; expected {header!r} for {task.name}"
                 )
             continue
         if not text.strip():
-            raise GlueFormatError(f"{path}:{lineno}: empty line; expected {task.n_columns} tab-separated columns")
+            raise GlueFormatError(f"{path}:{lineno}: empty line; expected {n_columns} tab-separated columns")
         cols = text.split("\t")
-        if len(cols) != task.n_columns:
+        if len(cols) != n_columns:
             raise GlueFormatError(
-                f"{path}:{lineno}: found {len(cols)} tab-separated columns; expected {task.n_columns} for {task.name}"
-                + (f" ({', '.join(task.header)})" if task.header else "")
+                f"{path}:{lineno}: found {len(cols)} tab-separated columns; expected {n_columns} for {task.name}"
+                + (f" ({', '.join(header)})" if header else "")
             )
-        raw_label = cols[task.label_column].strip()
-        if raw_label not in task.label_values:
-            raise GlueFormatError(
-                f"{path}:{lineno}: unknown label {raw_label!r} in column {task.label_column + 1}; "
-                f"expected one of {', '.join(task.label_values)}"
-            )
-        texts = [cols[c].strip() for c in task.text_columns]
-        for c, t in zip(task.text_columns, texts):
+        raw_label = cols[label_column].strip()
+        label = _parse_label(task, raw_label, f"{path}:{lineno}", label_column)
+        texts = [cols[c].strip() for c in text_columns]
+        for c, t in zip(text_columns, texts):
             if not t:
-                name = f" ({task.header[c]})" if task.header else ""
+                name = f" ({header[c]})" if header else ""
                 raise GlueFormatError(f"{path}:{lineno}: column {c + 1}{name} is empty or whitespace only; every "
                                       f"example needs its text (remove or fill the line)")
         examples.append(
@@ -237,12 +287,29 @@ def read_tsv(task: TaskSpec, path: Path) -> tuple[list[Example], str]:
                 sample_id=len(examples),
                 text_a=texts[0],
                 text_b=texts[1] if task.is_pair else None,
-                label=task.label_values.index(raw_label),
+                label=label,
             )
         )
     if not examples:
         raise GlueFormatError(f"{path}: has a header but no data rows")
     return examples, hashlib.sha256(raw).hexdigest()
+
+
+def _parse_label(task: TaskSpec, raw: str, where: str, column: int) -> int | float:
+    """A raw label as its class index, or as a number for a regression task; anything else stops."""
+    if task.is_regression:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise GlueFormatError(f"{where}: {task.name}'s target {raw!r} in column {column + 1} is not a finite "
+                                  f"number; a regression target must be a number (e.g. 3.8)")
+        return value
+    if raw not in task.label_values:
+        raise GlueFormatError(f"{where}: unknown label {raw!r} in column {column + 1}; "
+                              f"expected one of {', '.join(task.label_values)}")
+    return task.label_values.index(raw)
 
 
 def examples_from_hf(task: TaskSpec, rows, where: str) -> list[Example]:
@@ -256,7 +323,13 @@ def examples_from_hf(task: TaskSpec, rows, where: str) -> list[Example]:
         texts = [str(row[f]).strip() for f in task.hf_text_fields]
         if not all(texts):
             raise GlueFormatError(f"{where} row {i}: empty text; every example needs its text")
-        label = int(row["label"])
+        if task.is_regression:
+            label = round(float(row[task.hf_label_field]), 6)   # the hub stores float32: 3.8 -> 3.79999995
+            if not np.isfinite(label) or label < 0:   # the hub's test split has -1
+                raise GlueFormatError(f"{where} row {i}: target {label}; expected a score from 0 to 5")
+            examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, label))
+            continue
+        label = int(row[task.hf_label_field])
         if not 0 <= label < len(task.label_names):
             raise GlueFormatError(f"{where} row {i}: label {label}; expected 0..{len(task.label_names) - 1} "
                                   f"({', '.join(task.label_names)})")
@@ -274,7 +347,7 @@ def _load_hf(task: TaskSpec, split: str, repo: str) -> Split:
             f"no GLUE folder given (--glue-dir or GLUE_DIR), and the `datasets` package that reads {repo} is not "
             f"installed; set GLUE_DIR to a folder in {LAYOUT}, or `pip install 'bertology[online]'`"
         ) from e
-    hf_split = {"train": "train", "dev": "validation"}[split]
+    hf_split = {"train": "train", "dev": "validation", **dict(task.hf_splits)}[split]
     try:
         ds = datasets.load_dataset(repo, task.name, split=hf_split)
     except Exception as e:  # noqa: BLE001 - offline, hub errors, ...
@@ -293,6 +366,8 @@ def carve(examples: list[Example], fraction: float, seed: int) -> tuple[list[Exa
         raise BertologyError(f"--carve-train-from-dev must be a fraction in (0, 1); got {fraction}")
     rng = np.random.default_rng(seed)
     labels = np.array([e.label for e in examples])
+    if labels.dtype.kind == "f":   # a regression target: strata of whole score points
+        labels = np.floor(labels)
     take = np.zeros(len(examples), dtype=bool)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -317,19 +392,23 @@ def load_split(
     returns the rest, so the two never overlap. The carve-out is recorded in ``Split.carve_out``.
     ``limit`` keeps the first N examples (after any carve-out).
     """
+    if not isinstance(task, (str, TaskSpec)):   # a user's own data (extract/user_data.py)
+        from .user_data import load_user_split
+
+        return load_user_split(task, split, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed,
+                               limit=limit)
     spec = task if isinstance(task, TaskSpec) else get_task(task)
-    if split not in SPLITS:
-        raise BertologyError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    split = spec.resolve_split(split)
     root = glue_dir_from(glue_dir)
     if isinstance(root, str) and not carve_train_from_dev:  # a hub repository
         result = _load_hf(spec, split, root[3:])
     elif carve_train_from_dev:
         if isinstance(root, str):
-            dev = _load_hf(spec, "dev", root[3:])
+            dev = _load_hf(spec, spec.resolve_split("dev"), root[3:])
             dev_path, examples, sha = dev.source, dev.examples, dev.sha256
         else:
-            dev_path = task_file(spec, "dev", root)
-            examples, sha = read_tsv(spec, dev_path)
+            dev_path = task_file(spec, spec.resolve_split("dev"), root)
+            examples, sha = read_tsv(spec, dev_path, spec.resolve_split("dev"))
         train_part, dev_part = carve(examples, carve_train_from_dev, carve_seed)
         carve_out = {
             "from": "dev",
@@ -348,7 +427,7 @@ def load_split(
                 f"--carve-train-from-dev FRACTION (e.g. 0.5) to carve a seeded, stratified train part out of "
                 f"dev; it is recorded in the metadata and shown with every result"
             )
-        examples, sha = read_tsv(spec, path)
+        examples, sha = read_tsv(spec, path, split)
         result = Split(spec, split, examples, str(path), sha)
     if limit is not None:
         if limit <= 0:

@@ -278,7 +278,31 @@ def test_task_metrics_equal_sklearn_and_their_intervals_cover_them():
     const = task_metrics(y, np.ones_like(y), Bootstrap.draw(300, 200, seed=0), n_classes=2).set_index("statistic")
     assert const.at["mcc", "estimate"] == 0 == matthews_corrcoef(y, np.ones_like(y))
     three = task_metrics(np.arange(30) % 3, np.zeros(30, int), Bootstrap.draw(30, 100), n_classes=3)
-    assert list(three["statistic"]) == ["accuracy"] and three["estimate"].iloc[0] == pytest.approx(1 / 3)
+    assert list(three["statistic"]) == ["accuracy", "macro_f1", "mcc"]
+    assert three["estimate"].iloc[0] == pytest.approx(1 / 3)
+
+
+def test_k_class_metrics_equal_sklearn_on_every_resample():
+    """Three classes: macro-F1 and Gorodkin's MCC equal sklearn's, on the sample and on each bootstrap resample
+    (weights that repeat samples give the same numbers as the repeated samples)."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    from bertology.analysis.task_metrics import _k_class_scores, task_metrics
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 240)
+    pred = np.where(rng.random(240) < 0.6, y, rng.integers(0, 3, 240))
+    df = task_metrics(y, pred, Bootstrap.draw(240, 400, seed=1), n_classes=3).set_index("statistic")
+    assert df.at["macro_f1", "estimate"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert df.at["mcc", "estimate"] == pytest.approx(matthews_corrcoef(y, pred))
+    assert (df["ci_low"] < df["estimate"]).all() and (df["estimate"] < df["ci_high"]).all()
+    idx = rng.integers(0, 240, 240)                                   # one resample, drawn by hand
+    conf = np.zeros((3, 3))
+    np.add.at(conf, (y[idx], pred[idx]), 1.0)
+    got = _k_class_scores(conf)
+    assert got["macro_f1"] == pytest.approx(f1_score(y[idx], pred[idx], average="macro", labels=[0, 1, 2],
+                                                     zero_division=0))
+    assert got["mcc"] == pytest.approx(matthews_corrcoef(y[idx], pred[idx]))
 
 
 def test_corrections_equal_statsmodels():

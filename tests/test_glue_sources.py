@@ -19,23 +19,30 @@ from bertology import BertologyError
 from bertology.extract.tasks import TASKS, GlueFormatError, examples_from_hf, glue_source, load_split
 
 from .conftest import REPO
+from .test_tasks import FIXTURES
 
 #: The hub's ClassLabel names per task (nyu-mll/glue dataset card), in label-id order.
 HUB_LABELS = {"cola": ["unacceptable", "acceptable"], "sst2": ["negative", "positive"],
               "mrpc": ["not_equivalent", "equivalent"], "rte": ["entailment", "not_entailment"],
-              "qnli": ["entailment", "not_entailment"], "wnli": ["not_entailment", "entailment"]}
+              "qnli": ["entailment", "not_entailment"], "wnli": ["not_entailment", "entailment"],
+              "qqp": ["not_duplicate", "duplicate"], "mnli": ["entailment", "neutral", "contradiction"],
+              "stsb": None}
 #: The raw TSV label string of each hub label name.
 RAW = {"cola": {"0": "unacceptable", "1": "acceptable"}, "sst2": {"0": "negative", "1": "positive"},
        "mrpc": {"0": "not_equivalent", "1": "equivalent"},
        "rte": {"entailment": "entailment", "not_entailment": "not_entailment"},
        "qnli": {"entailment": "entailment", "not_entailment": "not_entailment"},
-       "wnli": {"0": "not_entailment", "1": "entailment"}}
+       "wnli": {"0": "not_entailment", "1": "entailment"}, "qqp": {"0": "not_duplicate", "1": "duplicate"},
+       "mnli": {n: n for n in ("entailment", "neutral", "contradiction")}}
+#: The hub's split names of each task's dev set(s).
+HUB_SPLITS = {"mnli": {"dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}}
 N = 25
 
 
-def raw_rows(glue_dir, task: str) -> list[list[str]]:
+def raw_rows(glue_dir, task: str, split: str = "dev") -> list[list[str]]:
     spec = TASKS[task]
-    lines = (glue_dir / spec.folder / "dev.tsv").read_text(encoding="utf-8").split("\n")
+    root = glue_dir if (glue_dir / spec.folder).is_dir() else FIXTURES   # MNLI and QQP: small fixtures
+    lines = (root / spec.folder / f"{split}.tsv").read_text(encoding="utf-8").split("\n")
     lines = [line for line in lines if line][(1 if spec.header else 0):]
     return [line.split("\t") for line in lines[:N]]
 
@@ -49,18 +56,25 @@ def hub_repo(glue_dir, tmp_path_factory):
     configs = []
     for task, spec in TASKS.items():
         names = HUB_LABELS[task]
-        rows = raw_rows(glue_dir, task)
-        data = {f: [r[c] for r in rows] for f, c in zip(spec.hf_text_fields, spec.text_columns)}
-        data["label"] = [names.index(RAW[task][r[spec.label_column].strip()]) for r in rows]
-        data["idx"] = list(range(len(rows)))
-        features = datasets.Features({**{f: datasets.Value("string") for f in spec.hf_text_fields},
-                                      "label": datasets.ClassLabel(names=names), "idx": datasets.Value("int32")})
-        ds = datasets.Dataset.from_dict(data, features=features)
         (root / task).mkdir(parents=True)
-        ds.to_parquet(str(root / task / "validation-00000-of-00001.parquet"))
-        ds.to_parquet(str(root / task / "train-00000-of-00001.parquet"))
-        configs.append(f"- config_name: {task}\n  data_files:\n  - split: train\n    path: {task}/train-*\n"
-                       f"  - split: validation\n    path: {task}/validation-*\n")
+        files = ""
+        for split, hub_split in {"train": "train", **HUB_SPLITS.get(task, {"dev": "validation"})}.items():
+            stem, _, _, text_columns, label_column = spec.layout(spec.resolve_split("dev" if split == "train" else split))
+            rows = raw_rows(glue_dir, task, stem)
+            data = {f: [r[c] for r in rows] for f, c in zip(spec.hf_text_fields, text_columns)}
+            if names is None:   # STS-B: the hub's float32 scores
+                data["label"] = [float(r[label_column]) for r in rows]
+                label = datasets.Value("float32")
+            else:
+                data["label"] = [names.index(RAW[task][r[label_column].strip()]) for r in rows]
+                label = datasets.ClassLabel(names=names)
+            data["idx"] = list(range(len(rows)))
+            features = datasets.Features({**{f: datasets.Value("string") for f in spec.hf_text_fields},
+                                          "label": label, "idx": datasets.Value("int32")})
+            datasets.Dataset.from_dict(data, features=features).to_parquet(
+                str(root / task / f"{hub_split}-00000-of-00001.parquet"))
+            files += f"  - split: {hub_split}\n    path: {task}/{hub_split}-*\n"
+        configs.append(f"- config_name: {task}\n  data_files:\n{files}")
     (root / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n# GLUE (test copy)\n")
     return root
 
@@ -72,14 +86,16 @@ def datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
 
 
-@pytest.mark.parametrize("task", list(TASKS))
-def test_hub_layout_gives_the_examples_of_the_tsv_files(hub_repo, glue_dir, task):
-    hub = load_split(task, "dev", f"hf:{hub_repo}")
-    tsv = load_split(task, "dev", glue_dir, limit=N)
-    assert len(hub) == N
+@pytest.mark.parametrize("task,split", [(t, "dev") for t in TASKS] + [("mnli", "dev_mismatched")])
+def test_hub_layout_gives_the_examples_of_the_tsv_files(hub_repo, glue_dir, task, split):
+    hub = load_split(task, split, f"hf:{hub_repo}")
+    root = glue_dir if (glue_dir / TASKS[task].folder).is_dir() else FIXTURES
+    tsv = load_split(task, split, root, limit=N)
+    assert len(hub) == min(N, len(tsv))
     assert [(e.sample_id, e.text_a, e.text_b, e.label) for e in hub.examples] == \
         [(e.sample_id, e.text_a, e.text_b, e.label) for e in tsv.examples]
-    assert hub.source == f"hf:{hub_repo}/{task}/validation" and hub.sha256
+    hub_split = HUB_SPLITS.get(task, {}).get(hub.split, "validation")
+    assert hub.source == f"hf:{hub_repo}/{task}/{hub_split}" and hub.sha256
 
 
 def test_carving_works_on_the_hub_too(hub_repo, glue_dir):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,11 @@ COUNTS = {
     ("qnli", "dev"): (5463, {0: 2702, 1: 2761}),
     ("wnli", "train"): (635, {0: 323, 1: 312}),
     ("wnli", "dev"): (71, {0: 40, 1: 31}),
+    ("stsb", "train"): (5749, None),
+    ("stsb", "dev"): (1500, None),
 }
+#: Small files in the exact classic layouts of MNLI and QQP (whose real files could not be obtained here).
+FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 
 
 @pytest.mark.parametrize("task,split", sorted(COUNTS))
@@ -31,7 +37,8 @@ def test_real_files_match_published_counts(glue_dir, task, split):
     data = load_split(task, split, glue_dir)
     n, labels = COUNTS[(task, split)]
     assert len(data) == n
-    assert dict(Counter(data.labels.tolist())) == labels
+    if labels is not None:
+        assert dict(Counter(data.labels.tolist())) == labels
     assert data.sha256 == hashlib.sha256((glue_dir / data.task.folder / f"{split}.tsv").read_bytes()).hexdigest()
     assert [e.sample_id for e in data.examples] == list(range(n))
     assert all(e.text_a for e in data.examples)
@@ -109,10 +116,13 @@ def test_missing_file_names_the_setting(tmp_path):
 
 
 def test_unknown_task_and_split():
-    with pytest.raises(BertologyError, match="unknown task 'mnli'; known tasks: cola, sst2, mrpc, rte, qnli, wnli"):
-        get_task("mnli")
-    with pytest.raises(BertologyError, match="unknown split 'test'"):
+    with pytest.raises(BertologyError, match="unknown task 'mnlii'; known tasks: cola, sst2, mrpc, stsb, qqp, "
+                                             "mnli, rte, qnli, wnli"):
+        get_task("mnlii")
+    with pytest.raises(BertologyError, match="unknown split 'test' for sst2; expected one of train, dev"):
         load_split("sst2", "test", ".")
+    with pytest.raises(BertologyError, match="unknown split 'dev_matched' for qqp"):
+        load_split("qqp", "dev_matched", FIXTURES)
 
 
 def test_crlf_and_missing_final_newline_are_accepted(tmp_path):
@@ -124,8 +134,6 @@ def test_crlf_and_missing_final_newline_are_accepted(tmp_path):
 def test_wnli_reads_its_pairs_and_names_label_1_entailment(glue_dir):
     """WNLI: `index sentence1 sentence2 label`, label 1 when the second sentence follows from the first (the
     hub's class names, in its order); the first dev row, read apart with the csv module, is the first example."""
-    import csv
-
     wnli = load_split("wnli", "dev", glue_dir)
     with open(glue_dir / "WNLI" / "dev.tsv", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -134,3 +142,68 @@ def test_wnli_reads_its_pairs_and_names_label_1_entailment(glue_dir):
     assert (first.text_a, first.text_b, first.label) == (rows[2][1], rows[2][2], int(rows[2][3]))
     assert wnli.task.is_pair and wnli.task.label_names == ("not_entailment", "entailment")
     assert wnli.task.label_names[first.label] == "entailment"     # "Jane knocked ... Susan did not answer."
+
+
+def _tsv_rows(path) -> list[list[str]]:
+    """A file's rows read apart with the csv module (tabs, no quoting): the independent reading."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_stsb_is_a_regression_on_scores_with_unbalanced_quotes_kept(glue_dir):
+    """STS-B: `index genre filename year old_index source1 source2 sentence1 sentence2 score`; the targets are
+    the float scores (0-5) of the last column, read with no quoting (some sentences open a quote they never
+    close)."""
+    import numpy as np
+
+    dev = load_split("stsb", "dev", glue_dir)
+    rows = _tsv_rows(glue_dir / "STS-B" / "dev.tsv")
+    assert rows[0][-3:] == ["sentence1", "sentence2", "score"] and len(rows) - 1 == len(dev)
+    assert dev.task.is_regression and dev.task.metric == "pearson" and dev.labels.dtype == np.float64
+    np.testing.assert_array_equal(dev.labels, [float(r[9]) for r in rows[1:]])
+    assert [(e.text_a, e.text_b) for e in dev.examples] == [(r[7].strip(), r[8].strip()) for r in rows[1:]]
+    assert 0.0 == dev.labels.min() and dev.labels.max() == 5.0
+    assert any(e.text_a.count('"') % 2 for e in dev.examples)   # an unbalanced quote, kept as in the file
+
+
+def test_stsb_target_that_is_not_a_number_names_line_and_fix(tmp_path):
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    root = _write(tmp_path, "stsb", (head + "0\tg\tf\t2012\t1\tnone\tnone\tA man.\tA dog.\thigh\n").encode())
+    with pytest.raises(GlueFormatError, match=r"STS-B/dev.tsv:2: stsb's target 'high' in column 10 is not a finite "
+                                              r"number; a regression target must be a number"):
+        load_split("stsb", "dev", root)
+
+
+@pytest.mark.parametrize("split,stem", [("train", "train"), ("dev", "dev_matched"), ("dev_matched", "dev_matched"),
+                                        ("dev_mismatched", "dev_mismatched")])
+def test_mnli_reads_its_three_labels_and_two_dev_sets(split, stem):
+    """MNLI's train file has 12 columns, its dev files 16 (five annotator labels, then gold_label); `dev` is
+    matched. Texts and the gold label are found by column name, checked against the csv module's reading."""
+    data = load_split("mnli", split, FIXTURES)
+    rows = _tsv_rows(FIXTURES / "MNLI" / f"{stem}.tsv")
+    assert len(rows[0]) == (12 if stem == "train" else 16) and rows[0][-1] == "gold_label"
+    assert data.split == stem and data.source.endswith(f"MNLI/{stem}.tsv")
+    assert data.task.label_names == ("entailment", "neutral", "contradiction")
+    assert [(e.text_a, e.text_b, data.task.label_names[e.label]) for e in data.examples] == \
+        [(r[8], r[9], r[-1]) for r in rows[1:]]
+    assert set(data.labels.tolist()) == {0, 1, 2}
+
+
+def test_mnli_dev_sets_differ_and_a_wrong_gold_label_is_named(tmp_path):
+    matched, mismatched = (load_split("mnli", s, FIXTURES) for s in ("dev_matched", "dev_mismatched"))
+    assert {e.text_a for e in matched.examples}.isdisjoint({e.text_a for e in mismatched.examples})
+    bad = (FIXTURES / "MNLI" / "dev_matched.tsv").read_text().replace("\tneutral\n", "\tneutrall\n", 1)
+    (tmp_path / "MNLI").mkdir()
+    (tmp_path / "MNLI" / "dev_matched.tsv").write_text(bad)
+    with pytest.raises(GlueFormatError, match=r"MNLI/dev_matched.tsv:2: unknown label 'neutrall' in column 16; "
+                                              r"expected one of entailment, neutral, contradiction"):
+        load_split("mnli", "dev", tmp_path)
+
+
+def test_qqp_reads_question_pairs_scored_by_f1():
+    data = load_split("qqp", "dev", FIXTURES)
+    rows = _tsv_rows(FIXTURES / "QQP" / "dev.tsv")
+    assert rows[0] == ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    assert [(e.text_a, e.text_b, e.label) for e in data.examples] == [(r[3], r[4], int(r[5])) for r in rows[1:]]
+    assert data.task.metric == "f1" and data.task.label_names == ("not_duplicate", "duplicate")
+    assert any('"' in e.text_a for e in data.examples) and any("é" in e.text_a for e in data.examples)
