@@ -30,13 +30,45 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
 from bertology import BertologyError
 from bertology.analysis.registry import workflow_tables
-from bertology.extract.tasks import get_task, glue_source
+from bertology.extract.tasks import TASKS as GLUE_TASKS, get_task, glue_source
 
+# Your own data (config `datasets`): named tasks beside GLUE's, each read by `--data` with its columns.
+DATASETS = config.get("datasets") or {}
 try:
-    GLUE = glue_source(config.get("glue_dir"), config["tasks"], config["carve_train_from_dev"])
+    unknown = [t for t in config["tasks"] if t not in GLUE_TASKS and t not in DATASETS]
+    if unknown:
+        raise BertologyError(f"config tasks: {', '.join(unknown)} is neither a GLUE task ({', '.join(GLUE_TASKS)}) "
+                             f"nor declared under `datasets:` (name: {{data: PATH_OR_URL, text_column: ..., ...}})")
+    both = [t for t in DATASETS if t in GLUE_TASKS]
+    if both:
+        raise BertologyError(f"config datasets: {', '.join(both)} is a GLUE task's name; give your data another name")
+    glue_tasks = [t for t in config["tasks"] if t in GLUE_TASKS]
+    GLUE = glue_source(config.get("glue_dir"), glue_tasks, config["carve_train_from_dev"]) if glue_tasks else ""
 except BertologyError as e:
     print(f"bertology: error: {e}", file=sys.stderr)
     sys.exit(1)
+
+
+def data_args(task, with_task=True):
+    """The command-line arguments that name a task's data: a GLUE task and GLUE_DIR, or `--data` and the
+    columns of a `datasets` entry (a params value: changing any of it reruns what reads the data)."""
+    if task not in DATASETS:
+        return (f"--task {task} " if with_task else "") + f"--glue-dir {shlex.quote(GLUE)}"
+    d = DATASETS[task]
+    args = [f"--task {task}"] if with_task else []
+    args.append(f"--data {shlex.quote(d['data'])}")
+    if not with_task:   # intervene: the store records the columns and classes
+        return " ".join(args)
+    for key in ("text_column", "text_pair_column", "label_column", "split_column", "id_column", "task_type"):
+        if d.get(key) is not None:
+            args.append(f"--{key.replace('_', '-')} {shlex.quote(str(d[key]))}")
+    if d.get("label_order"):
+        args.append(f"--label-order {shlex.quote(','.join(map(str, d['label_order'])))}")
+    return " ".join(args)
+
+
+def is_pair(task):
+    return get_task(task).is_pair if task in GLUE_TASKS else bool(DATASETS[task].get("text_pair_column"))
 
 R = config["results"]
 FT = config["finetune"]
@@ -67,7 +99,7 @@ RANDOM_INIT = config["model"].get("random_init") if isinstance(config["model"], 
 BASE_MODEL = f"{R}/base_model" if RANDOM_INIT else config["model"]
 ANALYSIS_TABLES = workflow_tables(attention_change=AN["attention_change"],
                                   attribution=AN["attribution_samples"] > 0, sweep=IV["enabled"],
-                                  pairs=all(get_task(t).is_pair for t in TASKS))
+                                  pairs=all(is_pair(t) for t in TASKS))
 
 # Remote stores (config `storage`). With `storage.root` set (an fsspec URL such as s3://bucket/prefix, or a
 # folder), the activation stores and sweeps are written there, mirroring the local layout, and Snakemake
@@ -92,8 +124,8 @@ SHARDED = {"dev.zarr"} if SHARDS > 1 else set()     # the stores extracted in sh
 
 wildcard_constraints:
     shard=r"[1-9][0-9]*",
-    run=r"[a-z0-9]+(/seed-[0-9]+)?",
-    task=r"[a-z0-9]+",
+    run=r"[a-z0-9][a-z0-9_]*(/seed-[0-9]+)?",
+    task=r"[a-z0-9][a-z0-9_]*",
     a=r"[0-9]+",
     b=r"[0-9]+",
 
@@ -197,8 +229,7 @@ rule init_like:
 
 def finetune_params(task_of_w, seed_of_w, model):
     """The params of a fine-tuning rule: the task's budget; the run's seed; the dev set's carve-out seed."""
-    return dict(model=model, glue_dir=GLUE, carve=lambda w: carve(task_of_w(w)),
-                task=lambda w: task_of_w(w),
+    return dict(model=model, data=lambda w: data_args(task_of_w(w)), carve=lambda w: carve(task_of_w(w)),
                 max_train=lambda w: f"--max-train {ft(task_of_w(w), 'max_train')}" if ft(task_of_w(w), "max_train") else "",
                 epochs=lambda w: ft(task_of_w(w), "epochs"), lr=lambda w: ft(task_of_w(w), "lr"),
                 batch_size=lambda w: ft(task_of_w(w), "batch_size"), max_length=lambda w: ft(task_of_w(w), "max_length"),
@@ -208,8 +239,8 @@ def finetune_params(task_of_w, seed_of_w, model):
 RUN_TASK = lambda w: task_of(w.run)   # noqa: E731  (a rule's wildcards -> its task, its seed)
 RUN_SEED = lambda w: seed_of(w.run)   # noqa: E731
 TASK = lambda w: w.task               # noqa: E731
-FINETUNE = ("OMP_NUM_THREADS={threads} bertology finetune --model {params.model} --task {params.task} "
-            "--glue-dir {params.glue_dir} --out {output} {params.max_train} --epochs {params.epochs} --lr {params.lr} "
+FINETUNE = ("OMP_NUM_THREADS={threads} bertology finetune --model {params.model} {params.data} "
+            "--out {output} {params.max_train} --epochs {params.epochs} --lr {params.lr} "
             "--batch-size {params.batch_size} --max-length {params.max_length} --seed {params.seed} "
             "--carve-seed {params.carve_seed} {params.carve} --quiet > {log} 2>&1")
 
@@ -243,8 +274,8 @@ def extract_command(store):
     shard, receipt = ((f"--shard {{wildcards.shard}}/{SHARDS} ",
                        f" && echo {{params.out:q}} shard {{wildcards.shard}}/{SHARDS} > {{output}}")
                       if store in SHARDED else ("", STORE_RECEIPT))
-    return ("OMP_NUM_THREADS={threads} bertology extract --model {params.model} --task {params.task} "
-            "--split {params.split} --glue-dir {params.glue_dir} --out {params.out:q} {params.limit} {params.mode} "
+    return ("OMP_NUM_THREADS={threads} bertology extract --model {params.model} {params.data} "
+            "--split {params.split} --out {params.out:q} {params.limit} {params.mode} "
             "--dtype {params.dtype} --max-length {params.max_length} --seed {params.seed} {params.carve} --overwrite "
             + shard + "{SO} --quiet > {log} 2>&1" + receipt)
 
@@ -265,8 +296,8 @@ def extract_params(store, split, mode, limit, model=None, run="{run}"):
     of a task extracts the same samples (the extraction's seed is always `seed`)."""
     task = lambda w: task_of(run.format(**w))   # noqa: E731
     return dict(model=model or (lambda w, input: input[0]), out=url(store, run), split=split, mode=mode,
-                limit=limit, glue_dir=GLUE, carve=lambda w: carve(task(w)), dtype=EX["dtype"],
-                max_length=EX["max_length"], seed=config["seed"], task=task)
+                limit=limit, data=lambda w: data_args(task(w)), carve=lambda w: carve(task(w)), dtype=EX["dtype"],
+                max_length=EX["max_length"], seed=config["seed"])
 
 
 rule extract_dev:
@@ -357,7 +388,7 @@ rule intervene:
     params:
         dev=url("dev.zarr"),
         out=url("dev.sweep"),
-        glue_dir=GLUE,
+        data=lambda w: data_args(task_of(w.run), with_task=False),
         carve=lambda w: carve(task_of(w.run)),
         families=",".join(IV["families"]),
         train_limit=IV["train_limit"],
@@ -366,7 +397,7 @@ rule intervene:
     shell:
         "OMP_NUM_THREADS={threads} bertology intervene --model {input.model} --store {params.dev:q} "
         "--out {params.out:q} --families {params.families} --train-limit {params.train_limit} "
-        "--skip-layers {params.skip_layers} --glue-dir {params.glue_dir} "
+        "--skip-layers {params.skip_layers} {params.data} "
         "{params.carve} --seed {params.seed} --carve-seed {params.carve_seed} {SO} --quiet > {log} 2>&1" + SWEEP_RECEIPT
 
 

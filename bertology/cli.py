@@ -348,10 +348,12 @@ def _task(args: argparse.Namespace, checkpoint: str | None = None):
             raise BertologyError("pass --task (a GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, rte, qnli, wnli) or "
                                  "--data PATH_OR_URL (your own data)")
         return args.task
-    from bertology.extract.user_data import recorded_task, resolve, user_task
+    from bertology.extract.user_data import load_user_split, recorded_task, resolve, user_task
 
     task = user_task(args.data, name=args.task, recorded=recorded_task(checkpoint), **options)
-    task = resolve(task, carved=bool(args.carve_train_from_dev))   # each split is read and checked before any work
+    task = resolve(task, carved=bool(args.carve_train_from_dev))
+    for split in ("train", "dev") if args.command == "finetune" else (args.split,):   # a bad row stops here
+        load_user_split(task, split, carve_train_from_dev=args.carve_train_from_dev)
     for note in task.notes:
         print(f"bertology: {note}", file=sys.stderr)
     return task

@@ -75,7 +75,7 @@ def finetune(
     dev_ = pick_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    lm = load_classifier(model, label_names=train.task.label_names, seed=seed, device=dev_)
+    lm = load_classifier(model, label_names=train.task.label_names, seed=seed, device=dev_, new_head=True)
     check_max_length(lm.tokenizer, lm.model.config, max_length, train.task.is_pair)
     enc_train = encode(lm.tokenizer, train, max_length)
     enc_dev = encode(lm.tokenizer, dev, max_length)

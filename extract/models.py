@@ -99,11 +99,13 @@ def load_classifier(
     label_names: tuple[str, ...] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    new_head: bool = False,
 ) -> LoadedModel:
     """Load a sequence classifier with eager attention (so attention probabilities can be captured).
 
     A checkpoint without a classification head (the embedded MiniLM, a pre-trained hub model) gets a head
-    initialised from ``seed``. ``label_names`` set ``id2label`` when given.
+    initialised from ``seed``. ``label_names`` set ``id2label`` when given. A classifier with another number
+    of classes is refused, unless ``new_head`` (fine-tuning it on another task): it then gets a fresh head.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -127,7 +129,9 @@ def load_classifier(
     want = kwargs.get("num_labels")
     is_classifier = any("ForSequenceClassification" in a for a in (config.architectures or []))
     if want is not None and is_classifier and config.num_labels != want:
-        raise BertologyError(f"model {ref!r} is a classifier with {config.num_labels} labels; the task has {want}")
+        if not new_head:
+            raise BertologyError(f"model {ref!r} is a classifier with {config.num_labels} labels; the task has {want}")
+        kwargs["ignore_mismatched_sizes"] = True
     torch.manual_seed(seed)  # a missing head is initialised deterministically
     try:
         with quiet_transformers():  # "newly initialised weights" is expected for a bare encoder; no load bars

@@ -24,7 +24,7 @@ from bertology.store.location import Location, locate
 
 #: The index tables the report reads, per run: every summary table, and the per-row tables it shows.
 REPORT_TABLES = tuple(t.name for t in TABLES if not t.per_row or t.report)
-TASK_ORDER = ("cola", "sst2", "mrpc", "rte", "qnli", "wnli")
+TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "rte", "qnli", "wnli")   # GLUE's order; others after
 
 
 @dataclass

@@ -19,7 +19,7 @@ from bertology.analysis.vocabulary import PATTERNS, TOKEN_CLASSES  # noqa: E402
 
 DPI = 110
 COLORS = {"cola": "#1f77b4", "sst2": "#d62728", "mrpc": "#2ca02c", "rte": "#9467bd", "qnli": "#ff7f0e",
-          "wnli": "#8c564b"}
+          "wnli": "#8c564b", "stsb": "#e377c2", "qqp": "#17becf", "mnli": "#bcbd22"}
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
 
 

@@ -383,6 +383,14 @@ def _carve(carve) -> str:
     return str(carve)
 
 
+def _columns(record: dict | None) -> str:
+    """A user dataset's source and column mapping (GLUE tasks: their fixed layout, so empty)."""
+    if not record:
+        return ""
+    cols = ", ".join(f"{k}={v}" for k, v in record["columns"].items() if v is not None)
+    return f"{record['data']} ({cols})"
+
+
 def provenance(data: ReportData) -> pd.DataFrame:
     """Per task: what produced its numbers — software, checkpoint and data checksums, seeds, carve-out,
     bootstrap settings. Paths inside the results folder are relative to it."""
@@ -401,6 +409,8 @@ def provenance(data: ReportData) -> pd.DataFrame:
             "base_model": _relative(ft.get("base_model"), data.results), "base_model_sha256": ft.get("base_model_sha256", ""),
             "finetune_seed": ft.get("seed", np.nan), "data_file": Path(m["data_file"]).name if m.get("data_file") else "",
             "data_sha256": m.get("data_sha256", ""), "carve_out": _carve(carve),
+            "task_type": m.get("task_type", "classification"), "classes": ", ".join(m.get("label_names") or []),
+            "data_columns": _columns(m.get("data")),
             "n_dev_analysed": m["n_samples"], "extract_seed": m["seed"], "dtype": m["dtype"],
             "analysis_seed": cfg.get("seed"), "resamples": cfg.get("resamples"),
             "skipped": "; ".join(a.get("skipped") or []) or "none",

@@ -18,6 +18,14 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _columns(record: dict) -> str:
+    """A user dataset's column mapping, class order and task type, as ``store info`` shows them."""
+    cols = record["columns"]
+    mapping = ", ".join(f"{k} = {v!r}" for k, v in cols.items() if v is not None)
+    order = f"; classes in order {', '.join(record['label_order'])}" if record.get("label_order") else ""
+    return f"{mapping}; {record['task_type']}{order} (source {record['data']})"
+
+
 def _head(state: str | None) -> str:
     if state == "untrained":
         return ("UNTRAINED head (newly initialised at load, --allow-untrained-head): predictions, accuracy and "
@@ -52,6 +60,7 @@ def describe(path: str | Path | Location) -> str:
     lines += [
         f"  task/split   {m['task']} / {m['split']}  ({ds.sizes[S.SAMPLE]} samples, labels: {', '.join(m['label_names'])})",
         f"  data         {m['data_file']}  sha256 {m['data_sha256'][:16]}…"
+        + (f"\n  columns      {_columns(m['data'])}" if m.get("data") else "")
         + (f"\n  CARVE-OUT    train part carved out of dev: fraction {carve['fraction']}, seed {carve['seed']}, "
            f"{carve['n_train']} train / {carve['n_dev']} dev" if carve else ""),
         f"  model        {m['model']}  ({m['model_type']}, {m['n_layers']} layers, {m['n_heads']} heads, "
