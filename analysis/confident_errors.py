@@ -5,6 +5,11 @@ the model's belief sits on the wrong side. An error is *confident* when its marg
 (0.3, as in the mission's Finding 3, where 60–93% of BERT-base's errors are). "No layer right" means the
 linear probe of no layer (0 … L, see :mod:`layer_predictions`) predicts the true label: the representation,
 not the classification head, is then the limit.
+
+A regression task's error is an absolute error above a threshold (``--error-threshold``, 1.0 on STS-B's
+0-5 scale); "confident-wrong" does not apply (the model states no probability), so a regression's summary
+has the error rate, the mean absolute error of its errors and the share no layer's ridge readout gets within
+the threshold, but no confident share.
 """
 
 from __future__ import annotations
@@ -51,8 +56,35 @@ def error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
     return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
 
 
+def regression_error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
+                           threshold: float) -> pd.DataFrame:
+    """A regression's error summary: error rate (|error| > ``threshold``), number of errors, mean absolute
+    error over the errors, share of errors no layer's readout gets within the threshold."""
+    y, pred = ds["label"].values.astype(np.float64), ds["pred"].values.astype(np.float64)
+    abs_err = np.abs(pred - y)
+    err = (abs_err > threshold).astype(np.float64)
+    right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
+    none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
+    n = len(y)
+    rows = []
+    for name, (num, den) in {"error_rate": (err, np.ones(n)), "no_layer_right_share": (none_right, err)}.items():
+        est, lo, hi = share_interval(num, den)
+        rows.append(dict(statistic=name, estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
+                         threshold=threshold, ci_method="wilson"))
+    for name, (est, bs) in {"n_errors": (err.sum(), boot.weights @ err),
+                            "mean_abs_error": boot.ratio(err * abs_err, err)}.items():
+        lo, hi = percentile_ci(bs[:, None])
+        rows.append(dict(statistic=name, estimate=float(est), ci_low=lo[0], ci_high=hi[0], n=n,
+                         threshold=threshold, ci_method="percentile"))
+    order = ["error_rate", "n_errors", "mean_abs_error", "no_layer_right_share"]
+    return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
+
+
 def analyze(ctx) -> dict:
     """The registry's entry: the error summary of a store, against its layer readouts."""
     preds = ctx.tables["layer_predictions"]
-    return {"error_summary": error_table(ctx.ds, preds, ctx.boot, ctx.cfg.confident_margin)
-            .assign(fit=ctx.record["layer_fit"])}
+    if ctx.caps.regression:
+        table = regression_error_table(ctx.ds, preds, ctx.boot, ctx.cfg.error_threshold)
+    else:
+        table = error_table(ctx.ds, preds, ctx.boot, ctx.cfg.confident_margin)
+    return {"error_summary": table.assign(fit=ctx.record["layer_fit"])}

@@ -25,6 +25,7 @@ from bertology.store.schema import SITES, token_var
 from .bootstrap import Bootstrap, adjust, percentile_ci
 from .engine import compute, concat, sample_blocks, shared, task, tree_sum
 from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
+from .regression import NO_BINS, class_codes
 from .requirements import skipped
 
 PARTS = ("total", "structural", "classification", "within", "structural_share", "structural_over_classification")
@@ -118,7 +119,7 @@ def _norm_stats(total, total2, count, boot: Bootstrap):
 
 
 def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, correction: str = "holm",
-              block_size: int | None = None) -> pd.DataFrame:
+              block_size: int | None = None, bins=None) -> pd.DataFrame:
     """Per layer: the energy decomposition of the FFN update and of ``ff``, its change from the layer
     before (``delta_*`` rows, with p-values corrected across layers), and norm normalisation.
 
@@ -126,15 +127,19 @@ def ffn_roles(ds: xr.Dataset, boot: Bootstrap, *, tokens: bool = True, correctio
     sample. The energies are the debiased estimators of :mod:`moments` (``estimate_plugin`` beside them),
     with jackknife intervals; ``structural_over_classification`` has ``ci_high`` = +inf and ``bounded``
     False where the classification energy cannot be told from 0 (the ratio then has only a lower bound).
+    A regression task's classes are its score ``bins`` (:func:`regression.class_codes`); without them only
+    the norms are measured.
     """
-    y = ds["label"].values.astype(int)
-    C = len(ds["class"])
+    classes = class_codes(ds, bins)
+    y, C = classes if classes is not None else (np.zeros(ds.sizes["sample"], dtype=int), 1)
     rows = []
     scopes = [("cls", ClsUpdateSource(ds))]
     if tokens and all(token_var(s) in ds for s in ("ln1", "ff", "ln2")):
         scopes.append(("tokens", TokenUpdateSource(ds)))
-    short = min_class_count(y, C)
-    if short < MIN_PER_CLASS:
+    short = min_class_count(y, C) if classes is not None else 0
+    if classes is None:
+        skipped(f"FFN energy decomposition: {NO_BINS}")
+    elif short < MIN_PER_CLASS:
         skipped(f"FFN energy decomposition: needs at least {MIN_PER_CLASS} samples of each class; the smallest "
                 f"class has {short}")
     for scope, src in scopes:
@@ -250,7 +255,8 @@ def _block_abs_ff(ds: xr.Dataset, layers: list[int], idx: slice) -> np.ndarray:
 
 def analyze(ctx) -> dict:
     """The registry's entry: Finding 2's decomposition of the FFN update, at [CLS] and over tokens."""
-    ffn = ffn_roles(ctx.ds, ctx.boot, correction=ctx.cfg.correction, block_size=ctx.cfg.block_size)
+    ffn = ffn_roles(ctx.ds, ctx.boot, correction=ctx.cfg.correction, block_size=ctx.cfg.block_size,
+                    bins=ctx.cfg.bins)
     return {"ffn_roles": ffn} if len(ffn) else {}
 
 

@@ -5,6 +5,10 @@ For every layer l = 0 (input of layer 1) … L at site ``ln2``, two readouts are
 (``fit='cross-fitted on dev'``): the nearest class centroid (Euclidean) and a logistic-regression probe.
 Alongside, the [CLS] norm and its projection on the unit class-mean direction (μ₁ − μ₀)/‖μ₁ − μ₀‖ (two
 classes; NaN otherwise). A sample is "right at layer l" when the probe's prediction equals its label.
+
+A regression task's readout is a ridge probe of the score (:func:`regression.ridge`), and a sample is right
+at a layer when the probe's prediction is within the error threshold of its gold score; there is no
+centroid readout (NaN) and no class direction.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from .engine import compute, shared, task
+from .regression import ERROR_THRESHOLD, cross_fitted, ridge
 
 FIT_TRAIN, FIT_CROSS = "train store", "cross-fitted on dev"
 
@@ -55,7 +60,7 @@ def _readouts(x_fit, y_fit, x_eval, C):
 
 
 def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: str = "ln2", folds: int = 5,
-                      seed: int = 0) -> tuple[pd.DataFrame, str]:
+                      seed: int = 0, threshold: float = ERROR_THRESHOLD) -> tuple[pd.DataFrame, str]:
     """One row per (sample, layer): centroid and probe predictions, [CLS] norm, class-direction projection
     (one task per layer)."""
     layers = [0] + [int(l) for l in ds["layer"].values]
@@ -63,7 +68,10 @@ def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: 
     if train is not None and train.attrs.get("model_sha256") != ds.attrs.get("model_sha256"):
         raise ValueError("the train store was extracted from a different checkpoint than the dev store")
     src, tr = shared(ds), shared(train)
-    frames = compute(*(task(_layer_frame, src, tr, layer, site, folds, seed) for layer in layers))
+    if ds.attrs.get("task_type") == "regression":
+        frames = compute(*(task(_ridge_frame, src, tr, layer, site, folds, seed, threshold) for layer in layers))
+    else:
+        frames = compute(*(task(_layer_frame, src, tr, layer, site, folds, seed) for layer in layers))
     return pd.concat(frames, ignore_index=True), fit
 
 
@@ -102,9 +110,28 @@ def _layer_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str
     })
 
 
+def _ridge_frame(ds: xr.Dataset, train: xr.Dataset | None, layer: int, site: str, folds: int, seed: int,
+                 threshold: float):
+    """One task: a regression's ridge readout of one layer for every sample."""
+    y = ds["label"].values.astype(np.float64)
+    x = layer_vectors(ds, layer, site)
+    if train is not None:
+        pred = ridge().fit(layer_vectors(train, layer, site), train["label"].values.astype(np.float64)).predict(x)
+    else:
+        pred = cross_fitted(x, y, folds, seed)
+    n = len(y)
+    return pd.DataFrame({
+        "sample_index": np.arange(n), "sample_id": ds["sample"].values.astype(np.int64), "layer": layer,
+        "site": "embed" if layer == 0 else site, "label": y, "centroid_pred": np.full(n, np.nan),
+        "probe_pred": pred, "centroid_correct": np.zeros(n, dtype=bool),
+        "probe_correct": np.abs(pred - y) <= threshold,
+        "cls_norm": np.linalg.norm(x, axis=1), "class_direction_projection": np.full(n, np.nan),
+    })
+
+
 def analyze(ctx) -> dict:
     """The registry's entry: each layer's [CLS] readouts; ``layer_fit`` (train or cross-fitted) is recorded
     in ``analysis.json``."""
-    preds, fit = layer_predictions(ctx.ds, ctx.train, seed=ctx.cfg.seed)
+    preds, fit = layer_predictions(ctx.ds, ctx.train, seed=ctx.cfg.seed, threshold=ctx.cfg.error_threshold)
     ctx.record["layer_fit"] = fit
     return {"layer_predictions": preds.assign(fit=fit)}

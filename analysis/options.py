@@ -16,9 +16,10 @@ from bertology import BertologyError
 from bertology.store.schema import SITES
 
 from .bootstrap import DEFAULT_RESAMPLES
+from .regression import ERROR_THRESHOLD
 
 CORRECTIONS = ("holm", "fdr_bh")
-SKIP_STATISTICS = ("fisher_trace", "centroid_ratio", "probe_accuracy")
+SKIP_STATISTICS = ("fisher_trace", "centroid_ratio", "probe_accuracy", "probe_r2")
 SKIP_RULES = ("nonpositive", "k_lowest")
 POOLINGS = ("cls", "mean")
 #: An error is confident when its margin p(predicted) − p(true) exceeds this (the mission's Finding 3).
@@ -52,6 +53,12 @@ class Constraint:
             if self.optional:
                 return
             raise OptionError(f"{name}: a value is required ({self.describe()})")
+        if self.kind is tuple and self.choices is None:   # increasing numbers (edges)
+            values = tuple(value) if isinstance(value, (list, tuple)) else ()
+            ok = len(values) >= 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if not ok or any(b <= a for a, b in zip(values, values[1:])):
+                raise OptionError(f"{name}={value!r}: {self.describe()}")
+            return
         if self.kind is tuple:
             values = tuple(value) if isinstance(value, (list, tuple)) else None
             bad = [v for v in values or () if self.choices and v not in self.choices]
@@ -71,6 +78,8 @@ class Constraint:
             raise OptionError(f"{name}={value!r}: {self.describe()}")
 
     def describe(self) -> str:
+        if self.kind is tuple and self.choices is None:
+            return "at least three increasing numbers, e.g. 0,1,2,3,4,5"
         if self.choices:
             return "one of " + ", ".join(map(str, self.choices))
         kind = {int: "an integer", float: "a number"}.get(self.kind, self.kind.__name__)
@@ -109,6 +118,11 @@ class AnalyzeConfig:
     strength_site: str = option("ln2", str, "site for token strength", choices=SITES)
     confident_margin: float = option(CONFIDENT_MARGIN, float, "margin above which an error is confident",
                                      low=0.0, high=1.0)
+    bins: tuple | None = option(None, tuple, "a regression task's score bins, as edges (e.g. 0,1,2,3,4,5 on "
+                                "STS-B's 0-5 scale): separability and the FFN's energies are measured on them "
+                                "(without: left out)", optional=True)
+    error_threshold: float = option(ERROR_THRESHOLD, float, "a regression's error: an absolute error above this "
+                                    "(default 1.0, on STS-B's 0-5 scale)", low=0.0)
     attention: bool = option(True, bool, "skip the attention-head tables", flag="--no-attention", negate=True)
     attribution_samples: int = option(50, int, "norm-based attribution (Kobayashi et al.) on the first N "
                                       "samples (0: none; default 50)", low=0)
@@ -123,12 +137,13 @@ class AnalyzeConfig:
             value = getattr(self, f.name)
             if c.kind is tuple and isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
+                value = getattr(self, f.name)
             c.check(f.name, getattr(self, f.name))
             if c.kind is int and value is not None:
                 object.__setattr__(self, f.name, int(value))     # 1000.0 is 1000
-        if self.skip_statistic == "probe_accuracy" and not self.probe:
-            raise OptionError("skip_statistic='probe_accuracy' needs the probe: drop --no-probe, or choose another "
-                             "--skip-statistic")
+        if self.skip_statistic in ("probe_accuracy", "probe_r2") and not self.probe:
+            raise OptionError(f"skip_statistic={self.skip_statistic!r} needs the probe: drop --no-probe, or choose "
+                              f"another --skip-statistic")
 
 
 def constraints(cls=AnalyzeConfig) -> dict[str, Constraint]:
@@ -163,7 +178,7 @@ def _parser(name: str, c: Constraint):
     """An argparse type that refuses a value outside the constraint before any work."""
     def parse(text: str):
         try:
-            value = c.kind(text)
+            value = tuple(float(t) for t in text.replace(",", " ").split()) if c.kind is tuple else c.kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {c.describe()}") from None
         try:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import stats as sps
 
 from bertology.store.schema import token_var
 
-from .bootstrap import Bootstrap, adjust
+from .bootstrap import Bootstrap, adjust, bootstrap_p, percentile_ci
 from .intervals import share_interval
 from .engine import compute, shared, task
 from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
+from .regression import NO_BINS, class_codes, cross_fitted, r2, spearman_interval
 from .requirements import skipped
 
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
@@ -118,10 +120,47 @@ def _series_probe(src, k: int, y: np.ndarray, seed: int) -> np.ndarray:
     return probe_correct(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
 
 
+def _series_ridge(src, k: int, y: np.ndarray, seed: int) -> np.ndarray:
+    """A regression's probe of series ``k``: out-of-fold ridge predictions of the score (one task)."""
+    return cross_fitted(src.vectors(slice(k, k + 1), slice(None))[:, 0], y, seed=seed)
+
+
+def ridge_rows(src, y: np.ndarray, boot: Bootstrap, deltas, chain_layers, delta_site: str, seed: int,
+               correction: str) -> list[dict]:
+    """A regression's readout per (layer, site): the cross-validated ridge probe's R² (bootstrap percentile
+    interval over samples, the folds fixed) and Spearman ρ (Fisher z), and Δ R² layer to layer (paired
+    bootstrap, two-sided bootstrap p, corrected across layers)."""
+    shared_src, shared_y = shared(src), shared(y)
+    pred = np.stack(compute(*(task(_series_ridge, shared_src, k, shared_y, seed) for k in range(src.K))), axis=1)
+    n = len(y)
+    rows = []
+    boot_r2 = []
+    for k, (layer, site) in enumerate(src.keys):
+        b = r2(pred[:, k], y, boot.weights)
+        boot_r2.append(b)
+        lo, hi = percentile_ci(b[:, None])
+        rows.append(dict(layer=layer, site=site, statistic="probe_r2", estimate=r2(pred[:, k], y), ci_low=lo[0],
+                         ci_high=hi[0], ci_method="percentile"))
+        rho = float(sps.spearmanr(pred[:, k], y)[0]) if np.ptp(pred[:, k]) > 0 and np.ptp(y) > 0 else 0.0
+        slo, shi = spearman_interval(rho, n)
+        rows.append(dict(layer=layer, site=site, statistic="probe_spearman", estimate=rho, ci_low=slo, ci_high=shi,
+                         ci_method="fisher_z"))
+    if deltas:
+        diffs = [boot_r2[k1] - boot_r2[k0] for k0, k1 in deltas]
+        p = np.array([float(bootstrap_p(d)) for d in diffs])
+        p_adj = adjust(p, correction)
+        for i, ((k0, k1), layer) in enumerate(zip(deltas, chain_layers)):
+            lo, hi = percentile_ci(diffs[i][:, None])
+            rows.append(dict(layer=int(layer), site=delta_site, statistic="delta_probe_r2",
+                             estimate=r2(pred[:, k1], y) - r2(pred[:, k0], y), ci_low=lo[0], ci_high=hi[0], p=p[i],
+                             p_adj=p_adj[i], ci_method="percentile"))
+    return rows
+
+
 def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_site: str = "ln2",
                  seed: int = 0, correction: str = "holm",
                  pooling: tuple[str, ...] = ("cls",), permutations: int = 200,
-                 block_size: int | None = None) -> pd.DataFrame:
+                 block_size: int | None = None, bins=None) -> pd.DataFrame:
     """Separability rows for each pooling: ``cls`` (the [CLS] vector) and/or ``mean`` (mean-pooled tokens,
     the stored token layers and sites); a ``pooling`` column tells them apart.
 
@@ -129,6 +168,9 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
     relabellings (with the 2.5–97.5% range as ``ci_low``/``ci_high``) and, as ``p``, the permutation p-value
     of the observed value. The ratios are debiased, so without signal they sit at 0 rather than on the
     plug-in's (k−1)/n floor; this row shows how far above 0 noise alone takes them.
+
+    A regression task's classes are its score ``bins`` (without them the energy statistics are left out),
+    and its probe is a ridge regression of the score (:func:`ridge_rows`).
     """
     frames = []
     for pool in pooling:
@@ -140,12 +182,13 @@ def separability(ds: xr.Dataset, boot: Bootstrap, *, probe: bool = True, delta_s
             raise ValueError(f"unknown pooling {pool!r}; use 'cls' or 'mean'")
         frames.append(_separability(ds, src, boot, probe=probe, delta_site=delta_site, seed=seed,
                                     correction=correction, permutations=permutations,
-                                    block_size=block_size).assign(pooling=pool))
+                                    block_size=block_size, bins=bins).assign(pooling=pool))
     return pd.concat(frames, ignore_index=True)
 
 
 def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_site: str, seed: int,
-                  correction: str, permutations: int = 0, block_size: int | None = None) -> pd.DataFrame:
+                  correction: str, permutations: int = 0, block_size: int | None = None,
+                  bins=None) -> pd.DataFrame:
     """Separability per layer × site with confidence intervals, plus ``delta_*`` rows with paired tests.
 
     Rows: statistic ∈ {fisher_trace, centroid_ratio, classification, probe_accuracy} at each (layer, site),
@@ -157,8 +200,9 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     """
     from .stats import paired_difference
 
-    y = ds["label"].values.astype(int)
-    C = len(ds["class"])
+    regression = ds.attrs.get("task_type") == "regression"
+    classes = class_codes(ds, bins)
+    y, C = classes if classes is not None else (np.zeros(ds.sizes["sample"], dtype=int), 1)
     keys = src.keys
     n = len(y)
     layers = [l for l, s in keys if s == delta_site and l > 0]
@@ -169,8 +213,10 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     deltas = list(zip(chain[:-1], chain[1:]))
     rows = []
     names = [s for s in SEPARABILITY_STATISTICS if C == 2 or s != "centroid_ratio"]
-    short = min_class_count(y, C)
-    if short >= MIN_PER_CLASS:
+    short = min_class_count(y, C) if classes is not None else 0
+    if classes is None:
+        skipped(f"separability ratios: {NO_BINS}")
+    elif short >= MIN_PER_CLASS:
         res = energies_with_ci(src, y, C, deltas=deltas, permutations=permutations, seed=seed,
                                sample_block=block_size)
         for name in names:
@@ -195,7 +241,13 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     else:
         skipped(f"separability ratios: need at least {MIN_PER_CLASS} samples of each class; the smallest "
                 f"class has {short}")
-    if probe and short >= MIN_PROBE_PER_CLASS:
+    if probe and regression:
+        if n >= 4:
+            rows += ridge_rows(src, ds["label"].values.astype(np.float64), boot, deltas, chain_layers, delta_site,
+                               seed, correction)
+        else:
+            skipped(f"ridge probe: needs at least 4 samples for its folds; the store has {n}")
+    elif probe and short >= MIN_PROBE_PER_CLASS:
         # one task per series: each cross-validated probe reads its series for every sample
         shared_src, shared_y = shared(src), shared(y)
         correct = np.stack(compute(*(task(_series_probe, shared_src, k, shared_y, seed) for k in range(src.K))),
@@ -243,12 +295,21 @@ def skip_candidates(sep: pd.DataFrame, statistic: str = "fisher_trace", rule: st
     return d.reset_index(drop=True)
 
 
+def skip_statistic(statistic: str, regression: bool, bins) -> str:
+    """The statistic whose Δ picks the skip candidates: the one asked for, but a regression's ridge R² where
+    it has no classes (no ``bins``) or the asked-for probe is the classifier's."""
+    if regression and (not bins or statistic == "probe_accuracy"):
+        return "probe_r2"
+    return statistic
+
+
 def apriori_skip_layers(ds: xr.Dataset, statistic: str = "fisher_trace", rule: str = "nonpositive", k: int = 1,
-                        seed: int = 0) -> list[int]:
+                        seed: int = 0, bins=None) -> list[int]:
     """The layers :func:`skip_candidates` picks from a store's [CLS] separability (the point estimates of
     Δ, which do not depend on the bootstrap), for a sweep that skips only the a-priori candidates."""
-    sep = separability(ds, Bootstrap.of(ds, 20, seed), probe=statistic == "probe_accuracy",
-                       seed=seed, permutations=0)
+    statistic = skip_statistic(statistic, ds.attrs.get("task_type") == "regression", bins)
+    sep = separability(ds, Bootstrap.of(ds, 20, seed), probe=statistic in ("probe_accuracy", "probe_r2"),
+                       seed=seed, permutations=0, bins=bins)
     cand = skip_candidates(sep, statistic, rule, k)
     return sorted(cand.loc[cand["candidate"], "layer"].astype(int).tolist())
 
@@ -263,13 +324,14 @@ def analyze(ctx) -> dict:
                 "--cls-only or --attention-only)")
         pooling = tuple(p for p in pooling if p != "mean")
     sep = separability(ctx.ds, ctx.boot, probe=cfg.probe, seed=cfg.seed, correction=cfg.correction,
-                       pooling=pooling, permutations=cfg.permutations, block_size=cfg.block_size)
+                       pooling=pooling, permutations=cfg.permutations, block_size=cfg.block_size, bins=cfg.bins)
     if not len(sep):
         skipped("skip candidates: they need the separability rows, which were skipped")
         return {}
     cls_rows = sep[sep["pooling"] == "cls"]
-    if not (cls_rows["statistic"] == f"delta_{cfg.skip_statistic}").any():
-        skipped(f"skip candidates: they need the Δ {cfg.skip_statistic} rows, which were skipped")
+    statistic = skip_statistic(cfg.skip_statistic, ctx.caps.regression, cfg.bins)
+    if not (cls_rows["statistic"] == f"delta_{statistic}").any():
+        skipped(f"skip candidates: they need the Δ {statistic} rows, which were skipped")
         return {"separability": sep}
     return {"separability": sep,
-            "skip_candidates": skip_candidates(cls_rows, cfg.skip_statistic, cfg.skip_rule, cfg.skip_k)}
+            "skip_candidates": skip_candidates(cls_rows, statistic, cfg.skip_rule, cfg.skip_k)}

@@ -1,4 +1,5 @@
-"""The classifier's own score on the stored samples: accuracy, F1 and Matthews correlation, with CIs.
+"""The model's own score on the stored samples: accuracy, F1 and Matthews correlation, with CIs (a
+regression task's Pearson and Spearman correlations: :mod:`regression`).
 
 GLUE scores CoLA by Matthews correlation (MCC), MRPC by F1 of the positive class (and accuracy), and SST-2,
 RTE and QNLI by accuracy. Accuracy is a share of samples (Wilson's interval); F1 and MCC are functions of
@@ -14,6 +15,7 @@ import pandas as pd
 
 from .bootstrap import Bootstrap, percentile_ci
 from .intervals import share_interval
+from .regression import score_rows
 
 
 def _scores(tp, fp, fn, tn) -> dict[str, np.ndarray]:
@@ -67,6 +69,9 @@ def task_metrics(labels: np.ndarray, preds: np.ndarray, boot: Bootstrap, n_class
 
 
 def analyze(ctx) -> dict:
-    """The registry's entry: the classifier's own score on the store's samples."""
+    """The registry's entry: the model's own score on the store's samples (a regression's: Pearson's r,
+    Spearman's ρ and the mean squared error, :mod:`regression`)."""
     ds = ctx.ds
+    if ctx.caps.regression:
+        return {"task_metrics": pd.DataFrame(score_rows(ds["label"].values, ds["pred"].values, ctx.boot))}
     return {"task_metrics": task_metrics(ds["label"].values, ds["pred"].values, ctx.boot, ds.sizes["class"])}

@@ -189,7 +189,8 @@ def _run_window(lm: LoadedModel, enc: Encoded, plan: StorePlan, w: int, cfg: Ext
     lg = out["logits"].astype(np.float64)
     p = np.exp(lg - lg.max(axis=1, keepdims=True))
     out["probs"] = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
-    out["pred"] = out["logits"].argmax(axis=1).astype(np.int64)
+    out["pred"] = (out["logits"][:, 0].astype(np.float64) if S.is_regression(plan.meta)   # the predicted score
+                   else out["logits"].argmax(axis=1).astype(np.int64))
     for name, parts in per_sample.items():
         out[name] = np.concatenate(parts, axis=0)
     return out

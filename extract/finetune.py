@@ -27,10 +27,19 @@ from .models import LoadedModel, check_checkpoint_out, load_classifier, quiet_tr
 from .tasks import Split, load_split
 
 
-def task_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int = 2) -> dict[str, float]:
+def task_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int = 2, regression: bool = False) -> dict[str, float]:
     """Accuracy and Matthews correlation (CoLA's metric; Gorodkin's k-class form), with F1 of class 1 for two
-    classes (MRPC's and QQP's metric) or macro-F1 for more."""
+    classes (MRPC's and QQP's metric) or macro-F1 for more; a regression's Pearson (STS-B's metric) and
+    Spearman correlations and mean squared error."""
     from sklearn.metrics import f1_score, matthews_corrcoef
+
+    if regression:
+        from scipy.stats import pearsonr, spearmanr
+
+        constant = np.ptp(preds) == 0 or np.ptp(labels) == 0   # a correlation is then undefined: 0
+        return {"pearson": 0.0 if constant else float(pearsonr(labels, preds)[0]),
+                "spearman": 0.0 if constant else float(spearmanr(labels, preds)[0]),
+                "mse": float(np.mean((labels - preds) ** 2))}
 
     f1 = {"f1": float(f1_score(labels, preds, zero_division=0))} if n_classes == 2 else \
         {"macro_f1": float(f1_score(labels, preds, average="macro", labels=np.arange(n_classes), zero_division=0))}
@@ -38,16 +47,23 @@ def task_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int = 2) -> d
 
 
 @torch.no_grad()
-def predict(lm: LoadedModel, enc: Encoded, batch_size: int = 64, device="cpu") -> np.ndarray:
-    """Predicted class per sample, in input order."""
+def predict(lm: LoadedModel, enc: Encoded, batch_size: int = 64, device="cpu", regression: bool = False) -> np.ndarray:
+    """Predicted class per sample (a regression: the predicted score), in input order."""
     lm.model.eval()
     pad = lm.tokenizer.pad_token_id or 0
     use_types = (getattr(lm.model.config, "type_vocab_size", 0) or 0) >= 2
-    preds = np.zeros(len(enc), dtype=np.int64)
+    preds = np.zeros(len(enc), dtype=np.float64 if regression else np.int64)
     for idx in length_batches(enc.lengths, np.arange(len(enc)), batch_size):
         logits = lm.model(**collate(enc, idx, pad, use_types, device)).logits
-        preds[idx] = logits.argmax(-1).cpu().numpy()
+        preds[idx] = (logits[:, 0] if regression else logits.argmax(-1)).float().cpu().numpy()
     return preds
+
+
+def loss_of(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """The fine-tuning loss: cross-entropy over the classes, or a regression's squared error."""
+    if regression:
+        return torch.nn.functional.mse_loss(logits[:, 0], labels.float())
+    return torch.nn.functional.cross_entropy(logits, labels)
 
 
 def finetune(
@@ -75,6 +91,7 @@ def finetune(
     dev_ = pick_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    regression = train.task.is_regression
     lm = load_classifier(model, label_names=train.task.label_names, seed=seed, device=dev_, new_head=True)
     check_max_length(lm.tokenizer, lm.model.config, max_length, train.task.is_pair)
     enc_train = encode(lm.tokenizer, train, max_length)
@@ -99,7 +116,7 @@ def finetune(
                 break
             batch = collate(enc_train, idx, pad, use_types, dev_)
             labels = torch.as_tensor(enc_train.labels[idx], device=dev_)
-            loss = torch.nn.functional.cross_entropy(lm.model(**batch).logits, labels)
+            loss = loss_of(lm.model(**batch).logits, labels, regression)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(lm.model.parameters(), 1.0)
             opt.step()
@@ -111,11 +128,12 @@ def finetune(
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     train_seconds = time.perf_counter() - t0
-    preds = predict(lm, enc_dev, device=dev_)
+    preds = predict(lm, enc_dev, device=dev_, regression=regression)
     metrics = {
         "task": train.task.name,
         "metric": train.task.metric,
-        "dev": task_metrics(enc_dev.labels, preds, len(train.task.label_names)),
+        "dev": task_metrics(enc_dev.labels, preds, len(train.task.label_names), regression),
+        "task_type": "regression" if regression else "classification",
         "n_train": len(train),
         "n_dev": len(dev),
         "train_file": train.source,

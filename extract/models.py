@@ -124,6 +124,8 @@ def load_classifier(
     if label_names is not None:
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
                   "label2id": {n: i for i, n in enumerate(label_names)}}
+        if len(label_names) == 1:   # one output: a regression head (STS-B's score)
+            kwargs["problem_type"] = "regression"
     elif num_labels is not None:
         kwargs = {"num_labels": num_labels}
     want = kwargs.get("num_labels")

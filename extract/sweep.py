@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bertology import BertologyError, __version__
 from bertology.store import open_store
 from bertology.store import overwrite as replace
+from bertology.store import schema as S
 from bertology.store.location import locate
 from bertology.store.sweep import write_sweep
 
@@ -162,14 +163,17 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
     enc = encode(lm.tokenizer, train, int(ds.attrs["max_length"]))
     train_cls = skip_features(lm, enc, skips, batch_size, dev, progress, f"skip features {ds.attrs['task']}/train")
     names = ["+".join(i.name for i in s) or "none" for s in specs]
+    regression = S.is_regression(ds.attrs)
+    pred = logits[..., 0].astype(np.float64) if regression else logits.argmax(-1).astype(np.int64)
+    label_type = np.float64 if regression else np.int64
     result = xr.Dataset(
         {
             "logits": (("intervention", "sample", "class"), logits),
-            "pred": (("intervention", "sample"), logits.argmax(-1).astype(np.int64)),
-            "label": (("sample",), ds["label"].values.astype(np.int64)),
+            "pred": (("intervention", "sample"), pred),
+            "label": (("sample",), ds["label"].values.astype(label_type)),
             "cls_final": (("skip", "sample", "hidden"), cls_final),
             "train_cls_final": (("skip", "train_sample", "hidden"), train_cls),
-            "train_label": (("train_sample",), train.labels.astype(np.int64)),
+            "train_label": (("train_sample",), train.labels.astype(label_type)),
             "wall_seconds": (("skip",), wall),
             "flops": (("skip",), flops),
         },
@@ -181,7 +185,7 @@ def sweep(model: str, store: str | Path, out: str | Path, *, families=FAMILIES, 
             "sample": ds["sample"].values, "skip": np.array(skip_axis, dtype=np.int64),
         },
         attrs={
-            "task": ds.attrs["task"], "model": str(model), "model_sha256": lm.sha256, "store": locate(store).resolved(),
+            "task": ds.attrs["task"], "task_type": ds.attrs.get("task_type", "classification"), "model": str(model), "model_sha256": lm.sha256, "store": locate(store).resolved(),
             "n_layers": n_layers, "n_heads": n_heads, "label_names": list(ds.attrs["label_names"]),
             "families": list(families), "skip_layers": skips, "train_file": train.source, "train_sha256": train.sha256,
             "train_carve_out": train.carve_out or {}, "train_n": len(train), "seed": seed,

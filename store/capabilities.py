@@ -32,7 +32,7 @@ class Capabilities:
     token_sites: frozenset[str]
     attention: bool
     pairs: bool = False
-
+    regression: bool = False        # a regression task (one output, scores for labels): no classes
     @property
     def tokens(self) -> bool:
         """Any token-level state at all (not ``--cls-only`` or ``--attention-only``)."""
@@ -77,9 +77,11 @@ def capabilities(ds: xr.Dataset) -> Capabilities:
     """The :class:`Capabilities` of an open store."""
     sites = frozenset(s for s in TOKEN_SITES if token_var(s) in ds)
     token_layers = tuple(int(l) for l in ds["token_layer"].values) if "token_layer" in ds.coords else ()
-    labels = np.asarray(ds["label"].values, dtype=np.int64)
+    regression = ds.attrs.get("task_type") == "regression"
+    labels = np.asarray(ds["label"].values, dtype=np.int64) if not regression else np.zeros(0, int)
     counts = np.bincount(labels, minlength=ds.sizes.get("class", 0)) if len(labels) else np.zeros(0, int)
     return Capabilities(samples=int(ds.sizes["sample"]), class_counts=tuple(int(c) for c in counts),
+                        regression=regression,
                         layers=tuple(int(l) for l in ds["layer"].values), token_layers=token_layers,
                         token_sites=sites, attention="attention" in ds,
                         pairs="text_b" in ds and bool(np.any(ds["text_b"].values != "")))

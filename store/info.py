@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import schema as S
 from . import shards
 from .location import Location, locate
@@ -75,7 +77,10 @@ def describe(path: str | Path | Location) -> str:
         f"  tokens       {ds.sizes.get(S.TOKEN, 0)} (mean length {float(ds['length'].mean()):.1f}, max {int(ds['length'].max())})",
         f"  provenance   bertology {m['bertology_version']}, seed {m['seed']}",
     ]
-    if progress.get("complete"):
+    if progress.get("complete") and S.is_regression(m):
+        r = float(np.corrcoef(ds["pred"].values, ds["label"].values)[0, 1]) if len(ds["label"]) > 1 else float("nan")
+        lines.append(f"  pearson      {r:.4f} (stored predicted scores vs gold scores; regression)")
+    elif progress.get("complete"):
         acc = float((ds["pred"] == ds["label"]).mean())
         lines.append(f"  accuracy     {acc:.4f} (stored predictions vs gold labels)")
     lines.append(f"  size on disk {_human(path.size())}")

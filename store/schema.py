@@ -53,16 +53,21 @@ def token_var(site: str) -> str:
     return f"token_{site}"
 
 
+def is_regression(attrs) -> bool:
+    """Whether a store's (or sweep's) task is a regression (STS-B, a user's scores): one output, no classes."""
+    return attrs.get("task_type") == "regression"
+
+
 #: Every variable of a store and its dimensions, as the README's schema table documents them (a test checks an
 #: extracted store against it).
 VARIABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "cls": ((SAMPLE, LAYER, SITE, HIDDEN), "[CLS] (first-token) vector at every layer and site"),
     "cls_ff_act": ((SAMPLE, LAYER, FF_HIDDEN), "[CLS] FFN hidden activation at every layer"),
     "cls_embed": ((SAMPLE, HIDDEN), "[CLS] embedding output (input of layer 1)"),
-    "label": ((SAMPLE,), "gold class index"),
+    "label": ((SAMPLE,), "gold class index (a regression task: the gold score, float64)"),
     "logits": ((SAMPLE, CLASS), "classifier logits (float32)"),
     "probs": ((SAMPLE, CLASS), "softmax of the logits (float32)"),
-    "pred": ((SAMPLE,), "predicted class index (argmax of logits)"),
+    "pred": ((SAMPLE,), "predicted class index (argmax of logits; a regression task: the predicted score, float64)"),
     "length": ((SAMPLE,), "number of tokens, special tokens included, no padding"),
     "token_start": ((SAMPLE,), "offset of the sample's first token on the flat token axis"),
     "pair_start": ((SAMPLE,), "offset of the sample's first (query, key) pair on the flat pair axis"),

@@ -154,7 +154,8 @@ class StoreWriter:
         self._put(S.HEAD, np.arange(1, h + 1, dtype=np.int32), [S.HEAD])
         self._put(S.CLASS, np.array(p.class_names), [S.CLASS])
         # per-sample, known before any forward pass
-        self._put("label", p.labels.astype(np.int64), [S.SAMPLE], (max(n, 1),))
+        regression = S.is_regression(p.meta)
+        self._put("label", p.labels.astype(np.float64 if regression else np.int64), [S.SAMPLE], (max(n, 1),))
         self._put("length", p.lengths.astype(np.int32), [S.SAMPLE], (max(n, 1),))
         self._put("token_start", p.token_start, [S.SAMPLE], (max(n, 1),))
         self._put("pair_start", p.pair_start, [S.SAMPLE], (max(n, 1),))
@@ -174,7 +175,7 @@ class StoreWriter:
         C = len(p.class_names)
         self._array("logits", (n, C), [S.SAMPLE, S.CLASS], "float32", (sc, C))
         self._array("probs", (n, C), [S.SAMPLE, S.CLASS], "float32", (sc, C))
-        self._array("pred", (n,), [S.SAMPLE], "int64", (sc,))
+        self._array("pred", (n,), [S.SAMPLE], "float64" if regression else "int64", (sc,))
         if p.token_sites:
             self._put(S.TOKEN_LAYER, np.array(p.token_layers, dtype=np.int32), [S.TOKEN_LAYER])
         for site in p.token_sites:
