@@ -425,12 +425,19 @@ rule analyze:
         sweep=lambda w: f"--sweep {shlex.quote(location(w.run, 'dev.sweep')[0])}" if IV["enabled"] else "",
         pretrained=lambda w: (f"--pretrained-store {shlex.quote(location(task_of(w.run), 'pretrained_dev.zarr')[0])}"
                               if AN["attention_change"] else ""),
-        attribution=AN["attribution_samples"],
+        attribution=AN["attribution_samples"], targets=lambda w: targets_args(task_of(w.run)),
     shell:
         "OMP_NUM_THREADS={threads} bertology analyze {params.dev:q} --train-store {params.train:q} "
         "--out {params.out} --resamples {params.resamples} --permutations {params.permutations} "
         "--seed {params.seed} {params.sweep} {params.pretrained} --attribution-samples {params.attribution} "
-        "--scheduler {SCHEDULER:q} {SO} > {log} 2>&1"
+        "{params.targets} --scheduler {SCHEDULER:q} {SO} > {log} 2>&1"
+
+
+def targets_args(task):
+    """A regression task's score bins (config analyze.bins) and its error threshold (analyze.error_threshold)."""
+    bins = (AN.get("bins") or {}).get(task)
+    return (f"--bins {','.join(f'{b:g}' for b in bins)} " if bins else "") + \
+        f"--error-threshold {AN.get('error_threshold', 1.0):g}"
 
 
 def analyze_reference():
@@ -438,10 +445,11 @@ def analyze_reference():
     the workflow's statistics settings; its probes fitted on the train store where params.train names one."""
     return ("OMP_NUM_THREADS={threads} bertology analyze {params.dev:q} {params.train} --out {params.out} "
             "--resamples {params.resamples} --permutations {params.permutations} --seed {params.seed} "
-            "--attribution-samples 0 --scheduler {SCHEDULER:q} {SO} > {log} 2>&1")
+            "--attribution-samples 0 {params.targets} --scheduler {SCHEDULER:q} {SO} > {log} 2>&1")
 
 
-REFERENCE_PARAMS = dict(resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"])
+REFERENCE_PARAMS = dict(resamples=AN["resamples"], permutations=AN["permutations"], seed=config["seed"],
+                        targets=lambda w: targets_args(w.task))
 
 
 rule analyze_pretrained:

@@ -59,6 +59,7 @@ from .index.build import analysed_store
 from .index.schema import COMPARE_FORMAT, COMPARE_TABLES
 from .intervals import CI_LEVEL, normal_p, share_interval, z_value
 from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
+from .regression import ERROR_THRESHOLD, NO_BINS, class_codes, paired_pearson_change, pearson
 from .stats import paired_difference
 
 READOUTS = ("probe", "centroid")
@@ -81,6 +82,25 @@ class Run:
     def table(self, name: str) -> pd.DataFrame | None:
         path = self.folder / f"{name}.parquet"
         return pd.read_parquet(io.BytesIO(path.read_bytes())) if path.isfile() else None
+
+    @property
+    def regression(self) -> bool:
+        return self.ds.attrs.get("task_type") == "regression"
+
+    @property
+    def threshold(self) -> float:
+        """A regression's error threshold, as the run's analysis used it."""
+        return float(self.info.get("config", {}).get("error_threshold", ERROR_THRESHOLD))
+
+    def classes(self, pos, table: str) -> tuple[np.ndarray, int] | None:
+        """The class codes of the samples at ``pos`` (a regression's: its analysis's score bins) and their
+        number; None, said once, where a regression was analysed without bins."""
+        codes = class_codes(self.ds, self.info.get("config", {}).get("bins"))
+        if codes is None:
+            print(f"bertology compare: skipped {table}: {NO_BINS} (in `bertology analyze`)", file=sys.stderr,
+                  flush=True)
+            return None
+        return codes[0][pos], codes[1]
 
 
 def match_samples(a: Run, b: Run, intersect: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,7 +139,18 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def sample_table(a: Run, b: Run, ids, pos_a, pos_b) -> pd.DataFrame:
-    """One row per matched sample: each run's prediction, correctness and margin."""
+    """One row per matched sample: each run's prediction, correctness and margin (a regression's: predicted
+    score, whether it is within the error threshold, and its absolute error)."""
+    if a.regression:
+        y = a.ds["label"].values[pos_a].astype(np.float64)
+        out = {"sample_id": ids, "label": y}
+        for side, run, pos in (("a", a, pos_a), ("b", b, pos_b)):
+            pred = run.ds["pred"].values[pos].astype(np.float64)
+            out.update({f"pred_{side}": pred, f"abs_error_{side}": np.abs(pred - y),
+                        f"correct_{side}": np.abs(pred - y) <= a.threshold})
+        df = pd.DataFrame(out)
+        df["flipped"] = df["correct_a"] != df["correct_b"]
+        return df
     labels = a.ds["label"].values[pos_a].astype(int)
     out = {"sample_id": ids, "label": labels}
     for side, run, pos in (("a", a, pos_a), ("b", b, pos_b)):
@@ -132,9 +163,23 @@ def sample_table(a: Run, b: Run, ids, pos_a, pos_b) -> pd.DataFrame:
 
 
 def summary_table(samples: pd.DataFrame, boot: Bootstrap) -> pd.DataFrame:
-    """Each run's accuracy, and the paired differences of accuracy and mean margin (A − B)."""
+    """Each run's accuracy, and the paired differences of accuracy and mean margin (A − B); a regression's
+    Pearson's r and its paired Δ (Williams' test), and the paired Δ of the mean absolute error."""
     n = len(samples)
     rows = []
+    if "abs_error_a" in samples:
+        y = samples["label"].to_numpy(float)
+        pa, pb = samples["pred_a"].to_numpy(float), samples["pred_b"].to_numpy(float)
+        d = paired_pearson_change(pb, pa, y, boot)
+        for side, pred in (("a", pa), ("b", pb)):
+            rows.append(dict(statistic=f"pearson_{side}", estimate=pearson(pred, y), n=n))
+        rows.append(dict(statistic="delta_pearson", estimate=d["estimate"], ci_low=d["ci_low"],
+                         ci_high=d["ci_high"], n=n, p=d["p"], ci_method=d["ci_method"]))
+        est, bs = boot.mean(samples["abs_error_a"].to_numpy(float) - samples["abs_error_b"].to_numpy(float))
+        lo, hi = percentile_ci(bs)
+        rows.append(dict(statistic="delta_mean_abs_error", estimate=float(est), ci_low=float(lo), ci_high=float(hi),
+                         n=n, ci_method="percentile"))
+        return pd.DataFrame(rows)
     for side in ("a", "b"):
         est, lo, hi = share_interval(samples[f"correct_{side}"].to_numpy(float), np.ones(n))
         rows.append(dict(statistic=f"accuracy_{side}", estimate=float(est), ci_low=float(lo), ci_high=float(hi),
@@ -344,8 +389,10 @@ def separability_table(a: Run, b: Run, pos_a, pos_b, correction: str) -> pd.Data
 
     if not _same_width(a, b, "compare_separability"):
         return None
-    labels = a.ds["label"].values[pos_a].astype(int)
-    C = len(a.ds["class"])
+    classes = a.classes(pos_a, "compare_separability")
+    if classes is None:
+        return None
+    labels, C = classes
     stats = [s for s in SEPARABILITY_STATISTICS if C == 2 or s != "centroid_ratio"]
     return _paired_energies(ClsSource(a.ds), ClsSource(b.ds), pos_a, pos_b, labels, C, stats, correction,
                             ("layer", "site"))
@@ -358,11 +405,13 @@ def ffn_table(a: Run, b: Run, pos_a, pos_b, correction: str) -> pd.DataFrame | N
     sites = {str(s) for s in a.ds["site"].values} & {str(s) for s in b.ds["site"].values}
     if not {"ln1", "ff", "ln2"} <= sites or not _same_width(a, b, "compare_ffn"):
         return None
-    labels = a.ds["label"].values[pos_a].astype(int)
+    classes = a.classes(pos_a, "compare_ffn")
+    if classes is None:
+        return None
+    labels, C = classes
     parts = [p for p in PARTS if p != "structural_over_classification"]   # a ratio: its Δ is not defined
-    return _paired_energies(ClsUpdateSource(a.ds), ClsUpdateSource(b.ds), pos_a, pos_b, labels,
-                            len(a.ds["class"]), parts, correction, ("layer", "vector"),
-                            group=lambda r: r["vector"])
+    return _paired_energies(ClsUpdateSource(a.ds), ClsUpdateSource(b.ds), pos_a, pos_b, labels, C, parts,
+                            correction, ("layer", "vector"), group=lambda r: r["vector"])
 
 
 def attribution_table(a: Run, b: Run, correction: str) -> pd.DataFrame | None:

@@ -239,7 +239,8 @@ def extract(
     cfg = cfg or ExtractConfig()
     dev = pick_device(device)
     lm = model if isinstance(model, LoadedModel) else load_classifier(
-        model, label_names=split.task.label_names, seed=cfg.seed, device=dev)
+        model, label_names=split.task.label_names, seed=cfg.seed, device=dev,
+        new_head=cfg.allow_untrained_head)   # a reference model (pre-trained) may head another task: replaced
     lm.model.to(dev)
     cfg.validate(lm.model.config.num_hidden_layers)
     require_trained_head(lm, cfg.allow_untrained_head, "Extract")

@@ -165,33 +165,39 @@ def _head_grid(t: pd.DataFrame, values, n_layers: int, n_heads: int, extra: int 
     return grid
 
 
+def _score_mark(df: pd.DataFrame, task: str) -> str:
+    """" (r)" where a task's Δ is of Pearson's r (a regression), not of accuracy."""
+    return " (r)" if "score" in df and (df.loc[df["task"] == task, "score"] == "pearson").any() else ""
+
+
 def head_heatmaps(hd: pd.DataFrame, rm: pd.DataFrame) -> bytes:
     """Per task: Δ accuracy (percentage points) when one head attends uniformly, layer × head, and in the
     last column every head of the layer at once; a dot marks p < 0.05 after correction."""
     tasks = list(dict.fromkeys(hd["task"]))
     n_layers, n_heads = int(hd["layer"].max()), int(hd["head"].max())
-    lim = max(1.0, float(np.nanmax(np.abs(100 * hd["delta_accuracy"]))))
+    lim = max(1.0, float(np.nanmax(np.abs(100 * hd["delta"]))))
     whole = rm[rm["kind"] == "heads"] if len(rm) else rm
     if len(whole):
-        lim = max(lim, float(np.nanmax(np.abs(100 * whole["delta_accuracy"]))))
+        lim = max(lim, float(np.nanmax(np.abs(100 * whole["delta"]))))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(tasks), figsize=(0.32 * (n_heads + 1) * len(tasks) + 1.6, 0.34 * n_layers + 1.3),
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
             t = hd[hd["task"] == task]
-            grid = _head_grid(t, 100 * t["delta_accuracy"], n_layers, n_heads, extra=1)
+            grid = _head_grid(t, 100 * t["delta"], n_layers, n_heads, extra=1)
             sig = _head_grid(t, t["p_adj"] < 0.05, n_layers, n_heads, extra=1) == 1
             w = whole[whole["task"] == task] if len(whole) else whole
             if len(w):
-                grid[w["layer"] - 1, n_heads] = 100 * w["delta_accuracy"]
+                grid[w["layer"] - 1, n_heads] = 100 * w["delta"]
                 sig[w["layer"] - 1, n_heads] = w["p_adj"] < 0.05
             im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             yy, xx = np.nonzero(sig)
             ax.plot(xx, yy, "k.", ms=4)
             ax.axvline(n_heads - 0.5, color="black", lw=1)
             _layer_head_axes(ax, n_layers, n_heads, task, ["all"])
+            ax.set_title(task.upper() + _score_mark(hd, task))
         axes[0, 0].set_ylabel("layer")
-        fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="Δ accuracy (points)")
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.9, label="Δ accuracy (points; r × 100 where marked r)")
         return _png(fig)
 
 
@@ -207,11 +213,11 @@ def removals(rm: pd.DataFrame) -> bytes:
                 r = rm[(rm["task"] == task) & (rm["kind"] == kind)].sort_values("layer")
                 if r.empty:
                     continue
-                ax.errorbar(r["layer"], 100 * r["delta_accuracy"],
-                            yerr=100 * np.vstack([r["delta_accuracy"] - r["ci_low"], r["ci_high"] - r["delta_accuracy"]]),
+                ax.errorbar(r["layer"], 100 * r["delta"],
+                            yerr=100 * np.vstack([r["delta"] - r["ci_low"], r["ci_high"] - r["delta"]]),
                             color=c, marker=m, ms=3, lw=1, capsize=2, label=kind)
             ax.axhline(0, color="0.5", lw=0.8)
-            ax.set_title(task.upper())
+            ax.set_title(task.upper() + _score_mark(rm, task))
             ax.set_xlabel("layer")
         axes[0, 0].set_ylabel("Δ accuracy (points)")
         axes[0, 0].legend(fontsize=7, frameon=False)

@@ -20,7 +20,9 @@ from bertology.analysis.vocabulary import PATTERNS, SCOPES, TOKEN_CLASSES
 from .collect import ReportData
 
 CSV_FLOAT = "%.6g"
-GLUE_METRIC = {"cola": "mcc", "mrpc": "f1"}   # the rest are scored by accuracy
+GLUE_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "pearson"}   # the rest are scored by accuracy
+#: The task metrics the report shows (a regression's Pearson and Spearman; macro-F1 for more than two classes).
+METRICS = ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman")
 
 
 def _rows(df: pd.DataFrame, **eq) -> pd.DataFrame:
@@ -54,15 +56,16 @@ def metrics(data: ReportData) -> pd.DataFrame:
     rows = []
     for run in data.runs:
         t = _rows(tm, run_id=run.run_id)
-        row = {"task": run.task, "glue_metric": GLUE_METRIC.get(run.task, "accuracy"),
+        regression = run.meta.get("task_type") == "regression"
+        row = {"task": run.task, "glue_metric": GLUE_METRIC.get(run.task, "pearson" if regression else "accuracy"),
                "n_dev_analysed": int(run.meta["n_samples"])}
-        for m in ("accuracy", "f1", "mcc"):
+        for m in METRICS:
             row.update(_est(_rows(t, statistic=m), m))
         ft = run.finetune or {}
         row["finetune_n_train"] = ft.get("n_train", np.nan)
         row["finetune_epochs"] = ft.get("epochs", np.nan)
         row["finetune_n_dev"] = ft.get("n_dev", np.nan)
-        for m in ("accuracy", "f1", "mcc"):
+        for m in METRICS:
             row[f"finetune_dev_{m}"] = (ft.get("dev") or {}).get(m, np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -82,7 +85,7 @@ def separability(data: ReportData, site: str = "ln2") -> pd.DataFrame:
         for layer in range(run.n_layers + 1):
             at = s[s["layer"] == layer]
             row = {"task": run.task, "layer": layer, "site": "embed" if layer == 0 else site}
-            for stat in ("fisher_trace", "centroid_ratio", "probe_accuracy"):
+            for stat in ("fisher_trace", "centroid_ratio", "probe_accuracy", "probe_r2", "probe_spearman"):
                 row.update(_est(at[at["statistic"] == stat], stat))
             for stat in ("fisher_trace", "centroid_ratio"):
                 ch = at[at["statistic"] == f"chance_{stat}"]
@@ -137,18 +140,23 @@ def ffn_ratio(data: ReportData, scope: str) -> pd.DataFrame:
 
 def confident_wrong(data: ReportData) -> pd.DataFrame:
     """Finding 3's layout: per task, the errors, the share of them with margin above the threshold, their
-    mean margin, and the share no layer's probe gets right — with CIs, beside the published range."""
+    mean margin, and the share no layer's probe gets right — with CIs, beside the published range. A
+    regression task's errors are those beyond its error threshold (``error_threshold``), with their mean
+    absolute error; "confident" does not apply to it (NaN)."""
     es = data.table("error_summary")
     if es.empty:
         return pd.DataFrame()
     rows = []
     for run in data.runs:
         e = _rows(es, run_id=run.run_id)
+        regression = run.meta.get("task_type") == "regression"
+        threshold = e["threshold"].iloc[0] if len(e) else np.nan
         row = {"task": run.task, "n": int(run.meta["n_samples"]),
-               "margin_threshold": e["threshold"].iloc[0] if len(e) else np.nan}
+               "margin_threshold": np.nan if regression else threshold,
+               "error_threshold": threshold if regression else np.nan}
         for stat, name in (("n_errors", "errors"), ("error_rate", "error_rate"),
                            ("confident_share", "confident_share"), ("mean_margin", "mean_margin"),
-                           ("no_layer_right_share", "no_layer_right_share")):
+                           ("mean_abs_error", "mean_abs_error"), ("no_layer_right_share", "no_layer_right_share")):
             row.update(_est(e[e["statistic"] == stat], name))
         row["published_bert_base_confident_share_low"] = P.CONFIDENT_SHARE.low
         row["published_bert_base_confident_share_high"] = P.CONFIDENT_SHARE.high
@@ -179,17 +187,32 @@ def token_profile(data: ReportData) -> pd.DataFrame:
     return ts[["task", "layer", "site", "statistic", "estimate", "ci_low", "ci_high", "n"]].reset_index(drop=True)
 
 
+def _scored(df: pd.DataFrame, *parts: str) -> pd.DataFrame:
+    """``df`` with its task's score named in ``score`` (accuracy; a regression's Pearson's r) and each
+    ``PART_accuracy`` / ``PART_pearson`` column as one column ``PART`` (``""``: the bare column)."""
+    df = df.copy()
+    regression = df["baseline_pearson"].notna() if "baseline_pearson" in df else pd.Series(False, index=df.index)
+    df.insert(0, "score", np.where(regression, "pearson", "accuracy"))
+    for part in parts:
+        acc, r = f"{part}_accuracy".lstrip("_"), f"{part}_pearson".lstrip("_")
+        a = df[acc] if acc in df else pd.Series(np.nan, index=df.index)
+        df[part or "value"] = np.where(regression, df[r] if r in df else np.nan, a)
+    return df
+
+
 def layer_skip(data: ReportData) -> pd.DataFrame:
     """Finding 1's layout: per task and skipped layer, the baseline, the skipped model with the original head
     and with the compensation classifier (its Δ from the baseline with CI and the corrected exact McNemar
-    p), the hidden units chosen, FLOPs saved, and whether the layer was the a-priori choice.
+    p), the hidden units chosen, FLOPs saved, and whether the layer was the a-priori choice. ``score`` names
+    the measure: accuracy, or Pearson's r for a regression task (Williams' test, a compensating regressor).
     The row with no skipped layer is the control: the compensation classifier on the unskipped model."""
     ls = data.table("layer_skip")
     if ls.empty:
         return pd.DataFrame()
-    cols = ["task", "layer", "baseline_accuracy", "skipped_accuracy", "compensated_accuracy", "compensated_ci_low",
+    cols = ["task", "score", "layer", "baseline", "skipped", "compensated", "compensated_ci_low",
             "compensated_ci_high", "estimate", "ci_low", "ci_high", "p", "p_adj", "hidden_units", "flops_saved",
             "apriori_candidate"]   # measured wall time is shown in the page, not in the reproducible table
+    ls = _scored(ls, "baseline", "skipped", "compensated")
     return _ordered(ls, data, "layer")[cols].rename(columns={"estimate": "delta", "layer": "skipped_layer"}).reset_index(drop=True)
 
 
@@ -205,26 +228,28 @@ def apriori(data: ReportData) -> pd.DataFrame:
 
 
 def removals(data: ReportData) -> pd.DataFrame:
-    """Per task, intervention family (``skip``, ``ffn``, ``attn``, ``heads``) and layer: accuracy after the
-    removal and its Δ from the plain model (CI, exact McNemar p corrected within the family)."""
+    """Per task, intervention family (``skip``, ``ffn``, ``attn``, ``heads``) and layer: the score (``value``:
+    accuracy, or a regression's Pearson's r, Kovaleva's STS-B rows) after the removal and its Δ from the plain
+    model (CI, exact McNemar p or Williams' test, corrected within the family)."""
     iv = data.table("interventions")
     if iv.empty:
         return pd.DataFrame()
     iv = iv[iv["kind"].isin(["skip", "ffn", "attn", "heads"])]
     kind = {"skip": 0, "ffn": 1, "attn": 2, "heads": 3}
-    iv = _ordered(iv.assign(_k=iv["kind"].map(kind)), data, "_k", "layer")
-    return iv[["task", "kind", "layer", "baseline_accuracy", "accuracy", "estimate", "ci_low", "ci_high", "p",
-               "p_adj", "flipped"]].rename(columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
+    iv = _ordered(_scored(iv.assign(_k=iv["kind"].map(kind)), "baseline", ""), data, "_k", "layer")
+    return iv.reindex(columns=["task", "score", "kind", "layer", "baseline", "value", "estimate", "ci_low", "ci_high",
+                               "p", "p_adj", "flipped"]).rename(columns={"estimate": "delta"}).reset_index(drop=True)
 
 
 def heads(data: ReportData) -> pd.DataFrame:
-    """Per task, layer and head: Δ accuracy when the head attends uniformly (CI, corrected McNemar p)."""
+    """Per task, layer and head: Δ score (accuracy; a regression's Pearson's r) when the head attends uniformly
+    (CI, corrected McNemar p or Williams' test)."""
     iv = data.table("interventions")
     if iv.empty or not (iv["kind"] == "head").any():
         return pd.DataFrame()
-    iv = _ordered(iv[iv["kind"] == "head"], data, "layer", "head")
-    return iv[["task", "layer", "head", "accuracy", "estimate", "ci_low", "ci_high", "p", "p_adj", "flipped"]].rename(
-        columns={"estimate": "delta_accuracy"}).reset_index(drop=True)
+    iv = _ordered(_scored(iv[iv["kind"] == "head"], "baseline", ""), data, "layer", "head")
+    return iv.reindex(columns=["task", "score", "layer", "head", "value", "estimate", "ci_low", "ci_high", "p", "p_adj",
+                               "flipped"]).rename(columns={"estimate": "delta"}).reset_index(drop=True)
 
 
 def attention_patterns(data: ReportData) -> pd.DataFrame:
@@ -415,6 +440,8 @@ def provenance(data: ReportData) -> pd.DataFrame:
             "analysis_seed": cfg.get("seed"), "resamples": cfg.get("resamples"),
             "skipped": "; ".join(a.get("skipped") or []) or "none",
             "permutations": cfg.get("permutations"), "correction": cfg.get("correction"),
+            "score_bins": ",".join(f"{b:g}" for b in cfg["bins"]) if cfg.get("bins") else "",
+            "error_threshold": cfg.get("error_threshold") if m.get("task_type") == "regression" else np.nan,
             "layer_fit": a.get("layer_fit"),
         })
     return pd.DataFrame(rows)

@@ -36,6 +36,7 @@ from bertology.store.reader import StoreError, is_complete, read_attrs
 
 from ..registry import ANALYSIS_FORMAT
 from ..confident_errors import margins
+from ..regression import ERROR_THRESHOLD
 from .schema import (ACROSS_FORMAT, ACROSS_TABLES, ANALYSIS_TABLES, COMPARE_FORMAT, COMPARE_TABLES, INDEX_SCHEMA_VERSION, PRIMARY_KEYS,
                      RUN_TABLES, VIEWS, schema_version)
 
@@ -66,6 +67,10 @@ class IndexReport:
                                                          (comparisons, "comparison(s)")) if n]
         return ", ".join(parts) + " since it was built"
 
+
+#: Column types a regression's float scores widen to DOUBLE (a label column of class indices, say).
+INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                           "UINTEGER", "UBIGINT"})
 
 def _walk(paths: list[Location]):
     """Stores (``*.zarr`` folders, not descended into), analysis folders and compare folders
@@ -112,8 +117,22 @@ def compare_id(folder: str | Path | Location) -> str:
     return "cmp-" + hashlib.sha256(locate(folder).resolved().encode()).hexdigest()[:12]
 
 
-def sample_frame(ds, rid: str) -> pd.DataFrame:
-    """The ``samples`` rows of one store."""
+def sample_frame(ds, rid: str, error_threshold: float = ERROR_THRESHOLD) -> pd.DataFrame:
+    """The ``samples`` rows of one store. A regression's label and prediction are the gold and predicted
+    scores (``label_name``, ``pred_name``: the same as text), ``abs_error`` their distance, ``correct``
+    whether it is within ``error_threshold``; its ``confidence`` and ``margin`` are NULL (no probability)."""
+    if ds.attrs.get("task_type") == "regression":
+        y, pred = ds["label"].values.astype(np.float64), ds["pred"].values.astype(np.float64)
+        abs_error = np.abs(pred - y)
+        return pd.DataFrame({
+            "run_id": rid, "task": ds.attrs["task"], "split": ds.attrs["split"],
+            "sample_id": ds["sample"].values.astype(np.int64), "sample_index": np.arange(len(y)),
+            "text_a": ds["text_a"].values.astype(object), "text_b": ds["text_b"].values.astype(object),
+            "label": y, "label_name": [f"{v:g}" for v in y], "pred": pred, "pred_name": [f"{v:.3g}" for v in pred],
+            "probs": list(ds["probs"].values.astype(np.float64)), "confidence": np.full(len(y), np.nan), "margin": np.full(len(y), np.nan),
+            "correct": abs_error <= error_threshold, "abs_error": abs_error,
+            "length": ds["length"].values.astype(np.int64),
+        })
     labels = ds["label"].values.astype(int)
     probs = ds["probs"].values.astype(np.float64)
     pred, confidence, margin = margins(probs, labels)
@@ -144,10 +163,13 @@ def _append(con, table: str, df: pd.DataFrame) -> None:
             con.execute(f'CREATE TABLE "{table}" ({", ".join(ddl)})')
             con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
             return
-        have = {r[0] for r in con.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'").fetchall()}
+        have = dict(con.sql(f"SELECT column_name, data_type FROM information_schema.columns "
+                            f"WHERE table_name = '{table}'").fetchall())
         for name, dtype, *_ in con.sql("DESCRIBE SELECT * FROM _incoming").fetchall():
             if name not in have:
                 con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
+            elif dtype == "DOUBLE" and have[name] in INTEGER_TYPES:   # a regression's scores beside class indices
+                con.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{name}" TYPE DOUBLE')
         con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
     finally:
         con.unregister("_incoming")
@@ -159,14 +181,14 @@ def _add_run(con, rid: str, store: Location, analysis: Location | None, fingerpr
     carve = ds.attrs.get("carve_out")
     _append(con, "runs", pd.DataFrame([{
         "run_id": rid, "store_path": store.resolved(), "task": ds.attrs["task"], "split": ds.attrs["split"],
-        "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
+        "task_type": ds.attrs.get("task_type", "classification"), "model": ds.attrs["model"], "checkpoint": ds.attrs["model_path"], "model_sha256": ds.attrs["model_sha256"],
         "seed": checkpoint_seed(ds.attrs["model_path"]),
         "n_samples": ds.sizes["sample"], "carve_out": bool(carve), "carve_out_json": json.dumps(carve),
         "analysis_path": analysis.resolved() if analysis else None,
         "layer_fit": info.get("layer_fit"), "metadata": json.dumps(dict(ds.attrs), sort_keys=True),
         "fingerprint": fingerprint,
     }]))
-    _append(con, "samples", sample_frame(ds, rid))
+    _append(con, "samples", sample_frame(ds, rid, info.get("config", {}).get("error_threshold", ERROR_THRESHOLD)))
     if analysis is None:
         return
     present = set(_tables_of(analysis))

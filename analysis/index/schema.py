@@ -2,11 +2,14 @@
 
 A *run* is one complete store, with the analysis tables written for it. Tables (every row carries ``run_id``):
 
-- ``runs``: store path, task, split, model, checkpoint and its sha256, the fine-tuning ``seed`` (from the
+- ``runs``: store path, task, split, ``task_type`` (classification or regression), model, checkpoint and its sha256, the fine-tuning ``seed`` (from the
   checkpoint's ``metrics.json``; NULL for a checkpoint bertology did not fine-tune), sample count, carve-out flag and
   JSON, how per-layer probes were fitted (``layer_fit``), the store metadata as JSON, a fingerprint;
 - ``samples``: task, split, sample id, text(s), label, prediction (ids and names), probabilities,
-  ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens;
+  ``confidence`` p(predicted), ``margin`` p(predicted) − p(true), ``correct``, ``length`` in tokens; a
+  regression's (STS-B's) ``label`` and ``pred`` are the gold and predicted scores (the columns are DOUBLE once
+  an index holds one), ``abs_error`` their distance, ``correct`` whether it is within the analysis's error
+  threshold, and ``confidence``, ``margin`` NULL;
 - every analysis table of :mod:`..registry`, under the name of its file (``separability.parquet`` is the table
   ``separability``); per-row tables (``layer_predictions``, ``token_strength``, ``attention_examples``,
   ``attribution_example``, ``intervention_predictions``) never share a name with a summary
@@ -20,8 +23,9 @@ A *run* is one complete store, with the analysis tables written for it. Tables (
   and run ids of the fine-tuned runs (JSON), the pre-trained and random-init baseline folders; and its tables
   ``seed_variability``, ``seed_stability`` and ``baselines`` (:mod:`..across`), each with ``set_id``;
 - ``index_info``: the index's schema version (:data:`INDEX_SCHEMA_VERSION`) and the analysis format it reads;
-- views ``errors`` (the ``samples`` rows with ``NOT correct``) and ``confident_errors`` (errors with
-  ``margin > 0.3``).
+- views ``errors`` (the ``samples`` rows with ``NOT correct``: a regression's errors are those beyond the
+  error threshold) and ``confident_errors`` (errors with ``margin > 0.3``; a regression has none, its
+  margin being NULL).
 
 Layer numbers mean one thing everywhere: layer ``l`` is the l-th encoder layer, and layer 0 is the
 embedding output (site ``embed``, the input of layer 1). A row about no single layer or head has ``layer``
@@ -40,8 +44,9 @@ ANALYSIS_TABLES = tuple(t.name for t in TABLES)
 #: is rebuilt from scratch (a newer one is refused). 2: one name per file and table, NULL layers and a ``unit``
 #: column instead of ``layer = 0`` for aggregates. 3: analysis format 3 (debiased energy estimates,
 #: ``estimate_plugin``, ``se`` and ``bounded`` columns). 4: the comparisons of ``bertology compare``. 5: the
-#: runs' ``seed``, and the across-runs folders of ``bertology across``.
-INDEX_SCHEMA_VERSION = 5
+#: runs' ``seed``, and the across-runs folders of ``bertology across``. 6: regression tasks (numeric labels and
+#: predictions, ``abs_error``) and the tasks' ``task_type``.
+INDEX_SCHEMA_VERSION = 6
 RUN_TABLES = ("samples",) + ANALYSIS_TABLES
 #: The version of a comparison folder's layout (``bertology compare``), in its ``compare.json``.
 COMPARE_FORMAT = 1

@@ -28,6 +28,24 @@ def _skip_rows(sk: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list
     return header, rows
 
 
+def _regression_note(data: ReportData, sep: pd.DataFrame) -> str:
+    """What separability means for the regression tasks: classes are score bins (or none), and the readout
+    is a ridge probe whose cross-validated R² per layer is listed."""
+    out = ""
+    for run in data.runs:
+        if run.meta.get("task_type") != "regression":
+            continue
+        bins = (run.analysis.get("config") or {}).get("bins")
+        r2 = sep[(sep["task"] == run.task)].sort_values("layer")
+        layers = "; ".join(f"layer {int(r.layer)}: {ci(r.probe_r2, r.probe_r2_ci_low, r.probe_r2_ci_high)}"
+                           for r in r2.itertuples() if not np.isnan(r.probe_r2))
+        classes = (f"its classes are the score bins with edges {', '.join(f'{b:g}' for b in bins)}" if bins else
+                   "it has no classes (no score bins were declared), so its Fisher trace is left out")
+        out += (f"<p>{run.task.upper()} is a regression: {classes}; its probe is a ridge regression of the score, "
+                f"cross-validated R² [95% CI] {layers or 'not measured'}.</p>")
+    return out
+
+
 @section("separability")
 def section_separability(data: ReportData, tabs: Tables, config: dict | None = None) -> Section | None:
     """Finding 1's premise: how far each layer separates the classes in the [CLS] vector (Fisher trace
@@ -47,6 +65,7 @@ def section_separability(data: ReportData, tabs: Tables, config: dict | None = N
              "and its chance level under label permutations (dotted: 97.5% of permutations fall below); below, "
              "the accuracy of a linear probe per layer. Circled: the a-priori skip candidates, layers whose "
              "Δ from the layer below is ≤ 0 (or the lowest, when none is), chosen before any ablation.</p>"
+             + _regression_note(data, sep)
              + image_html(png, "separability by layer") + "<h3>Fisher trace by layer [95% CI]</h3>"
              + table_html(h, rows) + csv_link("separability")
              + ("<h3>A-priori skip candidates</h3>" + table_html(h2, rows2) + csv_link("skip_candidates")
@@ -66,8 +85,8 @@ def _skip_table(ls: pd.DataFrame, measured: pd.DataFrame) -> tuple[list[str], li
     for r in ls.itertuples():
         control = pd.isna(r.skipped_layer)
         layer = "none (control)" if control else f"{int(r.skipped_layer)}{' ★' if r.apriori_candidate else ''}"
-        rows.append([r.task.upper(), layer, num(r.baseline_accuracy), num(r.skipped_accuracy),
-                     ci(r.compensated_accuracy, r.compensated_ci_low, r.compensated_ci_high),
+        rows.append([r.task.upper() + (" (Pearson's r)" if r.score == "pearson" else ""), layer, num(r.baseline),
+                     num(r.skipped), ci(r.compensated, r.compensated_ci_low, r.compensated_ci_high),
                      ci(r.delta, r.ci_low, r.ci_high), num(r.p_adj), int(r.hidden_units),
                      "–" if control else pct(r.flops_saved),
                      "–" if control else pct(wall.get((r.task, int(r.skipped_layer)), np.nan))])
@@ -125,7 +144,8 @@ def section_skip(data: ReportData, tabs: Tables, config: dict | None = None) -> 
 
 
 def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
-    header = ["kind", "layer"] + [t.upper() for t in tasks]
+    pearson = set(rm.loc[rm["score"] == "pearson", "task"]) if "score" in rm else set()
+    header = ["kind", "layer"] + [t.upper() + (" (Δ Pearson's r)" if t in pearson else "") for t in tasks]
     rows = []
     for kind in ("skip", "ffn", "attn", "heads"):
         k = rm[rm["kind"] == kind]
@@ -133,7 +153,7 @@ def _removal_rows(rm: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[l
             row = [kind, int(layer)]
             for t in tasks:
                 r = k[(k["task"] == t) & (k["layer"] == layer)]
-                row.append("–" if r.empty else ci(r["delta_accuracy"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0])
+                row.append("–" if r.empty else ci(r["delta"].iloc[0], r["ci_low"].iloc[0], r["ci_high"].iloc[0])
                            + (" *" if r["p_adj"].iloc[0] < 0.05 else ""))
             rows.append(row)
     return header, rows
@@ -156,7 +176,7 @@ def section_removals(data: ReportData, tabs: Tables, config: dict | None = None)
     hd = tabs.get("heads")
     if hd is not None:
         n_sig = int((hd["p_adj"] < 0.05).sum())
-        better = hd[(hd["delta_accuracy"] > 0)]
+        better = hd[(hd["delta"] > 0)]
         inner += ("<h3>Disabling single heads</h3><p>Δ accuracy (points) per head, layer × head, and all heads of "
                   f"the layer in the last column; a dot marks p &lt; 0.05 after correction ({n_sig} of {len(hd)} "
                   f"head × task cells). {len(better)} of {len(hd)} single-head removals raise accuracy "
