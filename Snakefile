@@ -30,7 +30,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # ../shared/glue, else the Hugging Face hub. Without data the workflow stops here with one message.
 from bertology import BertologyError
 from bertology.analysis.registry import workflow_tables
-from bertology.extract.tasks import TASKS as GLUE_TASKS, get_task, glue_source
+from bertology.extract.tasks import TASKS as GLUE_TASKS, get_task, glue_source, optional_sources
 
 # Your own data (config `datasets`): named tasks beside GLUE's, each read by `--data` with its columns.
 DATASETS = config.get("datasets") or {}
@@ -42,8 +42,14 @@ try:
     both = [t for t in DATASETS if t in GLUE_TASKS]
     if both:
         raise BertologyError(f"config datasets: {', '.join(both)} is a GLUE task's name; give your data another name")
-    glue_tasks = [t for t in config["tasks"] if t in GLUE_TASKS]
+    OPTIONAL = [t for t in config.get("optional_tasks") or [] if t in config["tasks"]]
+    glue_tasks = [t for t in config["tasks"] if t in GLUE_TASKS and t not in OPTIONAL]
     GLUE = glue_source(config.get("glue_dir"), glue_tasks, config["carve_train_from_dev"]) if glue_tasks else ""
+    # optional tasks (config/kovaleva.yaml: QQP, MNLI): the GLUE folder's files, else the hub's, else left out
+    GLUE_OF, left_out = optional_sources(GLUE or glue_source(config.get("glue_dir"), [], {}), OPTIONAL)
+    if left_out:
+        print(f"bertology: {left_out}", file=sys.stderr)
+        config["tasks"] = [t for t in config["tasks"] if t not in OPTIONAL or t in GLUE_OF]
 except BertologyError as e:
     print(f"bertology: error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -53,7 +59,7 @@ def data_args(task, with_task=True):
     """The command-line arguments that name a task's data: a GLUE task and GLUE_DIR, or `--data` and the
     columns of a `datasets` entry (a params value: changing any of it reruns what reads the data)."""
     if task not in DATASETS:
-        return (f"--task {task} " if with_task else "") + f"--glue-dir {shlex.quote(GLUE)}"
+        return (f"--task {task} " if with_task else "") + f"--glue-dir {shlex.quote(GLUE_OF.get(task, GLUE))}"
     d = DATASETS[task]
     args = [f"--task {task}"] if with_task else []
     args.append(f"--data {shlex.quote(d['data'])}")

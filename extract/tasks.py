@@ -201,6 +201,30 @@ def glue_source(explicit: str | None, tasks, carve: dict | None = None, hub_time
     return str(root)  # as given: a workflow param, stable when the checkout moves
 
 
+def optional_sources(root: str, tasks, hub_timeout: float = 10.0) -> tuple[dict[str, str], str | None]:
+    """Where each of the optional ``tasks`` comes from: the GLUE folder ``root`` where it holds the task's
+    files, else the hub (``datasets`` installed and the hub reachable); and, for those with neither, the one
+    line that says they are left out (None when none is)."""
+    sources, missing = {}, []
+    for name in tasks:
+        spec = get_task(name)
+        local = not root.startswith("hf:") and all(
+            task_file(spec, spec.resolve_split(s), Path(root)).is_file() for s in SPLITS)
+        if local or root.startswith("hf:"):
+            sources[name] = root
+        else:
+            missing.append(name)
+    if not missing:
+        return sources, None
+    try:
+        _check_hub(HF_GLUE[3:], hub_timeout)
+    except BertologyError as e:
+        names = ", ".join(missing)
+        return sources, (f"{names} left out: {root} has no {'/'.join(get_task(t).folder for t in missing)} "
+                         f"files and the hub cannot supply them ({str(e).split('; ')[0]})")
+    return {**sources, **{t: HF_GLUE for t in missing}}, None
+
+
 def _check_hub(repo: str, timeout: float, why: str = "") -> None:
     """Stop early (within ``timeout`` seconds) when the hub's GLUE cannot be read: no ``datasets``, or offline."""
     try:

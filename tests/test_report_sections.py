@@ -40,28 +40,38 @@ METRICS = pd.DataFrame([
     {"task": "sst2", "glue_metric": "accuracy", "n_dev_analysed": 48, **est("accuracy", 0.5, 0.375, 0.625),
      **est("f1", NAN, NAN, NAN), **est("mcc", NAN, NAN, NAN), "finetune_n_train": NAN, "finetune_epochs": NAN,
      "finetune_n_dev": NAN, "finetune_dev_accuracy": NAN, "finetune_dev_f1": NAN, "finetune_dev_mcc": NAN},
+    {"task": "stsb", "glue_metric": "pearson", "n_dev_analysed": 48, **est("accuracy", NAN, NAN, NAN),
+     **est("pearson", 0.8, 0.7, 0.9), **est("spearman", 0.75, 0.6, 0.85), "finetune_n_train": 96.0,
+     "finetune_epochs": 1.0, "finetune_n_dev": 1500.0, "finetune_dev_pearson": 0.81},
+    {"task": "mnli", "glue_metric": "accuracy", "n_dev_analysed": 48, **est("accuracy", 0.5, 0.375, 0.625),
+     **est("macro_f1", 0.45, 0.3, 0.6), **est("mcc", 0.25, 0.1, 0.4), "finetune_n_train": NAN,
+     "finetune_epochs": NAN, "finetune_n_dev": NAN, "finetune_dev_accuracy": NAN},
 ])
 
 
 def test_metric_rows_show_each_estimate_with_its_ci_and_the_fine_tuning_record():
     header, rows = metrics._metric_rows(METRICS)
-    assert header == ["task", "GLUE metric", "n analysed", "accuracy", "F1", "MCC", "fine-tune: train × epochs",
-                      "fine-tune: GLUE metric on all dev"]
-    assert rows == [["COLA", "mcc", 48, "0.75 [0.6, 0.875]", "0.8 [0.7, 0.9]", "0.123 [-0.05, 0.3]", "96 × 1",
+    assert header == ["task", "GLUE metric", "n analysed", "accuracy", "F1 (macro-F1)", "MCC", "Pearson / Spearman",
+                      "fine-tune: train × epochs", "fine-tune: GLUE metric on all dev"]
+    assert rows == [["COLA", "mcc", 48, "0.75 [0.6, 0.875]", "0.8 [0.7, 0.9]", "0.123 [-0.05, 0.3]", "–", "96 × 1",
                      "0.2 (n = 500)"],
-                    ["SST2", "accuracy", 48, "0.5 [0.375, 0.625]", "–", "–", "–", "–"]]
+                    ["SST2", "accuracy", 48, "0.5 [0.375, 0.625]", "–", "–", "–", "–", "–"],
+                    ["STSB", "pearson", 48, "–", "–", "–", "0.8 [0.7, 0.9] / 0.75 [0.6, 0.85]", "96 × 1",
+                     "0.81 (n = 1500)"],
+                    ["MNLI", "accuracy", 48, "0.5 [0.375, 0.625]", "(0.45 [0.3, 0.6])", "0.25 [0.1, 0.4]", "–", "–",
+                     "–"]]
 
 
 def test_metrics_section_holds_its_table_in_markdown_and_html():
-    s = metrics.section_metrics(report_data("cola", "sst2"), {"metrics": METRICS})
+    s = metrics.section_metrics(report_data("cola", "sst2"), {"metrics": METRICS.iloc[:2]})
     assert (s.key, s.title) == ("metrics", "Task metrics")
     assert s.md_lines[:2] == ["## Task metrics", ""] and s.md_lines[-1] == ""
     table = s.md_lines[2].splitlines()
-    assert table[0] == ("| task | GLUE metric | n analysed | accuracy | F1 | MCC | fine-tune: train × epochs | "
-                        "fine-tune: GLUE metric on all dev |")
-    assert table[2:] == ["| COLA | mcc | 48 | 0.75 [0.6, 0.875] | 0.8 [0.7, 0.9] | 0.123 [-0.05, 0.3] | 96 × 1 | "
+    assert table[0] == ("| task | GLUE metric | n analysed | accuracy | F1 (macro-F1) | MCC | Pearson / Spearman | "
+                        "fine-tune: train × epochs | fine-tune: GLUE metric on all dev |")
+    assert table[2:] == ["| COLA | mcc | 48 | 0.75 [0.6, 0.875] | 0.8 [0.7, 0.9] | 0.123 [-0.05, 0.3] | – | 96 × 1 | "
                          "0.2 (n = 500) |",
-                         "| SST2 | accuracy | 48 | 0.5 [0.375, 0.625] | – | – | – | – |"]
+                         "| SST2 | accuracy | 48 | 0.5 [0.375, 0.625] | – | – | – | – | – |"]
     assert '<td class="">0.123 [-0.05, 0.3]</td>' in s.html
     assert '<a href="tables/metrics.csv">tables/metrics.csv</a>' in s.html
 
@@ -105,8 +115,8 @@ def test_skip_rows_list_every_candidate_of_a_task_and_none_where_there_is_none()
 # ---- layer skipping with a compensation classifier ------------------------------------------------------
 
 def layer_skip(task, layer, skipped, comp, comp_low, comp_high, delta, low, high, p_adj, units, flops, apriori):
-    return {"task": task, "skipped_layer": layer, "baseline_accuracy": 0.75, "skipped_accuracy": skipped,
-            "compensated_accuracy": comp, "compensated_ci_low": comp_low, "compensated_ci_high": comp_high,
+    return {"task": task, "score": "accuracy", "skipped_layer": layer, "baseline": 0.75, "skipped": skipped,
+            "compensated": comp, "compensated_ci_low": comp_low, "compensated_ci_high": comp_high,
             "delta": delta, "ci_low": low, "ci_high": high, "p": p_adj, "p_adj": p_adj, "hidden_units": units,
             "flops_saved": flops, "apriori_candidate": apriori}
 
@@ -169,8 +179,8 @@ def test_skip_section_shows_both_tables_and_marks_the_published_row():
 # ---- removals -------------------------------------------------------------------------------------------
 
 def removal(task, kind, layer, delta, low, high, p_adj) -> dict:
-    return {"task": task, "kind": kind, "layer": layer, "baseline_accuracy": 0.75, "accuracy": 0.75 + delta,
-            "delta_accuracy": delta, "ci_low": low, "ci_high": high, "p": p_adj, "p_adj": p_adj, "flipped": 3}
+    return {"task": task, "score": "accuracy", "kind": kind, "layer": layer, "baseline": 0.75, "value": 0.75 + delta,
+            "delta": delta, "ci_low": low, "ci_high": high, "p": p_adj, "p_adj": p_adj, "flipped": 3}
 
 
 def test_removal_rows_order_the_kinds_and_star_only_corrected_p_below_005():

@@ -306,3 +306,24 @@ def test_bad_files_stop_before_any_work(tmp_path, name, files, extra, needle, ca
     if where and "no column" not in needle and "describe" not in needle:
         assert str(data) in lines[0]                    # names the file
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before   # nothing written
+
+
+def test_the_readme_example_runs(tmp_path):
+    """The README's "Your own data" example, as written, in a fresh folder: it fine-tunes the embedded model on
+    three classes and analyses them."""
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    block = re.search(r"<!-- own-data-example -->\n```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert block, "the README lost its own-data example"
+    script = block.group(1).replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    store = open_store(tmp_path / "my_reviews" / "dev.zarr")
+    assert store.attrs["label_names"] == ["negative", "neutral", "positive"] and store.sizes["sample"] == 30
+    tm = pd.read_parquet(tmp_path / "my_reviews" / "analysis" / "task_metrics.parquet")
+    assert set(tm["statistic"]) == {"accuracy", "macro_f1", "mcc"}

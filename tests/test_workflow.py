@@ -20,7 +20,8 @@ from .browser import chromium as _chromium
 from .browser import non_blank as _non_blank
 from .conftest import REPO, snakemake
 
-TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "qnli")
+CLASSIFICATION = tuple(t for t in TASKS if t != "stsb")   # STS-B: a regression (test_stsb_...)
 RULES = ("init_model", "finetune", "extract_dev", "extract_pretrained", "extract_train", "store_info", "intervene",
          "analyze", "analyze_pretrained", "compare_pretrained", "index", "report")
 
@@ -56,13 +57,13 @@ def test_rerun_runs_nothing_and_a_config_change_reruns_exactly_what_it_affects(t
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("resamples: 200", "resamples: 300"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout + dry.stderr) == {"analyze": 5, "analyze_pretrained": 5, "compare_pretrained": 5,
+    assert job_counts(dry.stdout + dry.stderr) == {"analyze": 6, "analyze_pretrained": 6, "compare_pretrained": 6,
                                                    "index": 1, "report": 1, "all": 1}
     changed.write_text((REPO / "config" / "tiny.yaml").read_text().replace("dev_limit: 48", "dev_limit: 40"))
     dry = snakemake(tiny, glue_dir, "--dry-run", configfile=changed)
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 5, "extract_pretrained": 5, "store_info": 5,
-                                                   "intervene": 5, "analyze": 5, "analyze_pretrained": 5,
-                                                   "compare_pretrained": 5, "index": 1, "report": 1, "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_dev": 6, "extract_pretrained": 6, "store_info": 6,
+                                                   "intervene": 6, "analyze": 6, "analyze_pretrained": 6,
+                                                   "compare_pretrained": 6, "index": 1, "report": 1, "all": 1}
 
 
 def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
@@ -72,7 +73,7 @@ def test_user_checkpoints_skip_finetune(tiny, glue_dir, tmp_path):
     dry = snakemake(tmp_path / "fresh", glue_dir, "--dry-run", configfile=cfg)
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)
-    assert counts["finetune"] == 4 and counts["extract_dev"] == 5
+    assert counts["finetune"] == 5 and counts["extract_dev"] == 6
 
 
 def test_two_runs_of_one_config_give_byte_identical_tables(tiny, glue_dir, tmp_path):
@@ -142,7 +143,7 @@ def test_report_numbers_match_the_stores(tiny):
     metrics = pd.read_csv(tables / "metrics.csv").set_index("task")
     cw = pd.read_csv(tables / "confident_wrong.csv").set_index("task")
     sep = pd.read_csv(tables / "separability.csv")
-    for task in TASKS:
+    for task in CLASSIFICATION:
         ds = open_store(tiny / task / "dev.zarr")
         y, probs = ds["label"].values, ds["probs"].values.astype(np.float64)
         pred = probs.argmax(1)
@@ -166,13 +167,61 @@ def test_report_numbers_match_the_stores(tiny):
         assert top["fisher_trace"].iloc[0] == pytest.approx(max(b / w, 0), rel=1e-4, abs=1e-7)
 
 
+def test_stsb_runs_end_to_end_as_a_regression(tiny):
+    """STS-B in the tiny profile: a one-output regression head, its Pearson and Spearman in task_metrics
+    against scipy on the stored predictions, its errors (|error| > 1) in the index's views, the score bins
+    and the ridge readouts in the analysis, Δ Pearson per intervention, and the report saying so."""
+    import json
+
+    from scipy import stats as sps
+
+    from bertology.analysis.sql import query
+    from bertology.store.sweep import open_sweep
+
+    config = json.loads((tiny / "stsb" / "model" / "config.json").read_text())
+    assert config["num_labels"] == 1 and config["problem_type"] == "regression"
+    ds = open_store(tiny / "stsb" / "dev.zarr")
+    y, pred = ds["label"].values, ds["pred"].values
+    assert y.dtype == np.float64 and pred.dtype == np.float64 and ds.attrs["task_type"] == "regression"
+    np.testing.assert_allclose(pred, ds["logits"].values[:, 0], rtol=1e-6)
+    an = tiny / "stsb" / "analysis"
+    tm = pd.read_parquet(an / "task_metrics.parquet").set_index("statistic")
+    assert tm.at["pearson", "estimate"] == pytest.approx(sps.pearsonr(pred, y)[0], abs=1e-9)
+    assert tm.at["spearman", "estimate"] == pytest.approx(sps.spearmanr(pred, y)[0], abs=1e-9)
+    assert tm.at["pearson", "ci_low"] < tm.at["pearson", "estimate"] < tm.at["pearson", "ci_high"]
+    assert json.loads((an / "analysis.json").read_text())["config"]["bins"] == [0, 1, 2, 3, 4, 5]
+    sep = pd.read_parquet(an / "separability.parquet")
+    assert {"fisher_trace", "probe_r2", "probe_spearman", "delta_probe_r2"} <= set(sep["statistic"])
+    errors = pd.read_parquet(an / "error_summary.parquet").set_index("statistic")
+    assert errors.at["n_errors", "estimate"] == np.sum(np.abs(pred - y) > 1.0)
+    assert "confident_share" not in errors.index
+    iv = pd.read_parquet(an / "interventions.parquet")
+    assert (iv["statistic"] == "delta_pearson").all() and iv["p"].between(0, 1).all()
+    skip1 = iv[iv["intervention"] == "skip:1"].iloc[0]
+    sw_pred = open_sweep(tiny / "stsb" / "dev.sweep")["pred"].sel(intervention="skip:1").values
+    assert skip1["estimate"] == pytest.approx(sps.pearsonr(sw_pred, y)[0] - sps.pearsonr(pred, y)[0], abs=1e-6)
+    db = tiny / "bertology.duckdb"
+    samples = query(db, "SELECT label, pred, abs_error, correct, margin FROM samples s JOIN runs r USING (run_id) "
+                        "WHERE r.task = 'stsb' AND r.split = 'dev' ORDER BY sample_index")
+    np.testing.assert_allclose(samples["label"], y)
+    np.testing.assert_allclose(samples["pred"], pred)
+    assert samples["margin"].isna().all()
+    n_err = query(db, "SELECT count(*) AS n FROM errors WHERE task = 'stsb' AND split = 'dev'")["n"].iloc[0]
+    assert n_err == np.sum(np.abs(pred - y) > 1.0)
+    assert query(db, "SELECT count(*) AS n FROM confident_errors WHERE task = 'stsb'")["n"].iloc[0] == 0
+    cola = query(db, "SELECT label FROM samples WHERE task = 'cola' AND split = 'dev'")["label"]
+    assert set(cola) <= {0.0, 1.0}                                # class indices kept beside the scores
+    summary = (tiny / "report" / "summary.md").read_text()
+    assert "does not apply (regression)" in summary and "STSB (Pearson's r)" in summary
+
+
 def test_intervention_sweeps_reach_the_index(tiny):
     """Per-sample predictions under every intervention are in the index; the sweep's unmodified partial
     forward reproduces the store's logits."""
     from bertology.analysis.sql import query
     from bertology.store.sweep import open_sweep
 
-    for task in TASKS:
+    for task in CLASSIFICATION:
         sw = open_sweep(tiny / task / "dev.sweep")
         ds = open_store(tiny / task / "dev.zarr")
         none = sw["logits"].sel(intervention="none").values

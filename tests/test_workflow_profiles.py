@@ -18,7 +18,7 @@ from bertology.analysis.registry import workflow_tables
 
 from .conftest import REPO
 
-TASKS = ("cola", "sst2", "mrpc", "rte", "qnli")
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "qnli")
 STORES = ("dev.zarr", "train.zarr", "pretrained_dev.zarr", "dev.sweep")
 #: the rules of the default run a GPU speeds up; and those of Kovaleva's baselines (config `baselines`)
 DEFAULT_GPU_RULES = {"finetune", "extract_dev", "extract_pretrained", "extract_train", "intervene"}
@@ -148,7 +148,7 @@ def test_slurm_profile_dry_run(tmp_path, glue_dir):
     assert importlib.util.find_spec("snakemake_executor_plugin_slurm"), \
         "pip install snakemake-executor-plugin-slurm (the workflow/dev extras) to check the SLURM profile"
     results, jobs = dry_run(tmp_path, glue_dir, "", "--profile", "config/slurm")
-    assert len(jobs) == 53      # 43, and the pre-trained model's analysis and comparison of each task
+    assert len(jobs) == 63      # 10 per task (6) and init_model, index, report
     for j in jobs:
         gpu = "YOUR_GPU_PARTITION" if j["rule"] in GPU_RULES else "YOUR_PARTITION"
         assert f"slurm_partition={gpu}," in j["resources"] + ",", j
@@ -233,7 +233,7 @@ def test_seeds_and_baselines_plan_each_run_apart_sharded_and_on_object_storage(t
     count = lambda rule: sum(j["rule"] == rule for j in jobs)   # noqa: E731
     assert count("extract_dev") == SHARDS * len(TASKS) * 2 and count("finetune") == len(TASKS) * 2
     assert count("compare_seeds") == count("compare_pretrained") == count("across") == len(TASKS)
-    assert count("finetune_random_init") == count("extract_random_init") == count("extract_pretrained_train") == 5
+    assert count("finetune_random_init") == count("extract_random_init") == count("extract_pretrained_train") == len(TASKS)
     for j in jobs:
         if j["rule"] == "analyze" and "/rte/seed-1/" in j["output"][0]:
             shards = [i for i in j["input"] if "dev.zarr.shard-" in i]
@@ -245,3 +245,64 @@ def test_seeds_and_baselines_plan_each_run_apart_sharded_and_on_object_storage(t
             assert "--seed 0 " in j["shell"]                     # the same samples for every seed
         if j["rule"] == "finetune" and "/seed-1/" in j["output"][0]:
             assert "--seed 1 " in j["shell"] and "--carve-seed 0 " in j["shell"]
+
+
+def _kovaleva(tmp_path: Path, glue_dir: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """A dry run of config/kovaleva.yaml offline (the hub unreachable): its output and its finetune commands."""
+    proc = snakemake("-n", "-p", "--configfile", "config/kovaleva.yaml", glue_dir=glue_dir,
+                     config=(f"results={tmp_path / 'results'}",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, [line for line in proc.stdout.splitlines() if "bertology finetune" in line]
+
+
+def test_kovaleva_profile_leaves_out_qqp_and_mnli_in_one_line_when_it_cannot_have_them(tmp_path, glue_dir,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    proc, finetunes = _kovaleva(tmp_path, glue_dir)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "left out" in line]
+    assert len(lines) == 1 and lines[0].startswith("bertology: qqp, mnli left out: ")
+    tasks = sorted(re.search(r"--task (\w+)", c).group(1) for c in finetunes)
+    assert tasks == ["mrpc", "qnli", "rte", "sst2", "stsb"]
+
+
+def test_kovaleva_profile_takes_qqp_and_mnli_from_a_glue_folder_that_holds_them(tmp_path, glue_dir, monkeypatch):
+    """MNLI and QQP in the GLUE folder (here the fixtures in their exact layout) are read from it, MNLI's dev
+    being dev_matched."""
+    from .test_tasks import FIXTURES
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    glue = tmp_path / "glue"
+    glue.mkdir()
+    for task in ("MRPC", "STS-B", "SST-2", "RTE", "QNLI"):
+        (glue / task).symlink_to(glue_dir / task)
+    for task in ("MNLI", "QQP"):
+        (glue / task).symlink_to(FIXTURES / task)
+    proc, finetunes = _kovaleva(tmp_path, glue)
+    assert "left out" not in proc.stdout + proc.stderr
+    mnli = [c for c in finetunes if "--task mnli" in c]
+    assert len(finetunes) == 7 and mnli and f"--glue-dir {glue}" in mnli[0]
+
+
+def test_datasets_declare_the_users_own_tasks(tmp_path, glue_dir):
+    """A `datasets` entry is a task of the workflow: every command that reads it gets --data and its columns;
+    the intervention sweep takes them from the store."""
+    extra = ("tasks: [sst2, my_reviews]\ndatasets:\n  my_reviews: {data: /data/reviews, text_column: review, "
+             "label_column: stars, label_order: [bad, ok, good]}\n")
+    _, jobs = dry_run(tmp_path, glue_dir, extra, "--cores", "2")
+    mine = [j for j in jobs if "/my_reviews/" in " ".join(j["output"])]
+    finetune = next(j for j in mine if j["rule"] == "finetune")["shell"]
+    assert ("--task my_reviews --data /data/reviews --text-column review --label-column stars "
+            "--label-order bad,ok,good") in finetune
+    for rule in ("extract_dev", "extract_train", "extract_pretrained"):
+        assert "--data /data/reviews --text-column review" in next(j for j in mine if j["rule"] == rule)["shell"]
+    intervene = next(j for j in mine if j["rule"] == "intervene")["shell"]
+    assert "--data /data/reviews" in intervene and "--glue-dir" not in intervene
+    sst2 = next(j for j in jobs if j["rule"] == "finetune" and "/sst2/" in j["output"][0])["shell"]
+    assert f"--task sst2 --glue-dir {glue_dir}" in sst2
+
+
+def test_a_task_neither_glue_nor_declared_stops_before_any_rule(tmp_path, glue_dir):
+    (tmp_path / "extra.yaml").write_text("tasks: [sst2, mine]\n")
+    proc = snakemake("-n", "--configfile", "config/tiny.yaml", str(tmp_path / "extra.yaml"), glue_dir=glue_dir)
+    assert proc.returncode != 0
+    assert "bertology: error: config tasks: mine is neither a GLUE task" in proc.stdout + proc.stderr

@@ -10,6 +10,15 @@ from ..render import ci, num, table_html
 from .common import Section, Tables, csv_link, md_table, section
 
 
+def _get(r, name: str) -> float:
+    """A metric of a row, NaN where the table has no such column (a task scored otherwise)."""
+    return getattr(r, name, np.nan)
+
+
+def _ci(r, name: str) -> str:
+    return ci(_get(r, name), _get(r, f"{name}_ci_low"), _get(r, f"{name}_ci_high"))
+
+
 def _metric_rows(m: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["task", "GLUE metric", "n analysed", "accuracy", "F1 (macro-F1)", "MCC", "Pearson / Spearman",
               "fine-tune: train × epochs", "fine-tune: GLUE metric on all dev"]
@@ -19,10 +28,9 @@ def _metric_rows(m: pd.DataFrame) -> tuple[list[str], list[list]]:
         ft = "–" if np.isnan(r.finetune_n_train) else f"{int(r.finetune_n_train)} × {r.finetune_epochs:g}"
         full = getattr(r, f"finetune_dev_{g}")
         full = "–" if np.isnan(full) else f"{num(full)} (n = {int(r.finetune_n_dev)})"
-        f1 = ci(r.f1, r.f1_ci_low, r.f1_ci_high) if not np.isnan(r.f1) else \
-            ("–" if np.isnan(r.macro_f1) else f"({ci(r.macro_f1, r.macro_f1_ci_low, r.macro_f1_ci_high)})")
-        corr = "–" if np.isnan(r.pearson) else (f"{ci(r.pearson, r.pearson_ci_low, r.pearson_ci_high)} / "
-                                               f"{ci(r.spearman, r.spearman_ci_low, r.spearman_ci_high)}")
+        f1 = _ci(r, "f1") if not np.isnan(_get(r, "f1")) else \
+            ("–" if np.isnan(_get(r, "macro_f1")) else f"({_ci(r, 'macro_f1')})")
+        corr = "–" if np.isnan(_get(r, "pearson")) else f"{_ci(r, 'pearson')} / {_ci(r, 'spearman')}"
         rows.append([r.task.upper(), g, r.n_dev_analysed, ci(r.accuracy, r.accuracy_ci_low, r.accuracy_ci_high),
                      f1, ci(r.mcc, r.mcc_ci_low, r.mcc_ci_high), corr, ft, full])
     return header, rows

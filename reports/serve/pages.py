@@ -210,7 +210,13 @@ def router(ex: Explorer) -> APIRouter:
         classes = s["classes"]
 
         def name(k):
-            return classes[k] if k is not None and 0 <= k < len(classes) else str(k)
+            """A readout's prediction as its class name; a regression's predicted score (a float) as a number."""
+            if k is None or (isinstance(k, float) and math.isnan(k)):
+                return "–"
+            if isinstance(k, float) and not (k.is_integer() and len(classes) > 1):
+                return f"{k:.3g}"
+            k = int(k)
+            return classes[k] if 0 <= k < len(classes) else str(k)
 
         strip = plots.readout_strip(
             [r["layer"] for r in s["layers"]],
