@@ -47,13 +47,14 @@ from .index.build import checkpoint_seed
 from .index.schema import ACROSS_FORMAT, ACROSS_TABLES
 from .intervals import CI_LEVEL, share_interval, z_value
 from .published import KOVALEVA, KOVALEVA_BASELINES
+from .regression import pearson, pearson_interval
 
 #: Per source table: the columns that name one statistic, and which statistics are headlines.
 HEADLINES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "task_metrics": (("statistic",), None),
     "separability": (("statistic", "layer", "site", "pooling"),
                      ("fisher_trace", "probe_accuracy", "centroid_ratio", "delta_fisher_trace",
-                      "delta_probe_accuracy", "delta_centroid_ratio")),
+                      "delta_probe_accuracy", "delta_centroid_ratio", "probe_r2", "delta_probe_r2")),
     "ffn_roles": (("statistic", "layer", "site", "positions", "vector"),
                   ("structural_over_classification", "structural_share")),
     "attention_patterns": (("statistic", "unit", "layer", "head"),
@@ -237,8 +238,9 @@ def baselines(task: str, variability: pd.DataFrame, pretrained: Run | None, rand
     it, with the published values (in %) beside them."""
     published = KOVALEVA_BASELINES.get(task, {})
     rows = []
-    for stat in ("accuracy", "f1"):
-        if stat != "accuracy" and not any(stat in v for v in published.values()):
+    regression = bool((variability["statistic"] == "pearson").any()) if len(variability) else False
+    for stat in ("pearson",) if regression else ("accuracy", "f1"):
+        if stat == "f1" and not any(stat in v for v in published.values()):
             continue
         ft = variability[(variability["source"] == "task_metrics") & (variability["statistic"] == stat)]
         if len(ft):
@@ -258,7 +260,14 @@ def baselines(task: str, variability: pd.DataFrame, pretrained: Run | None, rand
             lp = pretrained.table("layer_predictions")
             if lp is not None:
                 last = lp[lp["layer"] == lp["layer"].max()].set_index("sample_id").reindex(ids)
-                if last["probe_correct"].notna().all():
+                if last["probe_correct"].notna().all() and regression:   # the ridge probe's Pearson's r
+                    r = pearson(last["probe_pred"].to_numpy(float), last["label"].to_numpy(float))
+                    lo, hi = pearson_interval(r, len(ids))
+                    rows.append(dict(baseline="pretrained", statistic=stat, estimate=r, ci_low=lo, ci_high=hi,
+                                     n=len(ids), n_seeds=1, ci_method="fisher_z",
+                                     how=f"a ridge probe on the pre-trained model's final [CLS] "
+                                         f"({str(last['fit'].iloc[0])})"))
+                elif last["probe_correct"].notna().all():
                     pred, label = last["probe_pred"].to_numpy(int), last["label"].to_numpy(int)
                     if stat == "accuracy":
                         est, lo, hi = share_interval((pred == label).astype(float), np.ones(len(ids)))

@@ -70,7 +70,8 @@ SCOPE_SIMILARITY = dict(zip(SCOPES[1:], (0.48, 0.41, 0.91, 0.79, 0.96, 0.73)))
 KOVALEVA_BASELINES: dict[str, dict[str, dict[str, float]]] = {
     "mrpc": {"pretrained": {"f1": 0.0, "accuracy": 31.6}, "random_init": {"f1": 81.2, "accuracy": 68.3},
              "finetuned": {"f1": 87.9, "accuracy": 82.3}},
-    "stsb": {"pretrained": {"accuracy": 33.1}, "random_init": {"accuracy": 2.9}, "finetuned": {"accuracy": 82.7}},
+    # STS-B: the task's metric, Pearson's r (× 100)
+    "stsb": {"pretrained": {"pearson": 33.1}, "random_init": {"pearson": 2.9}, "finetuned": {"pearson": 82.7}},
     "sst2": {"pretrained": {"accuracy": 49.1}, "random_init": {"accuracy": 80.5}, "finetuned": {"accuracy": 92.0}},
     "qqp": {"pretrained": {"f1": 0.0, "accuracy": 60.9}, "random_init": {"f1": 0.0, "accuracy": 63.2},
             "finetuned": {"f1": 65.2, "accuracy": 78.6}},

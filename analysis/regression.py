@@ -59,6 +59,15 @@ def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, f
     return float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
+def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Fisher's z interval of Pearson's r (standard error 1/√(n − 3)), where no resampling is at hand."""
+    if n < 4 or not np.isfinite(r):
+        return float("nan"), float("nan")
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    half = sps.norm.ppf(0.5 + level / 2) / np.sqrt(n - 3)
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
 def score_rows(y: np.ndarray, pred: np.ndarray, boot: Bootstrap) -> list[dict]:
     """The task metrics of a regression: ``pearson`` (bootstrap percentile interval), ``spearman`` (Fisher z)
     and ``mse`` (bootstrap percentile interval)."""

@@ -255,3 +255,24 @@ def test_shards_started_together_fill_one_store_on_s3(s3, tiny_models, tmp_path)
     assert_same_store(serial, url)
     keys = _objects(Location(url))
     assert {k.split("/")[0] for k in keys if "/" in k} == {"shard-1-of-3", "shard-2-of-3", "shard-3-of-3"}
+
+
+def test_users_own_data_is_read_from_object_storage(s3, tmp_path):
+    """`--data s3://…`: a folder of split files on object storage reads as the same examples, with the same
+    sha256, as the local copy."""
+    from bertology.extract.user_data import load_user_split, user_task
+
+    local = tmp_path / "reviews"
+    local.mkdir()
+    rows = "text,label\n\"good, really\",pos\nCafé bad,neg\nfine film,pos\n"
+    (local / "train.csv").write_text(rows, encoding="utf-8")
+    (local / "dev.jsonl").write_text('{"text": "Naïve, dull", "label": "neg"}\n{"text": "great", "label": "pos"}\n',
+                                     encoding="utf-8")
+    remote = Location(f"s3://{BUCKET}/data/reviews")
+    for f in local.iterdir():
+        (remote / f.name).write_bytes(f.read_bytes())
+    for split in ("train", "dev"):
+        a, b = (load_user_split(user_task(str(where)), split) for where in (local, remote.url))
+        assert [(e.sample_id, e.text_a, e.label) for e in a.examples] == \
+            [(e.sample_id, e.text_a, e.label) for e in b.examples]
+        assert a.sha256 == b.sha256 and b.source == f"s3://{BUCKET}/data/reviews/{a.source.rsplit('/', 1)[1]}"

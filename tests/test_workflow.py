@@ -179,7 +179,7 @@ def test_stsb_runs_end_to_end_as_a_regression(tiny):
     from bertology.store.sweep import open_sweep
 
     config = json.loads((tiny / "stsb" / "model" / "config.json").read_text())
-    assert config["num_labels"] == 1 and config["problem_type"] == "regression"
+    assert config["id2label"] == {"0": "score"} and config["problem_type"] == "regression"   # one output
     ds = open_store(tiny / "stsb" / "dev.zarr")
     y, pred = ds["label"].values, ds["pred"].values
     assert y.dtype == np.float64 and pred.dtype == np.float64 and ds.attrs["task_type"] == "regression"
@@ -198,8 +198,9 @@ def test_stsb_runs_end_to_end_as_a_regression(tiny):
     iv = pd.read_parquet(an / "interventions.parquet")
     assert (iv["statistic"] == "delta_pearson").all() and iv["p"].between(0, 1).all()
     skip1 = iv[iv["intervention"] == "skip:1"].iloc[0]
-    sw_pred = open_sweep(tiny / "stsb" / "dev.sweep")["pred"].sel(intervention="skip:1").values
-    assert skip1["estimate"] == pytest.approx(sps.pearsonr(sw_pred, y)[0] - sps.pearsonr(pred, y)[0], abs=1e-6)
+    sw = open_sweep(tiny / "stsb" / "dev.sweep")["pred"]       # Δr against the sweep's own unmodified forward
+    r = [sps.pearsonr(sw.sel(intervention=k).values, y)[0] for k in ("skip:1", "none")]
+    assert skip1["estimate"] == pytest.approx(r[0] - r[1], abs=1e-9)
     db = tiny / "bertology.duckdb"
     samples = query(db, "SELECT label, pred, abs_error, correct, margin FROM samples s JOIN runs r USING (run_id) "
                         "WHERE r.task = 'stsb' AND r.split = 'dev' ORDER BY sample_index")
@@ -265,7 +266,7 @@ def test_attention_tables_reach_the_report_and_the_reference_stores_stay_out_of_
     for task in TASKS:
         s = shares[shares["task"] == task]
         assert s["share"].sum() == pytest.approx(1.0, abs=1e-6)
-        assert ("block" in set(s["pattern"])) == (task in ("mrpc", "rte", "qnli"))     # pairs only
+        assert ("block" in set(s["pattern"])) == (task in ("mrpc", "stsb", "rte", "qnli"))     # pairs only
         a = pd.read_parquet(tiny / task / "analysis" / "attention_finetune_change.parquet")
         a = a[a["unit"] == "layer"].sort_values("layer")["estimate"].to_numpy()
         c = change[(change["task"] == task) & change["head"].isna()].sort_values("layer")["cosine"].to_numpy()
