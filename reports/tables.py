@@ -412,7 +412,9 @@ def _columns(record: dict | None) -> str:
     """A user dataset's source and column mapping (GLUE tasks: their fixed layout, so empty)."""
     if not record:
         return ""
-    cols = ", ".join(f"{k}={v}" for k, v in record["columns"].items() if v is not None)
+    columns = record["columns"]
+    cols = ", ".join(f"{k}={columns[k]}" for k in ("text", "text_pair", "label", "split", "id")
+                     if columns.get(k) is not None)
     return f"{record['data']} ({cols})"
 
 

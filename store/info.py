@@ -23,7 +23,8 @@ def _human(n: float) -> str:
 def _columns(record: dict) -> str:
     """A user dataset's column mapping, class order and task type, as ``store info`` shows them."""
     cols = record["columns"]
-    mapping = ", ".join(f"{k} = {v!r}" for k, v in cols.items() if v is not None)
+    mapping = ", ".join(f"{k} = {cols[k]!r}" for k in ("text", "text_pair", "label", "split", "id")
+                        if cols.get(k) is not None)
     order = f"; classes in order {', '.join(record['label_order'])}" if record.get("label_order") else ""
     return f"{mapping}; {record['task_type']}{order} (source {record['data']})"
 

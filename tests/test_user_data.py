@@ -327,3 +327,24 @@ def test_the_readme_example_runs(tmp_path):
     assert store.attrs["label_names"] == ["negative", "neutral", "positive"] and store.sizes["sample"] == 30
     tm = pd.read_parquet(tmp_path / "my_reviews" / "analysis" / "task_metrics.parquet")
     assert set(tm["statistic"]) == {"accuracy", "macro_f1", "mcc"}
+
+
+def test_the_workflow_runs_a_declared_dataset_end_to_end(tmp_path, glue_dir, splits):
+    """`datasets:` in the workflow config: the tiny profile on a three-class CSV dataset, every rule (the
+    sweep, the pre-trained comparison, index and report), its classes and columns in the report's provenance."""
+    from .conftest import REPO, snakemake
+
+    data = write_folder(tmp_path / "reviews", "csv", splits)
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text(f"tasks: [my_reviews]\ndatasets:\n  my_reviews: {{data: {data}, id_column: id}}\n")
+    results = tmp_path / "results"
+    proc = snakemake(results, glue_dir, configfile=[REPO / "config" / "tiny.yaml", overlay])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    store = open_store(results / "my_reviews" / "dev.zarr")
+    assert store.attrs["label_names"] == list(CLASSES) and store.attrs["data"]["columns"]["id"] == "id"
+    tm = pd.read_parquet(results / "my_reviews" / "analysis" / "task_metrics.parquet")
+    assert set(tm["statistic"]) == {"accuracy", "macro_f1", "mcc"}
+    assert (results / "my_reviews" / "compare_pretrained" / "compare.json").is_file()
+    provenance = pd.read_csv(results / "report" / "tables" / "provenance.csv")
+    assert provenance.at[0, "classes"] == "negative, neutral, positive"
+    assert provenance.at[0, "data_columns"].startswith(f"{data} (text=text, label=label, id=id)")
