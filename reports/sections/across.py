@@ -25,7 +25,7 @@ def _baselines(b: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]
     rows = []
     for task in tasks:
         t = b[b["task"] == task]
-        for stat in [s for s in ("accuracy", "f1") if (t["statistic"] == s).any()]:
+        for stat in [s for s in ("accuracy", "f1", "pearson") if (t["statistic"] == s).any()]:
             r = t[t["statistic"] == stat].set_index("baseline")
             cells = [ci(r.at[k, "estimate"], r.at[k, "ci_low"], r.at[k, "ci_high"]) if k in r.index else "–"
                      for k, _ in BASELINE_COLUMNS]
@@ -35,13 +35,15 @@ def _baselines(b: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]
 
 
 def _stability(st: pd.DataFrame, var: pd.DataFrame, tasks: list[str]) -> tuple[list[str], list[list]]:
-    header = ["task", "seeds", "GLUE accuracy over seeds: mean [interval]", "between-seed sd",
+    header = ["task", "seeds", "GLUE accuracy (STS-B: Pearson's r) over seeds: mean [interval]", "between-seed sd",
               "skip candidates (share of seeds)", "best single-head removal (share)",
               "significant heads: mean Jaccard", "largest attention change in the last two layers"]
     rows = []
     for task in tasks:
         s, v = st[st["task"] == task], var[var["task"] == task]
         acc = v[(v["source"] == "task_metrics") & (v["statistic"] == "accuracy")]
+        if acc.empty:   # a regression: its Pearson's r
+            acc = v[(v["source"] == "task_metrics") & (v["statistic"] == "pearson")]
         if acc.empty:
             continue
         a = acc.iloc[0]
