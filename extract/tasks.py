@@ -187,12 +187,8 @@ def glue_source(explicit: str | None, tasks, carve: dict | None = None, hub_time
         _check_hub(value[3:], hub_timeout, f"no GLUE folder (GLUE_DIR unset, no {SHARED_GLUE}), and " if fallback else "")
         return value
     root = Path(value)
-    missing = []
-    for name in tasks:
-        spec = get_task(name)
-        for split in ("dev",) if (carve or {}).get(name) else SPLITS:
-            if not task_file(spec, spec.resolve_split(split), root).is_file():
-                missing.append(str(task_file(spec, split, root)))
+    missing = [path for name in tasks
+               for path in missing_files(get_task(name), root, ("dev",) if (carve or {}).get(name) else SPLITS)]
     if missing:
         raise BertologyError(
             f"GLUE data not found: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} "
@@ -207,10 +203,7 @@ def optional_sources(root: str, tasks, hub_timeout: float = 10.0) -> tuple[dict[
     line that says they are left out (None when none is)."""
     sources, missing = {}, []
     for name in tasks:
-        spec = get_task(name)
-        local = not root.startswith("hf:") and all(
-            task_file(spec, spec.resolve_split(s), Path(root)).is_file() for s in SPLITS)
-        if local or root.startswith("hf:"):
+        if root.startswith("hf:") or not missing_files(get_task(name), Path(root), SPLITS):
             sources[name] = root
         else:
             missing.append(name)
@@ -247,6 +240,12 @@ def _check_hub(repo: str, timeout: float, why: str = "") -> None:
 
 def task_file(task: TaskSpec, split: str, glue_dir: Path) -> Path:
     return Path(glue_dir) / task.folder / f"{task.layout(split)[0]}.tsv"
+
+
+def missing_files(task: TaskSpec, glue_dir: Path, splits) -> list[str]:
+    """The files of ``splits`` (``dev`` is MNLI's ``dev_matched.tsv``) that the GLUE folder lacks."""
+    files = (task_file(task, task.resolve_split(s), glue_dir) for s in splits)
+    return [str(f) for f in files if not f.is_file()]
 
 
 def read_tsv(task: TaskSpec, path: Path, split: str = "train") -> tuple[list[Example], str]:

@@ -155,10 +155,12 @@ def recorded_task(checkpoint: str | None) -> dict | None:
 
 
 def default_name(data: str) -> str:
-    """The task's default name: the folder's or file's name (a hub repository's last part), lower case."""
-    text = data[3:] if data.startswith("hf:") else data
-    stem = PurePosixPath(text.split(":")[0].rstrip("/")).name.split(".")[0] if not data.startswith("hf:") else \
-        PurePosixPath(text.split(":")[0]).name
+    """The task's default name: the folder's name, the file's without its format suffix, a hub repository's
+    last part; lower case, with ``_`` for anything but letters and digits."""
+    if data.startswith("hf:"):
+        stem = PurePosixPath(data[3:].partition(":")[0]).name
+    else:   # a path or URL (s3://bucket/reviews): its last part
+        stem = PurePosixPath(data.rstrip("/")).stem
     name = "".join(c if c.isalnum() else "_" for c in stem.lower()).strip("_")
     return name or "data"
 

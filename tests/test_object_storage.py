@@ -276,3 +276,4 @@ def test_users_own_data_is_read_from_object_storage(s3, tmp_path):
         assert [(e.sample_id, e.text_a, e.label) for e in a.examples] == \
             [(e.sample_id, e.text_a, e.label) for e in b.examples]
         assert a.sha256 == b.sha256 and b.source == f"s3://{BUCKET}/data/reviews/{a.source.rsplit('/', 1)[1]}"
+        assert a.task.name == b.task.name == "reviews"          # the name of the URL's last part

@@ -207,3 +207,12 @@ def test_qqp_reads_question_pairs_scored_by_f1():
     assert [(e.text_a, e.text_b, e.label) for e in data.examples] == [(r[3], r[4], int(r[5])) for r in rows[1:]]
     assert data.task.metric == "f1" and data.task.label_names == ("not_duplicate", "duplicate")
     assert any('"' in e.text_a for e in data.examples) and any("é" in e.text_a for e in data.examples)
+
+
+def test_a_glue_folder_without_mnlis_dev_names_dev_matched(tmp_path):
+    from bertology.extract.tasks import glue_source
+
+    (tmp_path / "MNLI").mkdir()
+    (tmp_path / "MNLI" / "train.tsv").write_bytes((FIXTURES / "MNLI" / "train.tsv").read_bytes())
+    with pytest.raises(BertologyError, match=r"GLUE data not found: \S*MNLI/dev_matched.tsv \(missing files\)"):
+        glue_source(str(tmp_path), ["mnli"])
