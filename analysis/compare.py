@@ -52,6 +52,7 @@ import pandas as pd
 from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.location import locate
+from bertology.store.schema import is_regression
 
 from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, adjust, bootstrap_p, percentile_ci
 from .confident_errors import margins
@@ -85,7 +86,7 @@ class Run:
 
     @property
     def regression(self) -> bool:
-        return self.ds.attrs.get("task_type") == "regression"
+        return is_regression(self.ds.attrs)
 
     @property
     def threshold(self) -> float:

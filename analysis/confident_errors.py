@@ -31,53 +31,46 @@ def margins(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pred, probs[rows, pred], probs[rows, pred] - probs[rows, np.asarray(labels)]
 
 
+def _summary(err: np.ndarray, layer_preds: pd.DataFrame, boot: Bootstrap, threshold: float, shares: dict,
+             means: dict) -> pd.DataFrame:
+    """The error summary's rows, in order: ``error_rate``, ``n_errors``, then each of ``shares`` (num, den:
+    Wilson's interval) and ``means`` (per-error values: a cluster-bootstrap interval), ``no_layer_right_share``
+    last. ``err`` is 1 for each error."""
+    right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
+    none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
+    n = len(err)
+    wilson = {"error_rate": (err, np.ones(n)), **shares, "no_layer_right_share": (none_right, err)}
+    boot_rows = {"n_errors": (err.sum(), boot.weights @ err), **{k: boot.ratio(err * v, err) for k, v in means.items()}}
+    rows = []
+    for name, (num, den) in wilson.items():   # shares: Wilson's interval, which a share of 0 or 1 does not collapse
+        est, lo, hi = share_interval(num, den)
+        rows.append(dict(statistic=name, estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
+                         threshold=threshold, ci_method="wilson"))
+    for name, (est, bs) in boot_rows.items():
+        lo, hi = percentile_ci(bs[:, None])
+        rows.append(dict(statistic=name, estimate=float(est), ci_low=lo[0], ci_high=hi[0], n=n,
+                         threshold=threshold, ci_method="percentile"))
+    order = ["error_rate", "n_errors", *shares, *means, "no_layer_right_share"]
+    return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
+
+
 def error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
                 threshold: float = CONFIDENT_MARGIN) -> pd.DataFrame:
     """Per store: error rate, number of errors, confident share, mean margin, share no layer gets right."""
     y = ds["label"].values.astype(int)
     pred, _, margin = margins(ds["probs"].values, y)
     err = (pred != y).astype(np.float64)
-    conf = err * (margin > threshold)
-    right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
-    none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
-    n = len(y)
-    rows = []
-    shares = {"error_rate": (err, np.ones(n)), "confident_share": (conf, err), "no_layer_right_share": (none_right, err)}
-    for name, (num, den) in shares.items():   # shares: Wilson's interval, which a share of 0 or 1 does not collapse
-        est, lo, hi = share_interval(num, den)
-        rows.append(dict(statistic=name, estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
-                         threshold=threshold, ci_method="wilson"))
-    for name, (est, bs) in {"n_errors": (err.sum(), boot.weights @ err),
-                            "mean_margin": boot.ratio(err * margin, err)}.items():
-        lo, hi = percentile_ci(bs[:, None])
-        rows.append(dict(statistic=name, estimate=float(est), ci_low=lo[0], ci_high=hi[0], n=n,
-                         threshold=threshold, ci_method="percentile"))
-    order = ["error_rate", "n_errors", "confident_share", "mean_margin", "no_layer_right_share"]
-    return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
+    return _summary(err, layer_preds, boot, threshold, {"confident_share": (err * (margin > threshold), err)},
+                    {"mean_margin": margin})
 
 
 def regression_error_table(ds: xr.Dataset, layer_preds: pd.DataFrame, boot: Bootstrap,
                            threshold: float) -> pd.DataFrame:
     """A regression's error summary: error rate (|error| > ``threshold``), number of errors, mean absolute
     error over the errors, share of errors no layer's readout gets within the threshold."""
-    y, pred = ds["label"].values.astype(np.float64), ds["pred"].values.astype(np.float64)
-    abs_err = np.abs(pred - y)
+    abs_err = np.abs(ds["pred"].values.astype(np.float64) - ds["label"].values.astype(np.float64))
     err = (abs_err > threshold).astype(np.float64)
-    right = layer_preds.pivot(index="sample_index", columns="layer", values="probe_correct").sort_index()
-    none_right = err * (~right.to_numpy(dtype=bool).any(axis=1))
-    n = len(y)
-    rows = []
-    for name, (num, den) in {"error_rate": (err, np.ones(n)), "no_layer_right_share": (none_right, err)}.items():
-        est, lo, hi = share_interval(num, den)
-        rows.append(dict(statistic=name, estimate=float(est), ci_low=float(lo), ci_high=float(hi), n=n,
-                         threshold=threshold, ci_method="wilson"))
-    for name, (est, bs) in {"n_errors": (err.sum(), boot.weights @ err),
-                            "mean_abs_error": boot.ratio(err * abs_err, err)}.items():
-        lo, hi = percentile_ci(bs[:, None])
-        rows.append(dict(statistic=name, estimate=float(est), ci_low=lo[0], ci_high=hi[0], n=n,
-                         threshold=threshold, ci_method="percentile"))
-    order = ["error_rate", "n_errors", "mean_abs_error", "no_layer_right_share"]
-    return pd.DataFrame(rows).set_index("statistic").loc[order].reset_index()
+    return _summary(err, layer_preds, boot, threshold, {}, {"mean_abs_error": abs_err})
 
 
 def analyze(ctx) -> dict:

@@ -17,6 +17,8 @@ import pandas as pd
 import xarray as xr
 from scipy import stats as sps
 
+from bertology.store.schema import is_regression
+
 from .bootstrap import Bootstrap, adjust
 from .intervals import share_interval
 from .regression import ERROR_THRESHOLD, paired_pearson_change, pearson
@@ -34,10 +36,6 @@ def paired_change(base_right: np.ndarray, new_right: np.ndarray, boot: Bootstrap
     return dict(accuracy=float(acc), accuracy_ci_low=float(lo), accuracy_ci_high=float(hi),
                 estimate=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], ci_method=d["ci_method"],
                 p=d["p"], flipped=d["discordant"], n=n)
-
-
-def is_regression(sw: xr.Dataset) -> bool:
-    return sw.attrs.get("task_type") == "regression"
 
 
 def _change(base_pred: np.ndarray, new_pred: np.ndarray, y: np.ndarray, boot: Bootstrap, regression: bool,
@@ -64,7 +62,7 @@ def intervention_effects(sw: xr.Dataset, boot: Bootstrap, correction: str = "hol
             continue
         rows.append(dict(intervention=name, kind=str(sw["kind"].values[k]), layer=int(sw["layer"].values[k]),
                          head=int(sw["head"].values[k]) or None,
-                         **_change(base, pred[k], y, boot, is_regression(sw))))
+                         **_change(base, pred[k], y, boot, is_regression(sw.attrs))))
     df = pd.DataFrame(rows)
     df["p_adj"] = np.nan
     for _, idx in df.groupby("kind").groups.items():
@@ -118,7 +116,7 @@ def layer_skip(sw: xr.Dataset, boot: Bootstrap, candidates: pd.DataFrame | None 
     y = sw["label"].values
     names = list(sw["intervention"].values)
     pred = sw["pred"].values
-    regression = is_regression(sw)
+    regression = is_regression(sw.attrs)
     metric = "pearson" if regression else "accuracy"
     base = pred[names.index("none")]
     flops, wall = sw["flops"].values, sw["wall_seconds"].values
@@ -190,7 +188,7 @@ def prediction_rows(sw: xr.Dataset, threshold: float = ERROR_THRESHOLD) -> pd.Da
     names = list(sw["intervention"].values)
     base = pred[names.index("none")]
     k, n = pred.shape
-    if is_regression(sw):
+    if is_regression(sw.attrs):
         right = np.abs(pred - y[None]) <= threshold
         flipped = right != right[names.index("none")][None]
     else:

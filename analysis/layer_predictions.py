@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bertology.store.schema import is_regression
+
 from .engine import compute, shared, task
 from .regression import ERROR_THRESHOLD, cross_fitted, ridge
 
@@ -68,7 +70,7 @@ def layer_predictions(ds: xr.Dataset, train: xr.Dataset | None = None, *, site: 
     if train is not None and train.attrs.get("model_sha256") != ds.attrs.get("model_sha256"):
         raise ValueError("the train store was extracted from a different checkpoint than the dev store")
     src, tr = shared(ds), shared(train)
-    if ds.attrs.get("task_type") == "regression":
+    if is_regression(ds.attrs):
         frames = compute(*(task(_ridge_frame, src, tr, layer, site, folds, seed, threshold) for layer in layers))
     else:
         frames = compute(*(task(_layer_frame, src, tr, layer, site, folds, seed) for layer in layers))

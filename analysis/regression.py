@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
+from bertology.store.schema import is_regression
+
 from .bootstrap import Bootstrap, percentile_ci
 
 #: What a regression's class statistics need, said when they are left out.
@@ -50,22 +52,31 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Fisher's z interval of Spearman's ρ with Bonett & Wright's standard error."""
-    if n < 4 or not np.isfinite(rho):
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ, 0 where either side is constant (as :func:`pearson`)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(sps.spearmanr(x, y)[0])
+
+
+def _fisher_z_interval(r: float, n: int, se_factor: float, level: float) -> tuple[float, float]:
+    """tanh(artanh(r) ± z·se_factor/√(n − 3)): a correlation's interval on Fisher's z scale."""
+    if n < 4 or not np.isfinite(r):
         return float("nan"), float("nan")
-    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
-    half = sps.norm.ppf(0.5 + level / 2) * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    half = sps.norm.ppf(0.5 + level / 2) * se_factor / np.sqrt(n - 3)
     return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Fisher's z interval of Spearman's ρ with Bonett & Wright's standard error √((1 + ρ²/2)/(n − 3))."""
+    return _fisher_z_interval(rho, n, np.sqrt(1 + rho ** 2 / 2) if np.isfinite(rho) else np.nan, level)
 
 
 def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
     """Fisher's z interval of Pearson's r (standard error 1/√(n − 3)), where no resampling is at hand."""
-    if n < 4 or not np.isfinite(r):
-        return float("nan"), float("nan")
-    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
-    half = sps.norm.ppf(0.5 + level / 2) / np.sqrt(n - 3)
-    return float(np.tanh(z - half)), float(np.tanh(z + half))
+    return _fisher_z_interval(r, n, 1.0, level)
 
 
 def score_rows(y: np.ndarray, pred: np.ndarray, boot: Bootstrap) -> list[dict]:
@@ -75,7 +86,7 @@ def score_rows(y: np.ndarray, pred: np.ndarray, boot: Bootstrap) -> list[dict]:
     n = len(y)
     r = pearson(pred, y)
     lo, hi = percentile_ci(weighted_pearson(boot.weights, pred, y)[:, None])
-    rho = float(sps.spearmanr(pred, y)[0]) if n > 1 and np.ptp(pred) > 0 and np.ptp(y) > 0 else 0.0
+    rho = spearman(pred, y)
     slo, shi = spearman_interval(rho, n)
     mse, mse_b = boot.mean((pred - y) ** 2)
     mlo, mhi = percentile_ci(mse_b[:, None])
@@ -172,7 +183,7 @@ def bin_names(edges) -> list[str]:
 def class_codes(ds, bins) -> tuple[np.ndarray, int] | None:
     """The classes the class statistics measure: a classification's labels, a regression's score bins
     (``bins``: the edges), or None (a regression without bins: see :data:`NO_BINS`)."""
-    if ds.attrs.get("task_type") != "regression":
+    if not is_regression(ds.attrs):
         return np.asarray(ds["label"].values, dtype=int), int(ds.sizes["class"])
     if not bins:
         return None

@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import stats as sps
 
-from bertology.store.schema import token_var
+from bertology.store.schema import is_regression, token_var
 
 from .bootstrap import Bootstrap, adjust, bootstrap_p, percentile_ci
 from .intervals import share_interval
 from .engine import compute, shared, task
 from .moments import MIN_PER_CLASS, SampleSums, energies_with_ci, min_class_count
-from .regression import NO_BINS, class_codes, cross_fitted, r2, spearman_interval
+from .regression import NO_BINS, class_codes, cross_fitted, r2, spearman, spearman_interval
 from .requirements import skipped
 
 RATIO_STATISTICS = ("fisher_trace", "centroid_ratio")
@@ -141,7 +140,7 @@ def ridge_rows(src, y: np.ndarray, boot: Bootstrap, deltas, chain_layers, delta_
         lo, hi = percentile_ci(b[:, None])
         rows.append(dict(layer=layer, site=site, statistic="probe_r2", estimate=r2(pred[:, k], y), ci_low=lo[0],
                          ci_high=hi[0], ci_method="percentile"))
-        rho = float(sps.spearmanr(pred[:, k], y)[0]) if np.ptp(pred[:, k]) > 0 and np.ptp(y) > 0 else 0.0
+        rho = spearman(pred[:, k], y)
         slo, shi = spearman_interval(rho, n)
         rows.append(dict(layer=layer, site=site, statistic="probe_spearman", estimate=rho, ci_low=slo, ci_high=shi,
                          ci_method="fisher_z"))
@@ -200,7 +199,7 @@ def _separability(ds: xr.Dataset, src, boot: Bootstrap, *, probe: bool, delta_si
     """
     from .stats import paired_difference
 
-    regression = ds.attrs.get("task_type") == "regression"
+    regression = is_regression(ds.attrs)
     classes = class_codes(ds, bins)
     y, C = classes if classes is not None else (np.zeros(ds.sizes["sample"], dtype=int), 1)
     keys = src.keys
@@ -307,7 +306,7 @@ def apriori_skip_layers(ds: xr.Dataset, statistic: str = "fisher_trace", rule: s
                         seed: int = 0, bins=None) -> list[int]:
     """The layers :func:`skip_candidates` picks from a store's [CLS] separability (the point estimates of
     Δ, which do not depend on the bootstrap), for a sweep that skips only the a-priori candidates."""
-    statistic = skip_statistic(statistic, ds.attrs.get("task_type") == "regression", bins)
+    statistic = skip_statistic(statistic, is_regression(ds.attrs), bins)
     sep = separability(ds, Bootstrap.of(ds, 20, seed), probe=statistic in ("probe_accuracy", "probe_r2"),
                        seed=seed, permutations=0, bins=bins)
     cand = skip_candidates(sep, statistic, rule, k)

@@ -350,12 +350,11 @@ def examples_from_hf(task: TaskSpec, rows, where: str) -> list[Example]:
             label = round(float(row[task.hf_label_field]), 6)   # the hub stores float32: 3.8 -> 3.79999995
             if not np.isfinite(label) or label < 0:   # the hub's test split has -1
                 raise GlueFormatError(f"{where} row {i}: target {label}; expected a score from 0 to 5")
-            examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, label))
-            continue
-        label = int(row[task.hf_label_field])
-        if not 0 <= label < len(task.label_names):
-            raise GlueFormatError(f"{where} row {i}: label {label}; expected 0..{len(task.label_names) - 1} "
-                                  f"({', '.join(task.label_names)})")
+        else:
+            label = int(row[task.hf_label_field])
+            if not 0 <= label < len(task.label_names):
+                raise GlueFormatError(f"{where} row {i}: label {label}; expected 0..{len(task.label_names) - 1} "
+                                      f"({', '.join(task.label_names)})")
         examples.append(Example(i, texts[0], texts[1] if task.is_pair else None, label))
     return examples
 
@@ -399,6 +398,14 @@ def carve(examples: list[Example], fraction: float, seed: int) -> tuple[list[Exa
     return [e for e, t in zip(examples, take) if t], [e for e, t in zip(examples, take) if not t]
 
 
+def carved(examples: list[Example], fraction: float, seed: int, split: str) -> tuple[list[Example], dict]:
+    """The ``split`` part (``train``: the carved part; otherwise the rest) of :func:`carve`, and the
+    carve-out's record."""
+    train_part, dev_part = carve(examples, fraction, seed)
+    record = {"from": "dev", "fraction": fraction, "seed": seed, "n_train": len(train_part), "n_dev": len(dev_part)}
+    return (train_part if split == "train" else dev_part), record
+
+
 def load_split(
     task: str | TaskSpec,
     split: str,
@@ -418,29 +425,33 @@ def load_split(
     if not isinstance(task, (str, TaskSpec)):   # a user's own data (extract/user_data.py)
         from .user_data import load_user_split
 
-        return load_user_split(task, split, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed,
-                               limit=limit)
-    spec = task if isinstance(task, TaskSpec) else get_task(task)
+        result = load_user_split(task, split, carve_train_from_dev=carve_train_from_dev, carve_seed=carve_seed)
+    else:
+        result = _load_glue_split(task if isinstance(task, TaskSpec) else get_task(task), split, glue_dir,
+                                  carve_train_from_dev, carve_seed)
+    if limit is not None:
+        if limit <= 0:
+            raise BertologyError(f"--limit must be positive; got {limit}")
+        result.examples = result.examples[:limit]
+    return result
+
+
+def _load_glue_split(spec: TaskSpec, split: str, glue_dir, carve_train_from_dev: float | None,
+                     carve_seed: int) -> Split:
+    """One split of a GLUE task, from the classic folder or the hub (see :func:`load_split`)."""
     split = spec.resolve_split(split)
     root = glue_dir_from(glue_dir)
     if isinstance(root, str) and not carve_train_from_dev:  # a hub repository
         result = _load_hf(spec, split, root[3:])
     elif carve_train_from_dev:
+        dev_split = spec.resolve_split("dev")
         if isinstance(root, str):
-            dev = _load_hf(spec, spec.resolve_split("dev"), root[3:])
+            dev = _load_hf(spec, dev_split, root[3:])
             dev_path, examples, sha = dev.source, dev.examples, dev.sha256
         else:
-            dev_path = task_file(spec, spec.resolve_split("dev"), root)
-            examples, sha = read_tsv(spec, dev_path, spec.resolve_split("dev"))
-        train_part, dev_part = carve(examples, carve_train_from_dev, carve_seed)
-        carve_out = {
-            "from": "dev",
-            "fraction": carve_train_from_dev,
-            "seed": carve_seed,
-            "n_train": len(train_part),
-            "n_dev": len(dev_part),
-        }
-        chosen = train_part if split == "train" else dev_part
+            dev_path = task_file(spec, dev_split, root)
+            examples, sha = read_tsv(spec, dev_path, dev_split)
+        chosen, carve_out = carved(examples, carve_train_from_dev, carve_seed, split)
         result = Split(spec, split, chosen, str(dev_path), sha, carve_out)
     else:
         path = task_file(spec, split, root)
@@ -452,8 +463,4 @@ def load_split(
             )
         examples, sha = read_tsv(spec, path, split)
         result = Split(spec, split, examples, str(path), sha)
-    if limit is not None:
-        if limit <= 0:
-            raise BertologyError(f"--limit must be positive; got {limit}")
-        result.examples = result.examples[:limit]
     return result

@@ -28,7 +28,7 @@ import numpy as np
 from bertology import BertologyError
 from bertology.store.location import locate
 
-from .tasks import Example, Split, carve
+from .tasks import Example, Split, carved
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 TASK_TYPES = ("classification", "regression")
@@ -350,7 +350,8 @@ def _as_number(text) -> float | None:
 
 
 def _check_label_types(rows: list[Row], column: str) -> None:
-    """Typed formats (JSONL, Parquet, the hub): one label column holds numbers or strings, not both."""
+    """Every label is there, and one label column holds numbers or strings, not both (a CSV's are all strings;
+    JSONL, Parquet and the hub's are typed)."""
     first = {}
     for r in rows:
         v = r.values.get(column)
@@ -455,35 +456,25 @@ def _label(task: UserTask, r: Row, classes: dict) -> int | float:
         key = classes["names"][int(value)] if 0 <= int(value) < len(classes["names"]) else str(value)
     else:
         key = _label_key(value)
-    if not key:
-        raise DataFormatError(f"{r.where}: column {task.label_column!r} is empty; every example needs its label "
-                              f"(fill or remove the row)")
     if key not in task.label_order:
         raise DataFormatError(f"{r.where}: label {key!r} is not one of the task's classes "
                               f"({', '.join(task.label_order)}); fix the row, or pass --label-order with every class")
     return task.label_order.index(key)
 
 
-def load_user_split(task: UserTask, split: str, *, carve_train_from_dev: float | None = None, carve_seed: int = 0,
-                    limit: int | None = None) -> Split:
-    """One split of a user's task, every row checked (see the module's list of errors)."""
+def load_user_split(task: UserTask, split: str, *, carve_train_from_dev: float | None = None,
+                    carve_seed: int = 0) -> Split:
+    """One split of a user's task, every row checked (see the module's list of errors); ``load_split`` (which
+    also applies ``--limit``) calls it for a :class:`UserTask`."""
     task = resolve(task, carved=bool(carve_train_from_dev))
     rows, source, sha, classes = _rows_of_split(task, "dev" if carve_train_from_dev else split,
                                                 whole=bool(carve_train_from_dev))
-    if not task.data.startswith("hf:"):
-        _check_label_types(rows, task.label_column)
+    _check_label_types(rows, task.label_column)
     seen: dict = {}
     examples = [Example(_sample_id(r, task.id_column, seen), _text(r, task.text_column),
                         _text(r, task.text_pair_column) if task.is_pair else None, _label(task, r, classes))
                 for r in rows]
     carve_out = None
     if carve_train_from_dev:
-        train_part, dev_part = carve(examples, carve_train_from_dev, carve_seed)
-        carve_out = {"from": "dev", "fraction": carve_train_from_dev, "seed": carve_seed,
-                     "n_train": len(train_part), "n_dev": len(dev_part)}
-        examples = train_part if split == "train" else dev_part
-    if limit is not None:
-        if limit <= 0:
-            raise BertologyError(f"--limit must be positive; got {limit}")
-        examples = examples[:limit]
+        examples, carve_out = carved(examples, carve_train_from_dev, carve_seed, split)
     return Split(task, split, examples, source, sha, carve_out)

@@ -17,10 +17,10 @@ import bertology
 
 from bertology.analysis import published as P
 from bertology.analysis.vocabulary import PATTERNS, SCOPES, TOKEN_CLASSES
+from bertology.store.schema import is_regression
 from .collect import ReportData
 
 CSV_FLOAT = "%.6g"
-GLUE_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "pearson"}   # the rest are scored by accuracy
 #: The task metrics the report shows (a regression's Pearson and Spearman; macro-F1 for more than two classes).
 METRICS = ("accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman")
 
@@ -56,8 +56,9 @@ def metrics(data: ReportData) -> pd.DataFrame:
     rows = []
     for run in data.runs:
         t = _rows(tm, run_id=run.run_id)
-        regression = run.meta.get("task_type") == "regression"
-        row = {"task": run.task, "glue_metric": GLUE_METRIC.get(run.task, "pearson" if regression else "accuracy"),
+        regression = is_regression(run.meta)
+        # the task's own metric, as the store records it (CoLA: mcc; MRPC, QQP: f1; STS-B: pearson)
+        row = {"task": run.task, "glue_metric": run.meta.get("metric") or ("pearson" if regression else "accuracy"),
                "n_dev_analysed": int(run.meta["n_samples"])}
         for m in METRICS:
             row.update(_est(_rows(t, statistic=m), m))
@@ -149,7 +150,7 @@ def confident_wrong(data: ReportData) -> pd.DataFrame:
     rows = []
     for run in data.runs:
         e = _rows(es, run_id=run.run_id)
-        regression = run.meta.get("task_type") == "regression"
+        regression = is_regression(run.meta)
         threshold = e["threshold"].iloc[0] if len(e) else np.nan
         row = {"task": run.task, "n": int(run.meta["n_samples"]),
                "margin_threshold": np.nan if regression else threshold,
@@ -443,7 +444,7 @@ def provenance(data: ReportData) -> pd.DataFrame:
             "skipped": "; ".join(a.get("skipped") or []) or "none",
             "permutations": cfg.get("permutations"), "correction": cfg.get("correction"),
             "score_bins": ",".join(f"{b:g}" for b in cfg["bins"]) if cfg.get("bins") else "",
-            "error_threshold": cfg.get("error_threshold") if m.get("task_type") == "regression" else np.nan,
+            "error_threshold": cfg.get("error_threshold") if is_regression(m) else np.nan,
             "layer_fit": a.get("layer_fit"),
         })
     return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .schema import EMBED, SITES, TOKEN_SITES, token_var
+from .schema import EMBED, SITES, TOKEN_SITES, is_regression, token_var
 
 #: The sites of a post-LN layer that a layer's whole decomposition (norm-based attribution) reads per token.
 ATTRIBUTION_SITES = (EMBED,) + SITES
@@ -77,7 +77,7 @@ def capabilities(ds: xr.Dataset) -> Capabilities:
     """The :class:`Capabilities` of an open store."""
     sites = frozenset(s for s in TOKEN_SITES if token_var(s) in ds)
     token_layers = tuple(int(l) for l in ds["token_layer"].values) if "token_layer" in ds.coords else ()
-    regression = ds.attrs.get("task_type") == "regression"
+    regression = is_regression(ds.attrs)
     labels = np.asarray(ds["label"].values, dtype=np.int64) if not regression else np.zeros(0, int)
     counts = np.bincount(labels, minlength=ds.sizes.get("class", 0)) if len(labels) else np.zeros(0, int)
     return Capabilities(samples=int(ds.sizes["sample"]), class_counts=tuple(int(c) for c in counts),

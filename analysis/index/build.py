@@ -33,6 +33,7 @@ from bertology import BertologyError
 from bertology.store import open_store
 from bertology.store.location import Location, locate
 from bertology.store.reader import StoreError, is_complete, read_attrs
+from bertology.store.schema import is_regression
 
 from ..registry import ANALYSIS_FORMAT
 from ..confident_errors import margins
@@ -121,28 +122,26 @@ def sample_frame(ds, rid: str, error_threshold: float = ERROR_THRESHOLD) -> pd.D
     """The ``samples`` rows of one store. A regression's label and prediction are the gold and predicted
     scores (``label_name``, ``pred_name``: the same as text), ``abs_error`` their distance, ``correct``
     whether it is within ``error_threshold``; its ``confidence`` and ``margin`` are NULL (no probability)."""
-    if ds.attrs.get("task_type") == "regression":
-        y, pred = ds["label"].values.astype(np.float64), ds["pred"].values.astype(np.float64)
-        abs_error = np.abs(pred - y)
-        return pd.DataFrame({
-            "run_id": rid, "task": ds.attrs["task"], "split": ds.attrs["split"],
-            "sample_id": ds["sample"].values.astype(np.int64), "sample_index": np.arange(len(y)),
-            "text_a": ds["text_a"].values.astype(object), "text_b": ds["text_b"].values.astype(object),
-            "label": y, "label_name": [f"{v:g}" for v in y], "pred": pred, "pred_name": [f"{v:.3g}" for v in pred],
-            "probs": list(ds["probs"].values.astype(np.float64)), "confidence": np.full(len(y), np.nan), "margin": np.full(len(y), np.nan),
-            "correct": abs_error <= error_threshold, "abs_error": abs_error,
-            "length": ds["length"].values.astype(np.int64),
-        })
-    labels = ds["label"].values.astype(int)
     probs = ds["probs"].values.astype(np.float64)
-    pred, confidence, margin = margins(probs, labels)
-    names = np.array([str(c) for c in ds["class"].values], dtype=object)
+    n = len(probs)
+    if is_regression(ds.attrs):
+        labels, pred = ds["label"].values.astype(np.float64), ds["pred"].values.astype(np.float64)
+        abs_error = np.abs(pred - labels)
+        confidence = margin = np.full(n, np.nan)
+        label_name, pred_name = [f"{v:g}" for v in labels], [f"{v:.3g}" for v in pred]
+        right, extra = abs_error <= error_threshold, {"abs_error": abs_error}
+    else:
+        labels = ds["label"].values.astype(int)
+        pred, confidence, margin = margins(probs, labels)
+        names = np.array([str(c) for c in ds["class"].values], dtype=object)
+        label_name, pred_name = names[labels], names[pred]
+        right, extra = pred == labels, {}
     return pd.DataFrame({
         "run_id": rid, "task": ds.attrs["task"], "split": ds.attrs["split"],
-        "sample_id": ds["sample"].values.astype(np.int64), "sample_index": np.arange(len(labels)),
+        "sample_id": ds["sample"].values.astype(np.int64), "sample_index": np.arange(n),
         "text_a": ds["text_a"].values.astype(object), "text_b": ds["text_b"].values.astype(object),
-        "label": labels, "label_name": names[labels], "pred": pred, "pred_name": names[pred],
-        "probs": list(probs), "confidence": confidence, "margin": margin, "correct": pred == labels,
+        "label": labels, "label_name": label_name, "pred": pred, "pred_name": pred_name,
+        "probs": list(probs), "confidence": confidence, "margin": margin, "correct": right, **extra,
         "length": ds["length"].values.astype(np.int64),
     })
 

@@ -8,6 +8,8 @@ import pandas as pd
 
 from bertology.analysis import published as P
 
+from bertology.store.schema import is_regression
+
 from .. import figures
 from ..collect import ReportData
 from ..render import ci, image_html, num, pct, table_html
@@ -33,7 +35,7 @@ def _regression_note(data: ReportData, sep: pd.DataFrame) -> str:
     is a ridge probe whose cross-validated R² per layer is listed."""
     out = ""
     for run in data.runs:
-        if run.meta.get("task_type") != "regression":
+        if not is_regression(run.meta):
             continue
         bins = (run.analysis.get("config") or {}).get("bins")
         r2 = sep[(sep["task"] == run.task)].sort_values("layer")
